@@ -1,2 +1,95 @@
-//! Project automation.
-fn main() {}
+//! Project automation for nexusquant-rs (`cargo xtask ...`, alias in `.cargo/config.toml`).
+//!
+//! ```text
+//! cargo xtask fetch-model NAME [--dir DIR]   install a real GGUF checkpoint (see shared/models.md)
+//! cargo xtask bench [STAGE...] [--no-criterion] [--quick]
+//!                                            run benches, write target/nq-bench/STAGE.json
+//! cargo xtask ci                             run exactly what .ci/run runs after its installs
+//! ```
+
+mod bench;
+mod ci;
+mod fetch;
+mod gguf;
+mod quality;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  fetch-model NAME [--dir DIR]   install a GGUF model (smollm2, qwen05, gemma270m) into the model
+                                 cache ($NQ_MODEL_DIR or ~/.cache/nexusquant/models); no-op if present
+  bench [STAGE...] [--no-criterion] [--quick]
+                                 run criterion benches and report examples; stages: hadamard, rope,
+                                 lattice, entropy, evict, quality (default: all stage crates);
+                                 writes target/nq-bench/STAGE.json
+  ci                             run the CI command list (fmt, clippy, tests, scalar tests, docs)
+";
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let Some(cmd) = args.next() else {
+        eprint!("{USAGE}");
+        bail!("no command given");
+    };
+    let rest: Vec<String> = args.collect();
+    match cmd.as_str() {
+        "fetch-model" => fetch::run(&rest),
+        "bench" => bench::run(&rest),
+        "ci" => ci::run(&rest),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprint!("{USAGE}");
+            bail!("unknown command `{other}`")
+        }
+    }
+}
+
+/// The workspace root (xtask lives one folder below it).
+fn project_root() -> PathBuf {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// `$CARGO`, the cargo that invoked us, so toolchain overrides are honoured.
+fn cargo() -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(project_root());
+    cmd
+}
+
+/// Run a command to completion, failing with its command line if it exits non-zero.
+fn run_checked(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", show(cmd));
+    let status = cmd.status().with_context(|| format!("could not start `{}`", show(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", show(cmd));
+    }
+    Ok(())
+}
+
+fn show(cmd: &Command) -> String {
+    let mut s = String::new();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            s.push_str(&format!("{}={} ", k.to_string_lossy(), v.to_string_lossy()));
+        }
+    }
+    s.push_str(&cmd.get_program().to_string_lossy());
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}

@@ -1,0 +1,31 @@
+//! `cargo xtask ci`: the CI command list, in order. `.ci/run` installs what a fresh machine
+//! lacks (the default model) and then calls this, so running it locally reproduces CI.
+
+use anyhow::{Result, bail};
+
+use crate::{cargo, project_root, run_checked};
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    if let Some(a) = args.first() {
+        bail!("ci takes no arguments, got `{a}`");
+    }
+    let started = std::time::Instant::now();
+    run_checked(cargo().args(["fmt", "--all", "--check"]))?;
+    run_checked(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // The README's test command.
+    run_checked(cargo().arg("test"))?;
+    // The scalar fallbacks of the SIMD crates, in their own target dir so the main build's
+    // fingerprints (which RUSTFLAGS would invalidate) stay warm.
+    let scalar_dir = project_root().join("target").join("scalar");
+    run_checked(
+        cargo()
+            .args(["test", "-p", "nq-hadamard", "-p", "nq-lattice"])
+            .env("RUSTFLAGS", "--cfg nq_force_scalar")
+            .env("CARGO_TARGET_DIR", scalar_dir),
+    )?;
+    run_checked(
+        cargo().args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    eprintln!("ci: all steps passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
