@@ -1,0 +1,170 @@
+//! Observed attention of the observation window (SnapKV, kvpress `SnapKVPress`).
+
+use crate::kernel::{self, KeyBlocks, Pool};
+use crate::{Error, GroupReduce, Protect, Result, ScoreInput, Scorer};
+
+/// Scores tokens by the attention the real last-`w` prompt queries paid them (SnapKV,
+/// Li et al. 2024, arXiv:2404.14469).
+///
+/// For each query head `h` of the group, with `a_h[j, i] = softmax_i(q_{h,j} . k_i / sqrt(d))`
+/// under the positional causal mask (query `j` sees key `i` iff `pos(k_i) <= pos(q_j)`):
+///
+/// 1. `s_h[i] = sum_j a_h[j, i]` (summed over the window's queries; a query that sees no key
+///    adds nothing);
+/// 2. `s_h` is pooled along the token axis with a centred window of `kernel` tokens
+///    ([`Pool::Max`] or [`Pool::Avg`]), inside the candidate range of `protect` only: the
+///    large attention mass of sinks and of the window's own keys does not leak into their
+///    neighbours, and protected tokens keep their unpooled score;
+/// 3. if `normalize`, `s_h` is divided by its sum over the candidate range (all tokens when
+///    that range is empty), so that every query head weighs the same whatever mass its sinks
+///    absorb;
+/// 4. the group's heads are combined by `reduce` (mean or max).
+///
+/// The window's own keys get scores too (they attend to themselves), but a policy keeps them
+/// anyway as part of the recent window, which should be at least `w` tokens long.
+///
+/// Cost: `O(group * w * t * d)` multiply-adds in a register-blocked kernel, plus
+/// `group * w * t` exponentials; scratch memory `w * t + (t + 7) * d` floats per call, no
+/// allocation per token.
+///
+/// # Examples
+///
+/// ```
+/// use nq_evict::{ObservedAttention, Protect, ScoreInput, Scorer};
+/// let d = 2;
+/// // Four tokens; the query looks along the first axis, so token 2 matters most.
+/// let keys = [0.0, 1.0, 0.5, 0.0, 4.0, 0.0, 0.0, 0.0];
+/// let key_positions = [0u32, 1, 2, 3];
+/// let queries = [1.0f32, 0.0]; // one query head, window of one query at position 3
+/// let input = ScoreInput {
+///     keys: &keys,
+///     values: None,
+///     queries: &queries,
+///     query_positions: &[3],
+///     key_positions: &key_positions,
+///     d,
+/// };
+/// let scorer = ObservedAttention { kernel: 1, protect: Protect::NONE, ..Default::default() };
+/// let mut scores = [0.0f32; 4];
+/// scorer.score(&input, &mut scores)?;
+/// assert!(scores[2] > scores[1] && scores[1] > scores[0]);
+/// # Ok::<(), nq_evict::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ObservedAttention {
+    /// Pooling kind (default [`Pool::Avg`]).
+    pub pool: Pool,
+    /// Pooling kernel in tokens: odd, 1 = no pooling (default 5).
+    pub kernel: usize,
+    /// How the query heads of a kv head are combined (default mean).
+    pub reduce: GroupReduce,
+    /// Normalize each query head's scores to sum 1 over the candidates (default true).
+    pub normalize: bool,
+    /// Tokens left out of pooling and normalization: set to the policy's sinks and recent
+    /// window.
+    pub protect: Protect,
+}
+
+impl Default for ObservedAttention {
+    fn default() -> Self {
+        ObservedAttention {
+            pool: Pool::Avg,
+            kernel: 5,
+            reduce: GroupReduce::Mean,
+            normalize: true,
+            protect: Protect::default(),
+        }
+    }
+}
+
+impl ObservedAttention {
+    pub(crate) fn check_config(&self, op: &'static str) -> Result<()> {
+        if self.kernel.is_multiple_of(2) {
+            #[allow(clippy::cast_precision_loss)]
+            return Err(Error::Config {
+                op,
+                what: "kernel",
+                value: self.kernel as f64,
+                expected: "an odd number of tokens >= 1",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Scorer for ObservedAttention {
+    /// # Errors
+    ///
+    /// Shape errors of [`ScoreInput::dims`], [`Error::Len`] for `out`, [`Error::NoQueries`]
+    /// without queries, [`Error::Config`] for an even `kernel`.
+    fn score(&self, input: &ScoreInput<'_>, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "ObservedAttention::score";
+        let dims = input.check(OP, out, true)?;
+        self.check_config(OP)?;
+        let (t, w, d) = (dims.tokens, dims.window, dims.d);
+        if t == 0 {
+            return Ok(());
+        }
+        let Some(wt) = w.checked_mul(t) else {
+            return Err(Error::Len {
+                op: OP,
+                what: "window x tokens",
+                expected: usize::MAX,
+                got: w,
+            });
+        };
+        let kb = KeyBlocks::new(input.keys, d);
+        let mut logits = vec![0.0f32; wt];
+        let mut head = vec![0.0f32; t];
+        let mut pooled = vec![0.0f32; t];
+        let range = self.protect.norm_range(t);
+        for h in 0..dims.group {
+            observed_head(input, &kb, h, &mut logits, &mut head);
+            kernel::pool(&head, range.clone(), self.kernel, self.pool, &mut pooled);
+            if self.normalize {
+                kernel::normalize(&mut pooled, range.clone());
+            }
+            kernel::reduce_into(out, &pooled, self.reduce, dims.group, h == 0);
+        }
+        Ok(())
+    }
+}
+
+/// `head[i] = sum_j softmax_i(q_{h,j} . k_i / sqrt(d))` under the causal mask, for query head
+/// `h` of a validated input. `logits` is `[w, t]` scratch.
+pub(crate) fn observed_head(
+    input: &ScoreInput<'_>,
+    kb: &KeyBlocks,
+    h: usize,
+    logits: &mut [f32],
+    head: &mut [f32],
+) {
+    let (t, d) = (kb.tokens(), input.d);
+    let w = input.query_positions.len();
+    let qs = &input.queries[h * w * d..(h + 1) * w * d];
+    kernel::logits(qs, kb, kernel::inv_sqrt(d), logits);
+    causal_mask(input.key_positions, input.query_positions, logits);
+    head.fill(0.0);
+    for row in logits.chunks_exact_mut(t) {
+        let s = kernel::exp_row(row);
+        if s > 0.0 {
+            #[allow(clippy::cast_possible_truncation)] // 1/s with s >= 1 (the max term is 1)
+            kernel::axpy(head, (1.0 / s) as f32, row);
+        }
+    }
+}
+
+/// Sets `logits[j, i] = -inf` where key `i` is in the future of query `j`.
+pub(crate) fn causal_mask(key_positions: &[u32], query_positions: &[u32], logits: &mut [f32]) {
+    let t = key_positions.len();
+    let Some(&min_q) = query_positions.iter().min() else { return };
+    for (i, &kp) in key_positions.iter().enumerate() {
+        if kp > min_q {
+            for (j, &qp) in query_positions.iter().enumerate() {
+                if kp > qp {
+                    logits[j * t + i] = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+}
