@@ -210,8 +210,8 @@ pub fn expected_attention(input: &ScoreInput<'_>, cfg: &ExpectedAttention) -> Re
         }
         if let Some(a) = &avg_rot {
             mu = matvec(a, &mu);
-            let at = transpose(a);
-            let sa: Vec<Vec<f64>> = sigma.iter().map(|r| matvec(&at, r)).collect(); // Sigma A^T
+            // row k of Sigma A^T is A sigma_k (Sigma is symmetric)
+            let sa: Vec<Vec<f64>> = sigma.iter().map(|r| matvec(a, r)).collect();
             sigma = a
                 .iter()
                 .map(|ar| (0..d).map(|j| (0..d).map(|k| ar[k] * sa[k][j]).sum()).collect())

@@ -1,1 +1,7 @@
-//! Integration tests for nq_evict.
+//! Integration tests for nq_evict: one binary, one module per concern.
+
+mod common;
+mod errors;
+mod oracle;
+mod prop;
+mod scorers;
