@@ -57,12 +57,16 @@ pub(crate) fn check_pow2(op: &'static str, dim: usize) -> Result<()> {
     if dim.is_power_of_two() {
         Ok(())
     } else {
-        Err(Error::NotPowerOfTwo { op, got: dim, padded: dim.checked_next_power_of_two().unwrap_or(0) })
+        Err(Error::NotPowerOfTwo {
+            op,
+            got: dim,
+            padded: dim.checked_next_power_of_two().unwrap_or(0),
+        })
     }
 }
 
 /// Checks that `dim` is a power of two and `len` a whole number of rows of `dim`.
 pub(crate) fn check_rows(op: &'static str, len: usize, dim: usize) -> Result<()> {
     check_pow2(op, dim)?;
-    if len % dim == 0 { Ok(()) } else { Err(Error::Len { op, dim, got: len }) }
+    if len.is_multiple_of(dim) { Ok(()) } else { Err(Error::Len { op, dim, got: len }) }
 }
