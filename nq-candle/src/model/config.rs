@@ -1,0 +1,320 @@
+//! Model hyper-parameters read from GGUF metadata.
+
+use std::fmt;
+
+use super::gguf::{GgufFile, Meta};
+use crate::kv::AttnSpec;
+use crate::{Error, Result};
+
+/// The decoder families this crate implements (`general.architecture` in GGUF).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Architecture {
+    /// Llama (also SmolLM2, and Mistral when the file sets a sliding window): GGUF Q/K weights
+    /// are permuted by the converter, so RoPE is interleaved.
+    Llama,
+    /// Mistral under its own architecture name: Llama with a sliding window.
+    Mistral,
+    /// Qwen2: Q/K/V biases, split-half RoPE.
+    Qwen2,
+    /// Phi-3: fused QKV and gate/up projections, split-half RoPE (possibly partial).
+    Phi3,
+    /// Gemma-3: QK-norm, pre+post norms, local (sliding) / global layers with their own RoPE
+    /// bases, GELU-tanh MLP, embeddings scaled by `sqrt(hidden)`.
+    Gemma3,
+}
+
+/// Architecture names accepted in `general.architecture`.
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, phi3, gemma3";
+
+impl Architecture {
+    /// Parses a `general.architecture` value.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedArchitecture`] naming `name` for anything not listed in
+    /// [`SUPPORTED_ARCHITECTURES`].
+    ///
+    /// # Examples
+    /// ```
+    /// use nq_candle::Architecture;
+    /// assert_eq!(Architecture::from_gguf_name("qwen2")?, Architecture::Qwen2);
+    /// assert!(Architecture::from_gguf_name("mamba").is_err());
+    /// # Ok::<(), nq_candle::Error>(())
+    /// ```
+    pub fn from_gguf_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "llama" => Self::Llama,
+            "mistral" => Self::Mistral,
+            "qwen2" => Self::Qwen2,
+            "phi3" => Self::Phi3,
+            "gemma3" => Self::Gemma3,
+            other => {
+                return Err(Error::UnsupportedArchitecture {
+                    op: "Architecture::from_gguf_name",
+                    arch: other.to_string(),
+                    supported: SUPPORTED_ARCHITECTURES,
+                });
+            }
+        })
+    }
+
+    /// The GGUF name, which is also the metadata key prefix (`llama.block_count`).
+    #[must_use]
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
+            Self::Phi3 => "phi3",
+            Self::Gemma3 => "gemma3",
+        }
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.gguf_name())
+    }
+}
+
+/// How one layer applies rotary embeddings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeSpec {
+    /// Frequency base: dimension pair `i` rotates by `pos / scale * theta^(-2i / dim)`.
+    pub theta: f32,
+    /// Number of leading head dimensions rotated (`<= head_dim`, even); the rest pass through.
+    pub dim: usize,
+    /// Interleaved pairs `(2i, 2i+1)` (GGUF llama) instead of split halves `(i, i + dim/2)`.
+    pub interleaved: bool,
+    /// Linear position scaling factor (1 for none): positions are divided by it.
+    pub scale: f32,
+}
+
+/// Hyper-parameters of a decoder, as read from GGUF metadata (`{arch}.*` keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// The family.
+    pub architecture: Architecture,
+    /// Number of transformer blocks.
+    pub layers: usize,
+    /// Query heads per layer.
+    pub q_heads: usize,
+    /// Key/value heads per layer (divides `q_heads`).
+    pub kv_heads: usize,
+    /// Per-head dimension of queries, keys and values.
+    pub head_dim: usize,
+    /// Residual-stream width.
+    pub hidden: usize,
+    /// MLP inner width.
+    pub ffn_hidden: usize,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab: usize,
+    /// RoPE frequency base of global layers.
+    pub rope_theta: f32,
+    /// RoPE frequency base of sliding-window layers (Gemma-3: 10000), if it differs.
+    pub rope_theta_local: Option<f32>,
+    /// Leading head dimensions that RoPE rotates (`rope.dimension_count`, else `head_dim`).
+    pub rope_dim: usize,
+    /// Interleaved RoPE (GGUF llama/mistral) or split-half (qwen2, phi3, gemma3).
+    pub rope_interleaved: bool,
+    /// Linear RoPE scaling factor of global layers (`rope.scaling.factor` with type linear).
+    pub rope_linear_scale: Option<f32>,
+    /// Context length the model was trained for (`context_length`); forward refuses positions
+    /// beyond it unless [`LoadOptions::max_context`](crate::LoadOptions) overrides it.
+    pub max_context: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// Sliding window of each layer (`None`: global attention).
+    pub layer_windows: Vec<Option<usize>>,
+    /// Multiplier of `q . k` (`1/sqrt(head_dim)` for every family here).
+    pub attn_scale: f32,
+    /// Embedding multiplier (Gemma: `sqrt(hidden)`).
+    pub embed_scale: Option<f32>,
+    /// Final-logit soft cap, if the family uses one.
+    pub final_softcap: Option<f32>,
+    /// Attention-logit soft cap, if the family uses one.
+    pub attn_softcap: Option<f32>,
+    /// Whether to add a BOS token before a document (`tokenizer.ggml.add_bos_token`).
+    pub add_bos: bool,
+}
+
+impl ModelConfig {
+    /// Reads the configuration of an open GGUF file.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedArchitecture`] for an unknown `general.architecture`;
+    /// [`Error::Metadata`] for missing or inconsistent keys; [`Error::Tensor`] when
+    /// `token_embd.weight` is absent.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        const OP: &str = "ModelConfig::from_gguf";
+        let meta = Meta { md: &file.content().metadata, op: OP };
+        let arch_name = meta.str("general.architecture")?;
+        let architecture = Architecture::from_gguf_name(arch_name)?;
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let bad = |k: String, reason: String| Error::Metadata { op: OP, key: k, reason };
+
+        let layers = meta.usize(&key("block_count"))?;
+        let hidden = meta.usize(&key("embedding_length"))?;
+        let ffn_hidden = meta.usize(&key("feed_forward_length"))?;
+        let q_heads = meta.usize(&key("attention.head_count"))?;
+        let kv_heads = meta.opt_usize(&key("attention.head_count_kv"))?.unwrap_or(q_heads);
+        if q_heads == 0 || kv_heads == 0 || q_heads % kv_heads != 0 {
+            return Err(bad(
+                key("attention.head_count_kv"),
+                format!("kv heads {kv_heads} must divide q heads {q_heads}"),
+            ));
+        }
+        let head_dim = match meta.opt_usize(&key("attention.key_length"))? {
+            Some(d) => d,
+            None if hidden % q_heads == 0 => hidden / q_heads,
+            None => {
+                return Err(bad(
+                    key("attention.head_count"),
+                    format!("hidden {hidden} is not a multiple of {q_heads} heads"),
+                ));
+            }
+        };
+        if let Some(dv) = meta.opt_usize(&key("attention.value_length"))? {
+            if dv != head_dim {
+                return Err(bad(
+                    key("attention.value_length"),
+                    format!("{dv} differs from key_length {head_dim}: unsupported"),
+                ));
+            }
+        }
+        let rope_dim = meta.opt_usize(&key("rope.dimension_count"))?.unwrap_or(head_dim);
+        if rope_dim > head_dim || rope_dim % 2 != 0 || rope_dim == 0 {
+            return Err(bad(
+                key("rope.dimension_count"),
+                format!("{rope_dim} must be even, positive and <= head_dim {head_dim}"),
+            ));
+        }
+        let default_theta = 10_000.0;
+        let rope_theta = meta.opt_f32(&key("rope.freq_base"))?.unwrap_or(default_theta);
+        let rope_linear_scale = match meta.opt_str(&key("rope.scaling.type"))? {
+            None | Some("none") => None,
+            Some("linear") => meta.opt_f32(&key("rope.scaling.factor"))?.filter(|&f| f != 1.0),
+            Some(other) => {
+                return Err(bad(
+                    key("rope.scaling.type"),
+                    format!("rope scaling `{other}` is not implemented"),
+                ));
+            }
+        };
+        let max_context = meta.usize(&key("context_length"))?;
+        let rms_eps = meta.opt_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
+        let window = meta.opt_usize(&key("attention.sliding_window"))?;
+
+        let mut layer_windows = vec![None; layers];
+        let mut rope_theta_local = None;
+        let mut embed_scale = None;
+        match architecture {
+            Architecture::Llama | Architecture::Mistral | Architecture::Phi3 => {
+                layer_windows = vec![window; layers];
+            }
+            Architecture::Qwen2 => {}
+            Architecture::Gemma3 => {
+                // llama.cpp: every 6th layer is global unless the file says otherwise; local
+                // layers use RoPE base 10000.
+                let pattern = meta
+                    .opt_usize(&key("attention.sliding_window_pattern"))
+                    .ok()
+                    .flatten()
+                    .unwrap_or(6);
+                let w = window.unwrap_or(512);
+                for (i, lw) in layer_windows.iter_mut().enumerate() {
+                    if pattern == 0 || i % pattern < pattern - 1 {
+                        *lw = Some(w);
+                    }
+                }
+                rope_theta_local =
+                    Some(meta.opt_f32(&key("rope.local_freq_base"))?.unwrap_or(default_theta));
+                #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+                {
+                    embed_scale = Some((hidden as f64).sqrt() as f32);
+                }
+            }
+        }
+        let vocab = file
+            .content()
+            .tensor_infos
+            .get("token_embd.weight")
+            .map(|t| t.shape.dims()[0])
+            .ok_or_else(|| Error::Tensor {
+                op: OP,
+                name: "token_embd.weight".into(),
+                reason: "not in the file".into(),
+            })?;
+        let add_bos = meta.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
+        Ok(Self {
+            architecture,
+            layers,
+            q_heads,
+            kv_heads,
+            head_dim,
+            hidden,
+            ffn_hidden,
+            vocab,
+            rope_theta,
+            rope_theta_local,
+            rope_dim,
+            rope_interleaved: matches!(architecture, Architecture::Llama | Architecture::Mistral),
+            rope_linear_scale,
+            max_context,
+            rms_eps,
+            layer_windows,
+            attn_scale: AttnSpec::standard(head_dim).scale,
+            embed_scale,
+            final_softcap: meta.opt_f32(&key("final_logit_softcapping"))?,
+            attn_softcap: meta.opt_f32(&key("attn_logit_softcapping"))?,
+            add_bos,
+        })
+    }
+
+    /// Query heads that share one kv head.
+    #[must_use]
+    pub fn group_size(&self) -> usize {
+        self.q_heads / self.kv_heads
+    }
+
+    /// The attention spec of `layer` (scale, window, soft cap).
+    ///
+    /// # Panics
+    /// When `layer >= self.layers`.
+    #[must_use]
+    #[track_caller]
+    pub fn attn_spec(&self, layer: usize) -> AttnSpec {
+        AttnSpec {
+            scale: self.attn_scale,
+            window: self.layer_windows[layer],
+            softcap: self.attn_softcap,
+        }
+    }
+
+    /// The RoPE spec of `layer`: local layers of Gemma-3 use their own base and no scaling.
+    ///
+    /// # Panics
+    /// When `layer >= self.layers`.
+    #[must_use]
+    #[track_caller]
+    pub fn rope_spec(&self, layer: usize) -> RopeSpec {
+        let local = self.layer_windows[layer].is_some() && self.rope_theta_local.is_some();
+        RopeSpec {
+            theta: if local {
+                self.rope_theta_local.unwrap_or(self.rope_theta)
+            } else {
+                self.rope_theta
+            },
+            dim: self.rope_dim,
+            interleaved: self.rope_interleaved,
+            scale: if local { 1.0 } else { self.rope_linear_scale.unwrap_or(1.0) },
+        }
+    }
+
+    /// Elements one token adds to the KV cache over all layers (`2 * layers * kv_heads *
+    /// head_dim`).
+    #[must_use]
+    pub fn kv_elems_per_token(&self) -> usize {
+        2 * self.layers * self.kv_heads * self.head_dim
+    }
+}
