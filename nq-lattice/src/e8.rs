@@ -1,0 +1,123 @@
+//! Nearest point of the E8 lattice (Conway & Sloane, SPLAG ch. 20, "decoding D_n and E8").
+
+/// Largest coordinate magnitude for which [`nearest_e8`] is exact in `f32` (2^21).
+///
+/// Below this bound `x - 1/2`, the rounding errors and every half-integer output are
+/// exactly representable, so the decoder returns a true nearest point (its two candidate
+/// distances are sums of 8 rounded squares; the candidate kept is nearest up to that
+/// rounding, i.e. within a relative `8 * f32::EPSILON` of the true minimum).
+pub const EXACT_RANGE: f32 = 2_097_152.0;
+
+/// Nearest point of the coset `D8 + t*(1,..,1)` to `x`, and its squared distance.
+///
+/// D8 is the set of integer vectors with an even coordinate sum. Round every coordinate
+/// (ties to even); if the sum is odd, re-round the coordinate with the largest rounding
+/// error (the first one on ties) the other way.
+#[inline]
+pub(crate) fn nearest_d8_coset(x: &[f32; 8], t: f32) -> ([f32; 8], f32) {
+    let mut f = [0.0f32; 8];
+    let mut e = [0.0f32; 8];
+    let mut parity = 0i32;
+    for i in 0..8 {
+        let v = x[i] - t;
+        f[i] = v.round_ties_even();
+        e[i] = v - f[i];
+        // Saturating cast: exact for the documented range.
+        #[allow(clippy::cast_possible_truncation)]
+        let fi = f[i] as i32;
+        parity ^= fi & 1;
+    }
+    if parity != 0 {
+        let mut k = 0;
+        let mut best = e[0].abs();
+        for (i, ei) in e.iter().enumerate().skip(1) {
+            if ei.abs() > best {
+                best = ei.abs();
+                k = i;
+            }
+        }
+        let step = if e[k] >= 0.0 { 1.0 } else { -1.0 };
+        f[k] += step;
+        e[k] -= step;
+    }
+    let mut d = 0.0f32;
+    for ei in e {
+        d += ei * ei;
+    }
+    for fi in &mut f {
+        *fi += t;
+    }
+    (f, d)
+}
+
+/// Nearest point of the E8 lattice to `x` (Conway & Sloane's decoder).
+///
+/// E8 = D8 ∪ (D8 + ½): the union of the integer vectors with even coordinate sum and the
+/// half-integer vectors (all coordinates in Z + ½) with even coordinate sum. The decoder
+/// finds the nearest point of each coset (round, then fix the parity by re-rounding the
+/// coordinate with the largest rounding error) and keeps the closer one; on an exact tie
+/// between the cosets the integer point is kept.
+///
+/// The result is exact for finite inputs with every `|x_i| <` [`EXACT_RANGE`] (2^21).
+/// Outside that range `f32` cannot represent the half-integer coset faithfully and the
+/// result is only approximately nearest; NaN inputs give NaN outputs. The codecs of this
+/// crate validate their inputs so that they only call it inside the exact range.
+///
+/// Every point of R^8 is within distance 1 of E8 (the covering radius; the minimal
+/// distance between lattice points is √2).
+///
+/// # Examples
+/// ```
+/// use nq_lattice::nearest_e8;
+/// // (0.4, ..., 0.4) is nearer to the half-integer point (½, ..., ½) than to 0.
+/// assert_eq!(nearest_e8(&[0.4; 8]), [0.5; 8]);
+/// // (0.9, 0, ..., 0) rounds to (1, 0, ..., 0), whose coordinate sum is odd; the parity fix
+/// // re-rounds the coordinate with the largest rounding error (coordinate 0) the other way.
+/// assert_eq!(nearest_e8(&[0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]), [0.0; 8]);
+/// ```
+#[must_use]
+pub fn nearest_e8(x: &[f32; 8]) -> [f32; 8] {
+    let (a, da) = nearest_d8_coset(x, 0.0);
+    let (b, db) = nearest_d8_coset(x, 0.5);
+    if db < da { b } else { a }
+}
+
+/// Splits an E8 point `y` into the coset-aware symbols of the variable-rate layout.
+///
+/// `y = z + c/2` with `c` in {0, 1} and `z` in D8; the symbols are `c` and
+/// `[z_0, .., z_6, h]` with `h = (z_7 - p) / 2`, `p = (z_0 + .. + z_6) mod 2`.
+/// `y` must be an E8 point with coordinates below 2^21 in magnitude.
+#[inline]
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) fn to_symbols(y: &[f32; 8]) -> (u8, [i32; 8]) {
+    let c = u8::from(y[0] != y[0].floor());
+    let half = if c == 1 { 0.5 } else { 0.0 };
+    let mut s = [0i32; 8];
+    let mut sum = 0i32;
+    for i in 0..7 {
+        s[i] = (y[i] - half) as i32;
+        sum = sum.wrapping_add(s[i]);
+    }
+    let p = sum.rem_euclid(2);
+    let z7 = (y[7] - half) as i32;
+    s[7] = (z7 - p) / 2;
+    (c, s)
+}
+
+/// Rebuilds the E8 point `z + c/2` from the variable-rate symbols, in `f64` (exact for any
+/// `i32` symbols; the caller converts after scaling).
+#[inline]
+pub(crate) fn from_symbols(c: u8, s: &[i32; 8]) -> [f64; 8] {
+    let half = if c == 1 { 0.5 } else { 0.0 };
+    let mut sum = 0i64;
+    let mut y = [0.0f64; 8];
+    for i in 0..7 {
+        sum += i64::from(s[i]);
+        y[i] = f64::from(s[i]) + half;
+    }
+    let p = sum.rem_euclid(2);
+    #[allow(clippy::cast_precision_loss)]
+    let z7 = (2 * i64::from(s[7]) + p) as f64;
+    y[7] = z7 + half;
+    y
+}

@@ -1,0 +1,485 @@
+//! Fixed-rate codes for the resident cache: 2, 3 or 4 bits per value, one `f16` scale per row.
+
+use half::f16;
+
+use crate::isa::Isa;
+use crate::scale::{self, ScaleMode};
+use crate::{Error, Result, check, e8p, e81b};
+
+/// Bits per value of a [`FixedCodec`].
+///
+/// | variant | bytes per 8 values | code |
+/// |---|---|---|
+/// | `B2` | 2 | E8P: 2^16 points of E8 + ¼ in a ball |
+/// | `B3` | 3 | E8P + a 256-word E8 residual code at half scale |
+/// | `B4` | 4 | E8P + E8P residual at quarter scale |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FixedBits {
+    /// 2 bits per value (16-bit index per 8 values).
+    #[default]
+    B2,
+    /// 3 bits per value (24-bit index per 8 values).
+    B3,
+    /// 4 bits per value (32-bit index per 8 values).
+    B4,
+}
+
+impl FixedBits {
+    /// Bits per value (2, 3 or 4), not counting the per-row scale.
+    #[must_use]
+    pub fn bits_per_dim(self) -> u32 {
+        match self {
+            FixedBits::B2 => 2,
+            FixedBits::B3 => 3,
+            FixedBits::B4 => 4,
+        }
+    }
+
+    /// Bytes of code per block of 8 values (2, 3 or 4).
+    #[must_use]
+    pub fn bytes_per_block(self) -> usize {
+        self.bits_per_dim() as usize
+    }
+
+    /// Largest coordinate magnitude of any codeword (what [`ScaleMode::AbsMax`] maps the
+    /// row's largest magnitude to): 2.75 for `B2`, 3.75 for `B3`, 3.4375 for `B4`.
+    #[must_use]
+    pub fn max_coordinate(self) -> f32 {
+        match self {
+            FixedBits::B2 => 2.75,
+            FixedBits::B3 => 2.75 + 1.0,
+            FixedBits::B4 => 2.75 + 2.75 / 4.0,
+        }
+    }
+
+    /// Encodes one block already divided by its scale: the nearest codeword's code (the
+    /// first [`bytes_per_block`](FixedBits::bytes_per_block) bytes; the rest are 0) and
+    /// the codeword.
+    ///
+    /// `B2` finds the exact nearest E8P codeword; `B3`/`B4` take the nearest E8P codeword
+    /// of each shift, code the residual with the second stage, and keep the better pair.
+    /// `x` should be finite (a NaN gives some valid code, never a panic).
+    ///
+    /// # Examples
+    /// ```
+    /// use nq_lattice::FixedBits;
+    /// let x = [0.3, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.6];
+    /// let (code, c) = FixedBits::B2.encode_block(&x);
+    /// assert_eq!(FixedBits::B2.decode_block(code), c);
+    /// ```
+    #[must_use]
+    pub fn encode_block(self, x: &[f32; 8]) -> ([u8; 4], [f32; 8]) {
+        let mut code = [0u8; 4];
+        let c = encode_block(self, x, &mut code[..self.bytes_per_block()]);
+        (code, c)
+    }
+
+    /// The codeword of a block's code (bytes beyond
+    /// [`bytes_per_block`](FixedBits::bytes_per_block) are ignored). Every code is valid.
+    #[must_use]
+    pub fn decode_block(self, code: [u8; 4]) -> [f32; 8] {
+        decode_block(self, &code)
+    }
+}
+
+/// Encodes one block already divided by its scale: writes the code, returns the codeword.
+#[inline]
+pub(crate) fn encode_block(bits: FixedBits, v: &[f32; 8], code: &mut [u8]) -> [f32; 8] {
+    match bits {
+        FixedBits::B2 => {
+            let (idx, _) = e8p::encode(v);
+            code.copy_from_slice(&idx.to_le_bytes());
+            e8p::decode(idx)
+        }
+        FixedBits::B3 => {
+            let mut best = (f32::INFINITY, [0u8; 3], [0.0f32; 8]);
+            for (idx, _) in e8p::encode_both(v) {
+                let c1 = e8p::decode(idx);
+                let r: [f32; 8] = std::array::from_fn(|i| (v[i] - c1[i]) * 2.0);
+                let (j, _) = e81b::encode(&r);
+                let w = &e81b::WORDS[usize::from(j)];
+                let c: [f32; 8] = std::array::from_fn(|i| c1[i] + w[i] * 0.5);
+                let d = dist2(v, &c);
+                if d < best.0 {
+                    let [lo, hi] = idx.to_le_bytes();
+                    best = (d, [lo, hi, j], c);
+                }
+            }
+            code.copy_from_slice(&best.1);
+            best.2
+        }
+        FixedBits::B4 => {
+            let mut best = (f32::INFINITY, [0u8; 4], [0.0f32; 8]);
+            for (idx, _) in e8p::encode_both(v) {
+                let c1 = e8p::decode(idx);
+                let r: [f32; 8] = std::array::from_fn(|i| (v[i] - c1[i]) * 4.0);
+                let (j, _) = e8p::encode(&r);
+                let c2 = e8p::decode(j);
+                let c: [f32; 8] = std::array::from_fn(|i| c1[i] + c2[i] * 0.25);
+                let d = dist2(v, &c);
+                if d < best.0 {
+                    let [a, b] = idx.to_le_bytes();
+                    let [e, f] = j.to_le_bytes();
+                    best = (d, [a, b, e, f], c);
+                }
+            }
+            code.copy_from_slice(&best.1);
+            best.2
+        }
+    }
+}
+
+#[inline]
+fn dist2(a: &[f32; 8], b: &[f32; 8]) -> f32 {
+    let mut d = 0.0f32;
+    for i in 0..8 {
+        let e = a[i] - b[i];
+        d += e * e;
+    }
+    d
+}
+
+/// The codeword (unscaled) of one block's code.
+#[inline]
+pub(crate) fn decode_block(bits: FixedBits, code: &[u8]) -> [f32; 8] {
+    let c1 = e8p::decode(u16::from_le_bytes([code[0], code[1]]));
+    match bits {
+        FixedBits::B2 => c1,
+        FixedBits::B3 => {
+            let w = &e81b::WORDS[usize::from(code[2])];
+            std::array::from_fn(|i| c1[i] + w[i] * 0.5)
+        }
+        FixedBits::B4 => {
+            let c2 = e8p::decode(u16::from_le_bytes([code[2], code[3]]));
+            std::array::from_fn(|i| c1[i] + c2[i] * 0.25)
+        }
+    }
+}
+
+/// Encodes blocks with a decision scale per row (`inv[row] = 1 / scale`, 0 for a zero row);
+/// writes the codes and, per block, `<x/scale, c>` and `|c|²`.
+pub(crate) fn encode_blocks_scalar(
+    bits: FixedBits,
+    x: &[f32],
+    blocks_per_row: usize,
+    inv: &[f32],
+    codes: &mut [u8],
+    xc: &mut [f32],
+    cc: &mut [f32],
+) {
+    let bpb = bits.bytes_per_block();
+    for (b, (blk, code)) in x.chunks_exact(8).zip(codes.chunks_exact_mut(bpb)).enumerate() {
+        let s = inv[b / blocks_per_row];
+        let v: [f32; 8] = std::array::from_fn(|i| blk[i] * s);
+        let c = encode_block(bits, &v, code);
+        let (mut d, mut n) = (0.0f32, 0.0f32);
+        for i in 0..8 {
+            d += v[i] * c[i];
+            n += c[i] * c[i];
+        }
+        xc[b] = d;
+        cc[b] = n;
+    }
+}
+
+/// A fixed-rate E8 code: `bits` per value plus one `f16` scale per row.
+///
+/// Row `n` of `dim` values (a multiple of 8) is stored as `dim / 8` codes of
+/// [`bytes_per_block`](FixedCodec::bytes_per_block) bytes and a scale `s_n`; it decodes to
+/// `s_n * c` where `c` is the concatenation of the blocks' codewords. Decoding is exact:
+/// every codeword coordinate is a multiple of 1/16 below 4 in magnitude and the scale has
+/// 11 significant bits, so `s_n * c_i` is an exact `f32` product.
+///
+/// Codes of one block (little-endian): `B2` the 16-bit E8P index; `B3` the E8P index, then
+/// one byte indexing the 256-word residual codebook (decoded at half scale); `B4` two E8P
+/// indices, the second decoded at quarter scale. The encoder finds the exact nearest E8P
+/// point for each of the two shifts and keeps the better of the two two-stage results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedCodec {
+    bits: FixedBits,
+    scale_mode: ScaleMode,
+    isa: Isa,
+}
+
+impl FixedCodec {
+    /// A codec with the given rate and scale rule, on the fastest instruction set here.
+    ///
+    /// # Errors
+    /// [`Error::Param`] if `scale_mode` is `BestOf` with 0 or more than
+    /// [`scale::MAX_CANDIDATES`] candidates.
+    ///
+    /// # Examples
+    /// ```
+    /// use nq_lattice::{FixedBits, FixedCodec, ScaleMode};
+    /// let codec = FixedCodec::new(FixedBits::B2, ScaleMode::default())?;
+    /// assert_eq!(codec.bytes_per_block(), 2);
+    /// # Ok::<(), nq_lattice::Error>(())
+    /// ```
+    pub fn new(bits: FixedBits, scale_mode: ScaleMode) -> Result<Self> {
+        scale_mode.validate("FixedCodec::new")?;
+        Ok(FixedCodec { bits, scale_mode, isa: Isa::detect() })
+    }
+
+    /// The same codec on a given instruction set (for tests and benchmarks).
+    ///
+    /// # Errors
+    /// [`Error::Param`] if `isa` is not available on this CPU.
+    pub fn with_isa(self, isa: Isa) -> Result<Self> {
+        if !isa.is_available() {
+            return Err(Error::Param {
+                op: "FixedCodec::with_isa",
+                what: "isa",
+                value: 0.0,
+                range: "an instruction set this CPU supports",
+            });
+        }
+        Ok(FixedCodec { isa, ..self })
+    }
+
+    /// Bits per value.
+    #[must_use]
+    pub fn bits(&self) -> FixedBits {
+        self.bits
+    }
+
+    /// The scale rule.
+    #[must_use]
+    pub fn scale_mode(&self) -> ScaleMode {
+        self.scale_mode
+    }
+
+    /// The instruction set the codec runs on.
+    #[must_use]
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Bytes of code per block of 8 values: 2, 3 or 4.
+    #[must_use]
+    pub fn bytes_per_block(&self) -> usize {
+        self.bits.bytes_per_block()
+    }
+
+    /// Bytes of code for `rows` rows of `dim` values (scales not included).
+    #[must_use]
+    pub fn code_len(&self, rows: usize, dim: usize) -> usize {
+        rows * (dim / 8) * self.bytes_per_block()
+    }
+
+    /// Encodes rows of `dim` values: `x.len() / dim` rows, one scale per row.
+    ///
+    /// The scale of each row follows the codec's [`ScaleMode`]; it is stored as `f16` and
+    /// the codes are chosen for (or refitted to) the rounded scale, so the stored pair
+    /// decodes to exactly what the encoder measured. A row of zeros (or whose scale
+    /// underflows `f16`) gets scale 0 and decodes to exact zeros.
+    ///
+    /// # Errors
+    /// - [`Error::Dim`] if `dim` is 0 or not a multiple of 8.
+    /// - [`Error::NotMultiple`] if `x.len()` is not a multiple of `dim`.
+    /// - [`Error::Len`] if `codes.len() != rows * dim / 8 * bytes_per_block` or
+    ///   `scales.len() != rows`.
+    /// - [`Error::NonFinite`] if `x` holds a NaN or an infinity.
+    /// - [`Error::ScaleOverflow`] if a row needs a scale above 65504; the contents of
+    ///   `codes` and `scales` are then unspecified.
+    ///
+    /// # Examples
+    /// ```
+    /// use nq_lattice::{FixedBits, FixedCodec, ScaleMode};
+    /// use half::f16;
+    /// let codec = FixedCodec::new(FixedBits::B2, ScaleMode::Rms)?;
+    /// let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) / 16.0).collect();
+    /// let mut codes = vec![0u8; codec.code_len(2, 32)];
+    /// let mut scales = vec![f16::ZERO; 2];
+    /// codec.encode_rows(&x, 32, &mut codes, &mut scales)?;
+    /// let mut y = vec![0.0f32; 64];
+    /// codec.decode_rows(&codes, &scales, 32, &mut y)?;
+    /// let err: f32 = x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum();
+    /// let sig: f32 = x.iter().map(|a| a * a).sum();
+    /// assert!(err < 0.2 * sig);
+    /// # Ok::<(), nq_lattice::Error>(())
+    /// ```
+    pub fn encode_rows(
+        &self,
+        x: &[f32],
+        dim: usize,
+        codes: &mut [u8],
+        scales: &mut [f16],
+    ) -> Result<()> {
+        const OP: &str = "FixedCodec::encode_rows";
+        let rows = check::rows(OP, x.len(), dim)?;
+        check::len(OP, "codes", self.code_len(rows, dim), codes.len())?;
+        check::len(OP, "scales", rows, scales.len())?;
+        check::finite(OP, "x", x)?;
+        scale::encode_fixed(self, x, dim, codes, scales)
+    }
+
+    /// Decodes rows: `out[n * dim + i] = scales[n] * c_n[i]`.
+    ///
+    /// # Errors
+    /// - [`Error::Dim`] if `dim` is 0 or not a multiple of 8.
+    /// - [`Error::Len`] if `codes` or `out` do not match `scales.len()` rows of `dim`.
+    /// - [`Error::BadScale`] if a scale is negative, NaN or infinite.
+    pub fn decode_rows(
+        &self,
+        codes: &[u8],
+        scales: &[f16],
+        dim: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        const OP: &str = "FixedCodec::decode_rows";
+        check::dim(OP, dim)?;
+        let rows = scales.len();
+        check::len(OP, "codes", self.code_len(rows, dim), codes.len())?;
+        check::len(OP, "out", rows * dim, out.len())?;
+        check::scales(OP, scales)?;
+        self.kernels().decode(self.bits, codes, scales, dim, out);
+        Ok(())
+    }
+
+    /// Fused attention scores: `out[n] = scales[n] * <query, c_n>` for every row `n`,
+    /// without materializing the decoded rows. `dim = query.len()`.
+    ///
+    /// # Errors
+    /// - [`Error::Dim`] if `query.len()` is 0 or not a multiple of 8.
+    /// - [`Error::Len`] if `codes` or `out` do not match `scales.len()` rows.
+    /// - [`Error::NonFinite`] if `query` holds a NaN or an infinity.
+    /// - [`Error::BadScale`] if a scale is negative, NaN or infinite.
+    pub fn dot_rows(
+        &self,
+        query: &[f32],
+        codes: &[u8],
+        scales: &[f16],
+        out: &mut [f32],
+    ) -> Result<()> {
+        const OP: &str = "FixedCodec::dot_rows";
+        let dim = query.len();
+        check::dim(OP, dim)?;
+        let rows = scales.len();
+        check::len(OP, "codes", self.code_len(rows, dim), codes.len())?;
+        check::len(OP, "out", rows, out.len())?;
+        check::finite(OP, "query", query)?;
+        check::scales(OP, scales)?;
+        self.kernels().dot(self.bits, query, codes, scales, out);
+        Ok(())
+    }
+
+    /// Fused attention output: `acc += Σ_n weights[n] * scales[n] * c_n`, without
+    /// materializing the decoded rows. `dim = acc.len()`, rows = `weights.len()`.
+    ///
+    /// # Errors
+    /// - [`Error::Dim`] if `acc.len()` is 0 or not a multiple of 8.
+    /// - [`Error::Len`] if `scales` or `codes` do not match `weights.len()` rows.
+    /// - [`Error::NonFinite`] if `weights` holds a NaN or an infinity.
+    /// - [`Error::BadScale`] if a scale is negative, NaN or infinite.
+    pub fn axpy_rows(
+        &self,
+        weights: &[f32],
+        codes: &[u8],
+        scales: &[f16],
+        acc: &mut [f32],
+    ) -> Result<()> {
+        const OP: &str = "FixedCodec::axpy_rows";
+        let dim = acc.len();
+        check::dim(OP, dim)?;
+        let rows = weights.len();
+        check::len(OP, "scales", rows, scales.len())?;
+        check::len(OP, "codes", self.code_len(rows, dim), codes.len())?;
+        check::finite(OP, "weights", weights)?;
+        check::scales(OP, scales)?;
+        self.kernels().axpy(self.bits, weights, codes, scales, acc);
+        Ok(())
+    }
+
+    pub(crate) fn kernels(&self) -> &'static dyn Kernels {
+        crate::simd::kernels(self.isa)
+    }
+}
+
+/// The hot loops of the fixed codes, one implementation per instruction set. Inputs are
+/// validated by the caller.
+pub(crate) trait Kernels: Sync {
+    /// See [`encode_blocks_scalar`].
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        &self,
+        bits: FixedBits,
+        x: &[f32],
+        blocks_per_row: usize,
+        inv: &[f32],
+        codes: &mut [u8],
+        xc: &mut [f32],
+        cc: &mut [f32],
+    );
+    /// Decodes rows.
+    fn decode(&self, bits: FixedBits, codes: &[u8], scales: &[f16], dim: usize, out: &mut [f32]);
+    /// Fused dot products.
+    fn dot(&self, bits: FixedBits, q: &[f32], codes: &[u8], scales: &[f16], out: &mut [f32]);
+    /// Fused weighted sum.
+    fn axpy(&self, bits: FixedBits, w: &[f32], codes: &[u8], scales: &[f16], acc: &mut [f32]);
+}
+
+/// The portable implementation.
+pub(crate) struct Scalar;
+
+impl Kernels for Scalar {
+    fn encode(
+        &self,
+        bits: FixedBits,
+        x: &[f32],
+        blocks_per_row: usize,
+        inv: &[f32],
+        codes: &mut [u8],
+        xc: &mut [f32],
+        cc: &mut [f32],
+    ) {
+        encode_blocks_scalar(bits, x, blocks_per_row, inv, codes, xc, cc);
+    }
+
+    fn decode(&self, bits: FixedBits, codes: &[u8], scales: &[f16], dim: usize, out: &mut [f32]) {
+        let bpb = bits.bytes_per_block();
+        let row_bytes = dim / 8 * bpb;
+        for ((row_codes, s), row) in
+            codes.chunks_exact(row_bytes).zip(scales).zip(out.chunks_exact_mut(dim))
+        {
+            let s = s.to_f32();
+            for (code, o) in row_codes.chunks_exact(bpb).zip(row.chunks_exact_mut(8)) {
+                let c = decode_block(bits, code);
+                for i in 0..8 {
+                    o[i] = s * c[i];
+                }
+            }
+        }
+    }
+
+    fn dot(&self, bits: FixedBits, q: &[f32], codes: &[u8], scales: &[f16], out: &mut [f32]) {
+        let bpb = bits.bytes_per_block();
+        let row_bytes = q.len() / 8 * bpb;
+        for ((row_codes, s), o) in codes.chunks_exact(row_bytes).zip(scales).zip(out.iter_mut()) {
+            let mut acc = [0.0f32; 8];
+            for (code, qb) in row_codes.chunks_exact(bpb).zip(q.chunks_exact(8)) {
+                let c = decode_block(bits, code);
+                for i in 0..8 {
+                    acc[i] += qb[i] * c[i];
+                }
+            }
+            *o = s.to_f32() * acc.iter().sum::<f32>();
+        }
+    }
+
+    fn axpy(&self, bits: FixedBits, w: &[f32], codes: &[u8], scales: &[f16], acc: &mut [f32]) {
+        let bpb = bits.bytes_per_block();
+        let row_bytes = acc.len() / 8 * bpb;
+        for ((row_codes, s), wn) in codes.chunks_exact(row_bytes).zip(scales).zip(w) {
+            let f = wn * s.to_f32();
+            if f == 0.0 {
+                continue;
+            }
+            for (code, a) in row_codes.chunks_exact(bpb).zip(acc.chunks_exact_mut(8)) {
+                let c = decode_block(bits, code);
+                for i in 0..8 {
+                    a[i] += f * c[i];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Instruction-set selection: runtime detection with an always-compiled scalar fallback.
+
+/// The instruction set the codecs run on.
+///
+/// Every instruction set produces the same codes and scales (the SIMD encoder performs the
+/// scalar encoder's IEEE operations in the same order, lane by lane) and the same decoded
+/// values (decoding is exact). The fused `dot_rows`/`axpy_rows` sum in a different order,
+/// so they agree to within rounding.
+///
+/// Building with `RUSTFLAGS="--cfg nq_force_scalar"` makes [`Isa::detect`] return
+/// [`Isa::Scalar`] and every other instruction set unavailable, so CI tests the fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Isa {
+    /// Portable Rust loops.
+    Scalar,
+    /// x86-64 AVX2 + FMA intrinsics: one E8 block is one 256-bit register.
+    Avx2,
+}
+
+impl Isa {
+    /// The fastest instruction set available on this CPU.
+    ///
+    /// # Examples
+    /// ```
+    /// let isa = nq_lattice::Isa::detect();
+    /// assert!(isa.is_available());
+    /// ```
+    #[must_use]
+    pub fn detect() -> Isa {
+        if Isa::Avx2.is_available() { Isa::Avx2 } else { Isa::Scalar }
+    }
+
+    /// Whether this instruction set can run here. [`Isa::Scalar`] always can.
+    #[must_use]
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => avx2_available(),
+        }
+    }
+
+    /// A short lowercase name: `"scalar"` or `"avx2"`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+        }
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", not(nq_force_scalar)))]
+fn avx2_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(all(target_arch = "x86_64", not(nq_force_scalar))))]
+fn avx2_available() -> bool {
+    false
+}
