@@ -1,7 +1,6 @@
-//! Criterion benches for nq_rope.
-use criterion::{criterion_group, criterion_main};
+//! Criterion benches for nq_rope: `cargo bench -p nq-rope`.
+use criterion::criterion_main;
 
-fn placeholder(_c: &mut criterion::Criterion) {}
+mod benchmarks;
 
-criterion_group!(benches, placeholder);
-criterion_main!(benches);
+criterion_main!(benchmarks::rope::benches);

@@ -1,0 +1,2 @@
+//! One module per op.
+pub(crate) mod rope;
