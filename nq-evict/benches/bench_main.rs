@@ -1,7 +1,9 @@
-//! Criterion benches for nq_evict.
-use criterion::{criterion_group, criterion_main};
+//! Criterion benches for nq_evict: scoring throughput per scorer and selection throughput.
+//!
+//! Throughput is `Elements(tokens)`: cached tokens of one (layer, kv head) unit scored per
+//! iteration (for `select`, tokens of the whole cache).
+use criterion::criterion_main;
 
-fn placeholder(_c: &mut criterion::Criterion) {}
+mod benchmarks;
 
-criterion_group!(benches, placeholder);
-criterion_main!(benches);
+criterion_main!(benchmarks::score::benches, benchmarks::select::benches);

@@ -1,0 +1,3 @@
+pub(crate) mod data;
+pub(crate) mod score;
+pub(crate) mod select;
