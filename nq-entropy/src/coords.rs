@@ -24,10 +24,10 @@
 //! picks each split, and delta or not, by the exact ideal code length of the histograms plus
 //! the table bytes.
 
-use crate::block::{read_block, read_block_with, write_block};
+use crate::block::{read_block, read_block_with, try_zstd, write_block};
 use crate::bytes::{Cursor, check_elements, put_varint, unzigzag, zigzag};
-use crate::rans::{self, DecTable, EncTable, Freqs, Hist, PROB_SCALE};
-use crate::{Codec, EncodeOptions, Error, Limits, Result, Summary};
+use crate::rans::{self, EncTable, Freqs, Hist, PROB_SCALE};
+use crate::{Codec, Effort, EncodeOptions, Error, Limits, Result, Summary};
 
 /// Escape symbol byte (`-128 as u8`): the value is in the escape list.
 const ESC: u8 = 0x80;
@@ -35,8 +35,6 @@ const F_DELTA: u8 = 1;
 const F_ORD_COSET: u8 = 2;
 const H_CTX_SHIFT: u32 = 2;
 const F_KNOWN: u8 = 0b1111;
-
-type Table = [u32; PROB_SCALE as usize];
 
 #[inline(always)]
 fn sym(v: i32) -> u8 {
@@ -115,8 +113,10 @@ struct Plan {
     h_ctx: u8,
     ord: Vec<Freqs>,
     h: Vec<Freqs>,
-    /// Estimated bytes of the whole rANS symbol section plus escapes.
-    est_bytes: f64,
+    /// Estimated bytes of the rANS symbol section (tables, coded bits, final states).
+    sym_bytes: f64,
+    /// Bytes of the escape list.
+    esc_bytes: f64,
 }
 
 fn escapes_bytes(esc: &[i32]) -> Vec<u8> {
@@ -142,7 +142,14 @@ fn plan(a: &Analysis) -> Plan {
         .min_by(|x, y| x.1.0.total_cmp(&y.1.0))
         .unwrap_or((0, (f64::INFINITY, Vec::new())));
     let esc = escapes_bytes(&a.escapes).len() as f64;
-    Plan { ord_by_coset, h_ctx, ord, h, est_bytes: (ord_bits + h_bits) / 8.0 + esc + 24.0 }
+    Plan {
+        ord_by_coset,
+        h_ctx,
+        ord,
+        h,
+        sym_bytes: (ord_bits + h_bits) / 8.0 + 24.0,
+        esc_bytes: esc,
+    }
 }
 
 /// `y_i - y_{i-stride}` for every vector with a predecessor, in the coset-aware layout (the
@@ -260,7 +267,7 @@ pub fn encode_coords(
         let (dc, dz) = delta(cosets, coords, row_vectors);
         let da = analyze(&dc, &dz);
         let dp = plan(&da);
-        if dp.est_bytes < best.est_bytes {
+        if dp.sym_bytes + dp.esc_bytes < best.sym_bytes + best.esc_bytes {
             best = dp;
             analysis = da;
             delta_data = Some((dc, dz));
@@ -285,24 +292,21 @@ pub fn encode_coords(
     put_varint(out, esc.len() as u64);
     out.extend_from_slice(&esc);
 
-    // Symbols: rANS unless raw or a measured zstd frame is smaller.
-    let raw_len = 8 * n + 10;
-    let zstd_level = opts.zstd_level(8 * n);
-    let codec = if zstd_level.is_some() || (raw_len as f64) < best.est_bytes {
-        let bytes: Vec<u8> = zs.iter().map(|&v| sym(v)).collect();
-        let mut alt = Vec::new();
-        let c = write_block(&mut alt, &bytes, &EncodeOptions { ..*opts })?;
-        if c != Codec::Rans && (alt.len() as f64) < best.est_bytes {
-            out.extend_from_slice(&alt);
-            Some(c)
-        } else {
-            None
+    // Symbols: rANS unless a zstd frame (measured) or the raw bytes are smaller.
+    let alt = match zstd_symbols(zs, best.sym_bytes, opts)? {
+        Some(z) if (z.len() as f64) + 10.0 < best.sym_bytes => Some((Codec::Zstd, z)),
+        _ if ((8 * n + 10) as f64) < best.sym_bytes => {
+            Some((Codec::Raw, zs.iter().map(|&v| sym(v)).collect()))
         }
-    } else {
-        None
+        _ => None,
     };
-    let codec = match codec {
-        Some(c) => c,
+    let codec = match alt {
+        Some((codec, bytes)) => {
+            out.push(codec as u8);
+            put_varint(out, bytes.len() as u64);
+            out.extend_from_slice(&bytes);
+            codec
+        }
         None => {
             out.push(Codec::Rans as u8);
             encode_rans(cs, zs, &best, out);
@@ -312,15 +316,25 @@ pub fn encode_coords(
     Ok(Summary { bytes: out.len() - start, delta: delta_data.is_some(), codec })
 }
 
-/// Table references for one vector's coset `c`: `ord[c]` and `h[2c + p]`.
-fn table_maps(ord_by_coset: bool, h_ctx: u8) -> ([usize; 2], [usize; 4]) {
-    let ord = if ord_by_coset { [0, 1] } else { [0, 0] };
-    let h = match h_ctx {
-        0 => [0, 0, 0, 0],
-        1 => [0, 0, 1, 1],
-        _ => [0, 1, 2, 3],
-    };
-    (ord, h)
+/// A zstd frame of the symbol bytes when [`Effort`] asks for a trial: always at
+/// `Effort::Max`; at `Effort::Default` only when zstd level 1 on a 16 KiB sample from the
+/// middle of the stream beats the rANS estimate for the sample by 10% (repeats that an
+/// order-0 model cannot see), since on i.i.d.-like symbols zstd below level 19 codes 20-30%
+/// above the entropy and level 19 runs at a few MB/s.
+fn zstd_symbols(zs: &[i32], rans_bytes: f64, opts: &EncodeOptions) -> Result<Option<Vec<u8>>> {
+    let Some(level) = opts.zstd_level(zs.len()) else { return Ok(None) };
+    if opts.effort == Effort::Default {
+        let k = zs.len().min(16 << 10);
+        let at = (zs.len() - k) / 2;
+        let sample: Vec<u8> = zs[at..at + k].iter().map(|&v| sym(v)).collect();
+        let share = rans_bytes * k as f64 / zs.len().max(1) as f64;
+        match try_zstd(&sample, 1)? {
+            Some(z) if (z.len() as f64) < 0.9 * share => {}
+            _ => return Ok(None),
+        }
+    }
+    let bytes: Vec<u8> = zs.iter().map(|&v| sym(v)).collect();
+    try_zstd(&bytes, level)
 }
 
 fn encode_rans(cosets: &[u8], coords: &[i32], plan: &Plan, out: &mut Vec<u8>) {
@@ -329,9 +343,9 @@ fn encode_rans(cosets: &[u8], coords: &[i32], plan: &Plan, out: &mut Vec<u8>) {
     }
     let ord: Vec<EncTable> = plan.ord.iter().map(EncTable::new).collect();
     let h: Vec<EncTable> = plan.h.iter().map(EncTable::new).collect();
-    let (om, hm) = table_maps(plan.ord_by_coset, plan.h_ctx);
-    let ord = [&ord[om[0]], &ord[om[1]]];
-    let h = [&h[hm[0]], &h[hm[1]], &h[hm[2]], &h[hm[3]]];
+    let ti = TableIndex::new(plan.ord_by_coset, plan.h_ctx);
+    let ord = [&ord[0], &ord[ti.oc]];
+    let h: [&EncTable; 4] = std::array::from_fn(|k| &h[(k >> 1) * ti.hc + (k & 1) * ti.hp]);
     let mut enc = rans::Encoder::with_capacity(coords.len() / 6 + 16);
     for (&c, z) in cosets.iter().zip(coords.chunks_exact(8)).rev() {
         let c = usize::from(c);
@@ -398,15 +412,20 @@ pub fn decode_coords(input: &[u8], limits: &Limits) -> Result<(Vec<u8>, Vec<i32>
     }
     esc_cur.finish(OP)?;
 
-    let mut coords = vec![0i32; 8 * n];
+    let mut coords = Vec::new();
     let codec = Codec::from_id(cur.u8(OP)?, OP)?;
     let used = if codec == Codec::Rans {
-        decode_rans(&mut cur, flags, &packed, &escapes, &mut coords, OP)?
+        decode_rans(&mut cur, flags, &packed, &escapes, n, &mut coords, OP)?
     } else {
         let bytes = read_block_with(codec, &mut cur, 8 * n, OP)?;
         let mut ei = 0usize;
-        for (o, &s) in coords.iter_mut().zip(&bytes) {
-            *o = if s == ESC { next_escape(&escapes, &mut ei, OP)? } else { i32::from(s as i8) };
+        coords.reserve_exact(8 * n);
+        for &s in &bytes {
+            coords.push(if s == ESC {
+                next_escape(&escapes, &mut ei, OP)?
+            } else {
+                i32::from(s as i8)
+            });
         }
         ei
     };
@@ -436,87 +455,133 @@ fn next_escape(escapes: &[i32], ei: &mut usize, op: &'static str) -> Result<i32>
     Ok(v)
 }
 
+/// All decode tables of one stream side by side: table `t` occupies entries
+/// `t * 4096 .. (t + 1) * 4096`; the power-of-two size lets indices be masked instead of
+/// bounds-checked.
+type FlatTables = [u32; 8 * PROB_SCALE as usize];
+const FLAT_MASK: usize = 8 * PROB_SCALE as usize - 1;
+
+/// Table index multipliers: ordinary table `c * oc`, `h` table `n_ord + c * hc + p * hp`.
+#[derive(Clone, Copy)]
+struct TableIndex {
+    oc: usize,
+    n_ord: usize,
+    hc: usize,
+    hp: usize,
+    n_h: usize,
+}
+
+impl TableIndex {
+    fn new(ord_by_coset: bool, h_ctx: u8) -> Self {
+        let (hc, hp, n_h) = match h_ctx {
+            0 => (0, 0, 1),
+            1 => (1, 0, 2),
+            _ => (2, 1, 4),
+        };
+        let oc = usize::from(ord_by_coset);
+        Self { oc, n_ord: 1 + oc, hc, hp, n_h }
+    }
+
+    fn tables(&self) -> usize {
+        self.n_ord + self.n_h
+    }
+}
+
 fn decode_rans(
     cur: &mut Cursor<'_>,
     flags: u8,
     packed: &[u8],
     escapes: &[i32],
-    out: &mut [i32],
+    n: usize,
+    out: &mut Vec<i32>,
     op: &'static str,
 ) -> Result<usize> {
-    let ord_by_coset = flags & F_ORD_COSET != 0;
-    let h_ctx = (flags >> H_CTX_SHIFT) & 3;
-    let n_ord = if ord_by_coset { 2 } else { 1 };
-    let n_h = [1, 2, 4][usize::from(h_ctx)];
-    let mut freqs = Vec::with_capacity(n_ord + n_h);
-    for _ in 0..n_ord + n_h {
+    let ti = TableIndex::new(flags & F_ORD_COSET != 0, (flags >> H_CTX_SHIFT) & 3);
+    let mut freqs = Vec::with_capacity(ti.tables());
+    for _ in 0..ti.tables() {
         freqs.push(Freqs::read(cur, op)?);
     }
     let mut dec = rans::Decoder::read(cur, op)?;
     let max_freq = freqs.iter().map(Freqs::max).max().unwrap_or(PROB_SCALE);
     if let Some(max) = dec.max_symbols(max_freq)
-        && out.len() as u64 > max
+        && 8 * n as u64 > max
     {
         return Err(Error::Corrupt {
             op,
             reason: "symbol count exceeds what the coded bits can hold",
-            value: out.len() as u64,
+            value: 8 * n as u64,
         });
     }
-    let tables: Vec<DecTable> = freqs.iter().map(DecTable::new).collect();
-    let (om, hm) = table_maps(ord_by_coset, h_ctx);
-    let ord: [&Table; 2] = [&tables[om[0]].0, &tables[om[1]].0];
-    let h: [&Table; 4] = std::array::from_fn(|k| &*tables[n_ord + hm[k]].0);
-    let used = decode_loop(&mut dec, packed, ord, h, escapes, out, op)?;
+    let mut flat: Box<FlatTables> = vec![0u32; FLAT_MASK + 1]
+        .into_boxed_slice()
+        .try_into()
+        .map_err(|_| Error::Corrupt { op, reason: "table allocation", value: 0 })?;
+    for (t, f) in flat.chunks_exact_mut(PROB_SCALE as usize).zip(&freqs) {
+        rans::fill_dec_table(f, t);
+    }
+    let used = decode_loop(&mut dec, packed, &flat, ti, escapes, n, out, op)?;
     dec.finish(op)?;
     Ok(used)
 }
 
+/// One decode step against table `base` (a multiple of 4096) of the flat tables.
+#[inline(always)]
+fn step(x: &mut u32, t: &FlatTables, base: usize, words: &[u16], pos: &mut usize) -> u8 {
+    let e = t[(base | (*x & (PROB_SCALE - 1)) as usize) & FLAT_MASK];
+    rans::apply(x, e, words, pos)
+}
+
 /// The hot loop: 8 symbols per vector on 4 lanes, `h`'s table chosen after the first 7.
+#[allow(clippy::too_many_arguments)]
 fn decode_loop(
     dec: &mut rans::Decoder,
     packed: &[u8],
-    ord: [&Table; 2],
-    h: [&Table; 4],
+    t: &FlatTables,
+    ti: TableIndex,
     escapes: &[i32],
-    out: &mut [i32],
+    n: usize,
+    out: &mut Vec<i32>,
     op: &'static str,
 ) -> Result<usize> {
-    use rans::step;
+    const SHIFT: u32 = rans::PROB_BITS;
     let words = &dec.words[..];
     let mut pos = dec.pos;
     let [mut x0, mut x1, mut x2, mut x3] = dec.x;
     let mut ei = 0usize;
-    for (i, o) in out.chunks_exact_mut(8).enumerate() {
+    out.reserve_exact(8 * n);
+    for i in 0..n {
         let c = usize::from((packed[i >> 3] >> (i & 7)) & 1);
-        let t = ord[c];
+        let ob = (c * ti.oc) << SHIFT;
         let s = [
-            step(&mut x0, t, words, &mut pos),
-            step(&mut x1, t, words, &mut pos),
-            step(&mut x2, t, words, &mut pos),
-            step(&mut x3, t, words, &mut pos),
-            step(&mut x0, t, words, &mut pos),
-            step(&mut x1, t, words, &mut pos),
-            step(&mut x2, t, words, &mut pos),
+            step(&mut x0, t, ob, words, &mut pos),
+            step(&mut x1, t, ob, words, &mut pos),
+            step(&mut x2, t, ob, words, &mut pos),
+            step(&mut x3, t, ob, words, &mut pos),
+            step(&mut x0, t, ob, words, &mut pos),
+            step(&mut x1, t, ob, words, &mut pos),
+            step(&mut x2, t, ob, words, &mut pos),
         ];
+        let mut v = [0i32; 8];
         let any_esc = s.iter().fold(false, |a, &b| a | (b == ESC));
         let p = if any_esc {
-            for (oj, &sj) in o.iter_mut().zip(&s) {
+            for (oj, &sj) in v.iter_mut().zip(&s) {
                 *oj = if sj == ESC {
                     next_escape(escapes, &mut ei, op)?
                 } else {
                     i32::from(sj as i8)
                 };
             }
-            parity7(o) as usize
+            parity7(&v) as usize
         } else {
-            for (oj, &sj) in o.iter_mut().zip(&s) {
+            for (oj, &sj) in v.iter_mut().zip(&s) {
                 *oj = i32::from(sj as i8);
             }
             usize::from((s[0] ^ s[1] ^ s[2] ^ s[3] ^ s[4] ^ s[5] ^ s[6]) & 1)
         };
-        let s7 = step(&mut x3, h[2 * c + p], words, &mut pos);
-        o[7] = if s7 == ESC { next_escape(escapes, &mut ei, op)? } else { i32::from(s7 as i8) };
+        let hb = (ti.n_ord + c * ti.hc + p * ti.hp) << SHIFT;
+        let s7 = step(&mut x3, t, hb, words, &mut pos);
+        v[7] = if s7 == ESC { next_escape(escapes, &mut ei, op)? } else { i32::from(s7 as i8) };
+        out.extend_from_slice(&v);
     }
     dec.x = [x0, x1, x2, x3];
     dec.pos = pos;

@@ -1,17 +1,21 @@
 //! Encoder options and decoder limits.
 
 /// How hard the encoder searches for the smallest coding.
+///
+/// Whatever the effort, the encoder picks between raw and rANS, delta or not, and the
+/// context split of the coordinate tables from exact code lengths of histograms; effort
+/// only decides where zstd is tried (compressing for real, kept if smaller).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Effort {
-    /// Choose between raw and rANS (and delta or not) from histograms only; zstd is never
-    /// tried. Fastest.
+    /// zstd is never tried. Fastest.
     Fast,
-    /// As `Fast`, plus a real zstd trial on every block of at most 4 MiB (level 19 up to
-    /// 64 KiB, 9 up to 1 MiB, 3 above), kept only where it is smaller.
+    /// zstd is tried on every byte block at a level chosen by the block's size (19 up to
+    /// 4 KiB, 3 up to 1 MiB, 1 above), and on coordinate symbols only
+    /// where a level-1 trial on a 16 KiB sample beats rANS by 10%.
     #[default]
     Default,
-    /// A zstd trial at level 19 on every block, whatever its size.
+    /// zstd level 19 is tried on every block and on every coordinate stream.
     Max,
 }
 
@@ -30,10 +34,9 @@ impl EncodeOptions {
     pub(crate) fn zstd_level(&self, len: usize) -> Option<i32> {
         let auto = match self.effort {
             Effort::Fast => return None,
-            Effort::Default if len > 4 << 20 => return None,
-            Effort::Default if len <= 64 << 10 => 19,
-            Effort::Default if len <= 1 << 20 => 9,
-            Effort::Default => 3,
+            Effort::Default if len <= 4 << 10 => 19,
+            Effort::Default if len <= 1 << 20 => 3,
+            Effort::Default => 1,
             Effort::Max => 19,
         };
         Some(self.zstd_level.unwrap_or(auto))

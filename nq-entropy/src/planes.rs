@@ -24,65 +24,91 @@ use crate::{Codec, EncodeOptions, Error, Limits, Result, Summary};
 
 const F_DELTA: u8 = 1;
 
+/// An element held in the smallest unsigned integer that fits `width` bytes.
+trait Elem: Copy + Default {
+    fn to_u64(self) -> u64;
+    fn from_u64(v: u64) -> Self;
+    /// Little-endian bytes `b` (`b.len()` <= the type's size).
+    fn load(b: &[u8]) -> Self;
+}
+
+macro_rules! elem {
+    ($($t:ty),*) => {$(
+        impl Elem for $t {
+            #[inline(always)]
+            fn to_u64(self) -> u64 {
+                u64::from(self)
+            }
+            #[inline(always)]
+            fn from_u64(v: u64) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            fn load(b: &[u8]) -> Self {
+                match <[u8; size_of::<$t>()]>::try_from(b) {
+                    Ok(a) => <$t>::from_le_bytes(a),
+                    Err(_) => b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)) as $t,
+                }
+            }
+        }
+    )*};
+}
+elem!(u8, u16, u32, u64);
+
 fn mask(width: usize) -> u64 {
     if width >= 8 { u64::MAX } else { (1u64 << (8 * width)) - 1 }
 }
 
-fn load(b: &[u8]) -> u64 {
-    b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
-}
-
-fn store(v: u64, b: &mut [u8]) {
-    for (k, x) in b.iter_mut().enumerate() {
-        *x = (v >> (8 * k)) as u8;
-    }
-}
-
-/// Splits `data` (`n` elements of `width` bytes) into planes, optionally delta-coded.
+/// Splits `data` (`n` elements of `width` bytes) into planes, delta-coded along rows of
+/// `row` elements when `row > 0`.
 fn split(data: &[u8], width: usize, row: usize) -> Vec<Vec<u8>> {
-    let n = data.len() / width;
-    let mut planes = vec![vec![0u8; n]; width];
-    if width == 2 && row == 0 {
-        for (i, e) in data.chunks_exact(2).enumerate() {
-            planes[0][i] = e[0];
-            planes[1][i] = e[1];
-        }
-        return planes;
+    match width {
+        1 => split_as::<u8>(data, width, row),
+        2 => split_as::<u16>(data, width, row),
+        3 | 4 => split_as::<u32>(data, width, row),
+        _ => split_as::<u64>(data, width, row),
     }
+}
+
+fn split_as<E: Elem>(data: &[u8], width: usize, row: usize) -> Vec<Vec<u8>> {
     let m = mask(width);
-    let mut tmp = [0u8; 8];
-    for (i, e) in data.chunks_exact(width).enumerate() {
-        let v = if row > 0 && i >= row {
-            load(e).wrapping_sub(load(&data[(i - row) * width..(i - row + 1) * width])) & m
-        } else {
-            load(e)
-        };
-        store(v, &mut tmp[..width]);
-        for (p, &b) in planes.iter_mut().zip(&tmp[..width]) {
-            p[i] = b;
+    let mut vals: Vec<E> = data.chunks_exact(width).map(E::load).collect();
+    if row > 0 {
+        for i in (row..vals.len()).rev() {
+            vals[i] = E::from_u64(vals[i].to_u64().wrapping_sub(vals[i - row].to_u64()) & m);
         }
     }
-    planes
+    (0..width).map(|k| vals.iter().map(|v| (v.to_u64() >> (8 * k)) as u8).collect()).collect()
 }
 
 /// Inverse of [`split`].
 fn join(planes: &[Vec<u8>], width: usize, n: usize, row: usize) -> Vec<u8> {
-    let mut data = vec![0u8; n * width];
+    match width {
+        1 => join_as::<u8>(planes, width, n, row),
+        2 => join_as::<u16>(planes, width, n, row),
+        3 | 4 => join_as::<u32>(planes, width, n, row),
+        _ => join_as::<u64>(planes, width, n, row),
+    }
+}
+
+fn join_as<E: Elem>(planes: &[Vec<u8>], width: usize, n: usize, row: usize) -> Vec<u8> {
+    let m = mask(width);
+    let mut vals = vec![E::default(); n];
     for (k, p) in planes.iter().enumerate() {
-        for (i, &b) in p.iter().enumerate() {
-            data[i * width + k] = b;
+        for (v, &b) in vals.iter_mut().zip(p) {
+            *v = E::from_u64(v.to_u64() | (u64::from(b) << (8 * k)));
         }
     }
     if row > 0 {
-        let m = mask(width);
         for i in row..n {
-            let prev = load(&data[(i - row) * width..(i - row + 1) * width]);
-            let e = &mut data[i * width..(i + 1) * width];
-            let v = load(e).wrapping_add(prev) & m;
-            store(v, e);
+            vals[i] = E::from_u64(vals[i].to_u64().wrapping_add(vals[i - row].to_u64()) & m);
         }
     }
-    data
+    let mut out = Vec::with_capacity(n * width);
+    for v in vals {
+        out.extend_from_slice(&v.to_u64().to_le_bytes()[..width]);
+    }
+    out
 }
 
 /// Estimated bytes of a set of planes, each coded raw or with rANS.

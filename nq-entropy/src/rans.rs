@@ -209,15 +209,18 @@ pub(crate) struct DecTable(pub(crate) Box<[u32; PROB_SCALE as usize]>);
 impl DecTable {
     pub(crate) fn new(f: &Freqs) -> Self {
         let mut t: Box<[u32; PROB_SCALE as usize]> = Box::new([0u32; PROB_SCALE as usize]);
-        let mut slot = 0usize;
-        for (sym, &freq) in f.0.iter().enumerate() {
-            for off in 0..freq {
-                t[slot] = sym as u32 | ((freq - 1) << 8) | (off << 20);
-                slot += 1;
-            }
-        }
-        debug_assert_eq!(slot, PROB_SCALE as usize);
+        fill_dec_table(f, &mut t[..]);
         Self(t)
+    }
+}
+
+/// Writes the decoder entries of `f` into `t` (4096 entries).
+pub(crate) fn fill_dec_table(f: &Freqs, t: &mut [u32]) {
+    let mut slots = t.iter_mut();
+    for (sym, &freq) in f.0.iter().enumerate() {
+        for (off, e) in (0..freq).zip(&mut slots) {
+            *e = sym as u32 | ((freq - 1) << 8) | (off << 20);
+        }
     }
 }
 
@@ -289,16 +292,21 @@ impl Decoder {
     }
 
     /// Upper bound on how many symbols the stream can hold if every table it uses gives its
-    /// most probable symbol at most `max_freq`: each symbol then costs at least
-    /// `log2(4096 / max_freq)` bits of the `32 * LANES + 16 * words` bits present. `None`
-    /// when `max_freq == 4096` (a one-symbol table codes any count in zero bits).
+    /// most probable symbol at most `max_freq`; `None` when `max_freq == 4096` (a one-symbol
+    /// table codes any count in zero bits).
+    ///
+    /// Coding a symbol of frequency `f` multiplies the state by at least
+    /// `(4096 / f) * (1 - (4096 - f) f / (4096 x))` with `x >= 2^16`, which is at least
+    /// `(4096 / f)^(15/16)`; so `n` symbols need at least `(15/16) n log2(4096 / max_freq)`
+    /// bits of the `16 * LANES` bits of final-state headroom plus `16 * words` bits present.
+    /// The bound below uses 8/7 instead of 16/15 for margin.
     pub(crate) fn max_symbols(&self, max_freq: u32) -> Option<u64> {
         if max_freq >= PROB_SCALE {
             return None;
         }
-        let bits = 32.0 * LANES as f64 + 16.0 * self.words.len() as f64;
+        let bits = 16.0 * LANES as f64 + 16.0 * self.words.len() as f64;
         let per = f64::from(PROB_BITS) - f64::from(max_freq.max(1)).log2();
-        Some((bits / per).ceil() as u64 + LANES as u64)
+        Some((bits * 8.0 / 7.0 / per).ceil() as u64 + LANES as u64)
     }
 
     /// Fails unless every word was consumed and every state is back at `2^16`.
@@ -333,7 +341,12 @@ pub(crate) fn step(
     words: &[u16],
     pos: &mut usize,
 ) -> u8 {
-    let e = t[(*x & PROB_MASK) as usize];
+    apply(x, t[(*x & PROB_MASK) as usize], words, pos)
+}
+
+/// The state update of [`step`] for the table entry `e` of the state's slot.
+#[inline(always)]
+pub(crate) fn apply(x: &mut u32, e: u32, words: &[u16], pos: &mut usize) -> u8 {
     let nx = (((e >> 8) & PROB_MASK) + 1) * (*x >> PROB_BITS) + (e >> 20);
     let w = u32::from(words.get(*pos).copied().unwrap_or(0));
     let need = nx < RANS_L;

@@ -77,38 +77,35 @@ pub fn gaussian_e8(n: usize, step: f64, seed: u64) -> (Vec<u8>, Vec<i32>) {
     (cosets, coords)
 }
 
-/// Order-0 empirical entropy, in bits, of the coset-aware symbols: the coset bits plus each of
-/// the 8 coordinate positions with its own distribution.
-pub fn layout_entropy_bits(cosets: &[u8], coords: &[i32]) -> f64 {
-    fn h<I: Iterator<Item = i64>>(it: I) -> f64 {
-        let mut m = std::collections::HashMap::<i64, u64>::new();
-        let mut n = 0u64;
-        for v in it {
-            *m.entry(v).or_default() += 1;
-            n += 1;
+/// `rows` rows of `per_row` 8-vectors whose entries follow an AR(1) process along rows
+/// (`x_t = rho x_{t-1} + sqrt(1 - rho^2) n_t`, unit variance), quantized like
+/// [`gaussian_e8`]: a stand-in for keys of neighbouring tokens that resemble each other.
+pub fn correlated_e8(
+    rows: usize,
+    per_row: usize,
+    rho: f64,
+    step: f64,
+    seed: u64,
+) -> (Vec<u8>, Vec<i32>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut state = vec![0.0f64; 8 * per_row];
+    for s in &mut state {
+        *s = gauss(&mut rng);
+    }
+    let k = (1.0 - rho * rho).sqrt();
+    let mut cosets = Vec::with_capacity(rows * per_row);
+    let mut coords = Vec::with_capacity(8 * rows * per_row);
+    for _ in 0..rows {
+        for v in 0..per_row {
+            let x: [f64; 8] = std::array::from_fn(|i| {
+                let s = &mut state[8 * v + i];
+                *s = rho * *s + k * gauss(&mut rng);
+                *s / step
+            });
+            let (c, z) = to_layout(&nearest_e8_doubled(&x));
+            cosets.push(c);
+            coords.extend_from_slice(&z);
         }
-        m.values().map(|&c| c as f64 * (n as f64 / c as f64).log2()).sum()
     }
-    let mut total = h(cosets.iter().map(|&c| i64::from(c)));
-    for j in 0..8 {
-        total += h(coords.iter().skip(j).step_by(8).map(|&v| i64::from(v)));
-    }
-    total
-}
-
-/// Same, but each coordinate position conditioned on the coset bit (what a coder with one
-/// table per coset can reach).
-pub fn layout_entropy_bits_given_coset(cosets: &[u8], coords: &[i32]) -> f64 {
-    let mut total = 0.0;
-    for c in 0..2u8 {
-        let idx: Vec<usize> = (0..cosets.len()).filter(|&i| cosets[i] == c).collect();
-        let cs: Vec<u8> = idx.iter().map(|_| c).collect();
-        let vs: Vec<i32> = idx.iter().flat_map(|&i| coords[8 * i..8 * i + 8].to_vec()).collect();
-        total += layout_entropy_bits(&cs, &vs);
-    }
-    // The coset bits themselves.
-    let n1 = cosets.iter().filter(|&&c| c == 1).count() as f64;
-    let n = cosets.len() as f64;
-    let hc = |k: f64| if k > 0.0 { k * (n / k).log2() } else { 0.0 };
-    total + hc(n1) + hc(n - n1)
+    (cosets, coords)
 }
