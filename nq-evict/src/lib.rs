@@ -25,7 +25,7 @@
 //! budget.
 //!
 //! All inputs are plain `f32` slices; every malformed input is an [`Error`], never a panic.
-//! [`reference`] holds naive oracles of every scorer and of [`select`].
+//! [`reference`](mod@reference) holds naive oracles of every scorer and of [`select`].
 //!
 //! # Examples
 //!
@@ -84,3 +84,8 @@ pub use scorers::combine::{Blend, ValueNorm};
 pub use scorers::expected::{ExpectedAttention, RopeLayout, RopeSpec};
 pub use scorers::observed::ObservedAttention;
 pub use scorers::simple::{KeyKey, KeyNorm};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
