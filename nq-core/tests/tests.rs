@@ -1,1 +1,5 @@
-//! Integration tests for nq_core.
+//! Integration tests for nq-core.
+mod attention;
+mod backend;
+mod cache;
+mod errors;

@@ -1,0 +1,627 @@
+//! The resident compressed KV cache: per layer and kv head, E8 codes + f16 scales + u32
+//! positions for compressed tokens, and f16 rows for the sink and recent windows.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use nq_rope::Rope;
+
+use crate::attention::{axpy, dot, exp_normalize};
+use crate::codec::{RowCodec, widen};
+use crate::config::{CompressionConfig, Preset};
+use crate::error::{Error, Result};
+use crate::evict::{Scoring, choose};
+use crate::rotation::{Rotation, splitmix};
+
+/// Shape of a model's KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvShape {
+    /// Decoder layers.
+    pub layers: usize,
+    /// Query heads per layer.
+    pub q_heads: usize,
+    /// Key/value heads per layer (GQA: divides `q_heads`).
+    pub kv_heads: usize,
+    /// Values per head vector (a multiple of 8).
+    pub head_dim: usize,
+}
+
+impl KvShape {
+    /// Validate the shape.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when a count is zero, `kv_heads` does not divide `q_heads`, or
+    /// `head_dim` is not a multiple of 8.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::Shape { op: "KvShape::validate", what });
+        if self.layers == 0 || self.q_heads == 0 || self.kv_heads == 0 {
+            return bad(format!("{self:?} has a zero count"));
+        }
+        if !self.q_heads.is_multiple_of(self.kv_heads) {
+            return bad(format!(
+                "kv_heads {} does not divide q_heads {}",
+                self.kv_heads, self.q_heads
+            ));
+        }
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(8) {
+            return bad(format!("head_dim {} is not a positive multiple of 8", self.head_dim));
+        }
+        Ok(())
+    }
+
+    /// Query heads per kv head.
+    pub fn group(&self) -> usize {
+        self.q_heads / self.kv_heads
+    }
+}
+
+/// What the cache holds, measured from its buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Tokens appended so far (per layer and head).
+    pub tokens_seen: usize,
+    /// Token slots held in compressed form, summed over layers and heads.
+    pub compressed_slots: usize,
+    /// Token slots held in f16, summed over layers and heads.
+    pub dense_slots: usize,
+    /// Token slots evicted, summed over layers and heads.
+    pub evicted_slots: usize,
+    /// Bytes of every buffer the cache holds (codes, scales, positions, f16 windows,
+    /// query window, rotation signs): the sum of their lengths.
+    pub resident_bytes: usize,
+    /// Bytes an f16 cache of every token seen would hold: `2 * layers * kv_heads * tokens * d * 2`.
+    pub fp16_bytes: usize,
+}
+
+impl CacheStats {
+    /// `fp16_bytes / resident_bytes`.
+    pub fn ratio(&self) -> f64 {
+        self.fp16_bytes as f64 / self.resident_bytes.max(1) as f64
+    }
+}
+
+/// One kv head of one layer.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Head {
+    /// Positions of compressed tokens, ascending.
+    pub(crate) pos: Vec<u32>,
+    pub(crate) k_codes: Vec<u8>,
+    pub(crate) k_scales: Vec<f16>,
+    pub(crate) v_codes: Vec<u8>,
+    pub(crate) v_scales: Vec<f16>,
+    /// f16 rows `[dense, d]` of the tokens still dense (positions in [`Layer::dense_pos`]).
+    pub(crate) dense_k: Vec<f16>,
+    pub(crate) dense_v: Vec<f16>,
+    /// Attention mass each dense token received from the queries seen since it was appended
+    /// (H2O-style), used to score decode-time blocks without keeping queries around.
+    pub(crate) dense_mass: Vec<f32>,
+}
+
+/// The last `window` queries of a layer, `[q_heads][<= window][d]`, oldest first.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct QueryWindow {
+    pub(crate) rows: Vec<Vec<f32>>,
+    pub(crate) pos: Vec<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Layer {
+    pub(crate) key_rot: Rotation,
+    pub(crate) value_rot: Rotation,
+    pub(crate) heads: Vec<Head>,
+    /// Positions of the dense tokens, ascending; the first `sinks` are attention sinks.
+    pub(crate) dense_pos: Vec<u32>,
+    pub(crate) sinks: usize,
+    pub(crate) seen: usize,
+    pub(crate) evicted: usize,
+    pub(crate) compressed_once: bool,
+    pub(crate) queries: QueryWindow,
+}
+
+/// A KV cache whose resident form is compressed.
+///
+/// Tokens are appended in f16. [`compress`](Self::compress) then scores the tokens between
+/// the sink and recent windows, evicts the least important, and stores the rest as E8 codes
+/// of their randomized-Hadamard rotation. The first call (after prefill) handles the whole
+/// prompt at once; later calls, during decoding, handle full blocks of `block` tokens that
+/// left the recent window, so the budget keeps holding and no token is quantized twice.
+/// [`attend`](Self::attend) reads codes in place.
+#[derive(Clone, Debug)]
+pub struct CompressedCache {
+    pub(crate) shape: KvShape,
+    pub(crate) cfg: CompressionConfig,
+    pub(crate) keys: RowCodec,
+    pub(crate) values: RowCodec,
+    pub(crate) rope: Option<Rope>,
+    pub(crate) layers: Vec<Layer>,
+    identity: bool,
+}
+
+impl CompressedCache {
+    /// An empty cache for a model of `shape`.
+    ///
+    /// `rope` is the model's rotary embedding; it is required when `cfg.remove_rope` is set
+    /// (keys are stored RoPE-free and RoPE is re-applied per key at attention time).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] or [`Error::Config`] for a bad shape or configuration.
+    pub fn new(shape: KvShape, cfg: CompressionConfig, rope: Option<Rope>) -> Result<Self> {
+        shape.validate()?;
+        cfg.validate()?;
+        if cfg.remove_rope && rope.is_none() {
+            return Err(Error::Config {
+                field: "remove_rope",
+                value: "true, but no RoPE given".into(),
+            });
+        }
+        let keys = RowCodec::new(cfg.keys, shape.head_dim, cfg.scale_candidates)?;
+        let values = RowCodec::new(cfg.values, shape.head_dim, cfg.scale_candidates)?;
+        let layers = (0..shape.layers)
+            .map(|l| {
+                let seed = splitmix(cfg.seed ^ (l as u64).wrapping_mul(0x100_0000_01b3));
+                Ok(Layer {
+                    key_rot: Rotation::new(shape.head_dim, seed)?,
+                    value_rot: Rotation::new(shape.head_dim, splitmix(seed))?,
+                    heads: vec![Head::default(); shape.kv_heads],
+                    dense_pos: Vec::new(),
+                    sinks: 0,
+                    seen: 0,
+                    evicted: 0,
+                    compressed_once: false,
+                    queries: QueryWindow { rows: vec![Vec::new(); shape.q_heads], pos: Vec::new() },
+                })
+            })
+            .collect::<Result<_>>()?;
+        let identity = cfg == Preset::None.config();
+        Ok(CompressedCache { shape, cfg, keys, values, rope, layers, identity })
+    }
+
+    /// A copy of this still-uncompressed cache under another configuration: the same tokens
+    /// and observed queries, ready to be compressed differently. Lets one prefill serve several
+    /// presets.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `cfg` is invalid or a layer was already compressed (its evicted
+    /// tokens cannot come back).
+    pub fn reconfigured(&self, cfg: CompressionConfig) -> Result<Self> {
+        if self
+            .layers
+            .iter()
+            .any(|l| l.compressed_once && !l.heads.iter().all(|h| h.pos.is_empty()))
+        {
+            return Err(Error::Config {
+                field: "reconfigured",
+                value: "the cache was already compressed".into(),
+            });
+        }
+        let mut out = CompressedCache::new(self.shape, cfg, self.rope.clone())?;
+        for (new, old) in out.layers.iter_mut().zip(&self.layers) {
+            new.heads.clone_from(&old.heads);
+            new.dense_pos.clone_from(&old.dense_pos);
+            new.seen = old.seen;
+            new.sinks = cfg.evict.sinks.min(old.seen);
+            let w = cfg.evict.window.min(old.queries.pos.len());
+            let d = self.shape.head_dim;
+            new.queries.pos = old.queries.pos[old.queries.pos.len() - w..].to_vec();
+            new.queries.rows =
+                old.queries.rows.iter().map(|r| r[r.len() - w * d..].to_vec()).collect();
+        }
+        Ok(out)
+    }
+
+    /// The cache's shape.
+    pub fn shape(&self) -> KvShape {
+        self.shape
+    }
+
+    /// The cache's configuration.
+    pub fn config(&self) -> &CompressionConfig {
+        &self.cfg
+    }
+
+    /// Tokens appended to `layer` so far.
+    ///
+    /// # Panics
+    /// If `layer` is out of range.
+    pub fn len(&self, layer: usize) -> usize {
+        self.layers[layer].seen
+    }
+
+    /// Whether nothing was appended yet.
+    pub fn is_empty(&self) -> bool {
+        self.layers.iter().all(|l| l.seen == 0)
+    }
+
+    fn layer_index(&self, op: &'static str, layer: usize) -> Result<()> {
+        if layer >= self.layers.len() {
+            return Err(Error::Layer { op, layer, layers: self.layers.len() });
+        }
+        Ok(())
+    }
+
+    /// Append the keys and values of new tokens to `layer`, in f16.
+    ///
+    /// `k` and `v` are `[kv_heads, t, head_dim]` (post-RoPE, as the model produces them);
+    /// `positions` holds the `t` absolute positions, strictly increasing and past every
+    /// position already held.
+    ///
+    /// # Errors
+    /// [`Error::Layer`], [`Error::Len`], [`Error::Position`], or [`Error::NonFinite`] (nothing
+    /// is appended then).
+    pub fn append(&mut self, layer: usize, k: &[f32], v: &[f32], positions: &[u32]) -> Result<()> {
+        const OP: &str = "CompressedCache::append";
+        self.layer_index(OP, layer)?;
+        let (h, d, t) = (self.shape.kv_heads, self.shape.head_dim, positions.len());
+        for (what, buf) in [("k", k), ("v", v)] {
+            if buf.len() != h * t * d {
+                return Err(Error::Len { op: OP, what, got: buf.len(), expected: h * t * d });
+            }
+            if let Some((index, &value)) = buf.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+                return Err(Error::NonFinite { op: OP, index, value });
+            }
+        }
+        let lay = &mut self.layers[layer];
+        let mut last = lay.dense_pos.last().copied();
+        for &p in positions {
+            if let Some(l) = last
+                && p <= l
+            {
+                return Err(Error::Position { op: OP, got: p, last: l });
+            }
+            last = Some(p);
+        }
+        for (hi, head) in lay.heads.iter_mut().enumerate() {
+            let (ks, vs) = (&k[hi * t * d..][..t * d], &v[hi * t * d..][..t * d]);
+            let at = head.dense_k.len();
+            head.dense_k.resize(at + t * d, f16::ZERO);
+            head.dense_k[at..].convert_from_f32_slice(ks);
+            head.dense_v.resize(at + t * d, f16::ZERO);
+            head.dense_v[at..].convert_from_f32_slice(vs);
+            head.dense_mass.resize(head.dense_mass.len() + t, 0.0);
+        }
+        lay.dense_pos.extend_from_slice(positions);
+        let new_sinks = self.cfg.evict.sinks.saturating_sub(lay.seen).min(t);
+        lay.sinks += new_sinks;
+        lay.seen += t;
+        Ok(())
+    }
+
+    /// Remember the last queries of `layer` (`[q_heads, t, head_dim]`, post-RoPE) for scoring.
+    ///
+    /// # Errors
+    /// [`Error::Layer`] or [`Error::Len`].
+    pub fn observe_queries(&mut self, layer: usize, q: &[f32], positions: &[u32]) -> Result<()> {
+        const OP: &str = "CompressedCache::observe_queries";
+        self.layer_index(OP, layer)?;
+        let (hq, d, t) = (self.shape.q_heads, self.shape.head_dim, positions.len());
+        if q.len() != hq * t * d {
+            return Err(Error::Len { op: OP, what: "q", got: q.len(), expected: hq * t * d });
+        }
+        if self.layers[layer].compressed_once {
+            // After the prompt is compressed, blocks are scored by the attention mass they
+            // received (`Head::dense_mass`); no queries need to be kept.
+            return Ok(());
+        }
+        let w = self.cfg.evict.window;
+        let take = t.min(w);
+        let win = &mut self.layers[layer].queries;
+        for (h, rows) in win.rows.iter_mut().enumerate() {
+            rows.extend_from_slice(&q[(h * t + t - take) * d..(h + 1) * t * d]);
+            let excess = rows.len().saturating_sub(w * d);
+            rows.drain(..excess);
+        }
+        win.pos.extend_from_slice(&positions[t - take..]);
+        let excess = win.pos.len().saturating_sub(w);
+        win.pos.drain(..excess);
+        Ok(())
+    }
+
+    /// Compress what is due: after prefill, every token between the sink and recent windows;
+    /// later, each full block of `block` tokens that left the recent window.
+    ///
+    /// # Errors
+    /// Errors of the stages (which validated shapes make unreachable in practice).
+    pub fn compress(&mut self) -> Result<()> {
+        if self.identity {
+            return Ok(());
+        }
+        for layer in 0..self.layers.len() {
+            let (recent, block, keep) =
+                (self.cfg.evict.recent, self.cfg.block, self.cfg.evict.keep);
+            loop {
+                let lay = &self.layers[layer];
+                let pending = lay.dense_pos.len().saturating_sub(lay.sinks + recent);
+                let (count, kept) = if !lay.compressed_once {
+                    let budget = (keep as f64 * lay.seen as f64).round() as usize;
+                    (pending, budget.saturating_sub(lay.sinks + recent).min(pending))
+                } else if pending >= block {
+                    (block, ((keep as f64 * block as f64).round() as usize).min(block))
+                } else {
+                    break;
+                };
+                self.compress_range(layer, count, kept)?;
+                self.layers[layer].compressed_once = true;
+                if count == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Move the `count` oldest non-sink dense tokens of `layer` to compressed form, keeping
+    /// `kept` of them per head (on average over heads, for a per-layer budget).
+    fn compress_range(&mut self, layer: usize, count: usize, kept: usize) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        let d = self.shape.head_dim;
+        let start = self.layers[layer].sinks;
+        let range = start..start + count;
+        let keep_idx: Vec<Vec<u32>> = if kept >= count {
+            vec![(0..count as u32).collect(); self.shape.kv_heads]
+        } else {
+            let lay = &self.layers[layer];
+            let scores = if lay.compressed_once {
+                lay.heads.iter().map(|h| h.dense_mass[range.clone()].to_vec()).collect()
+            } else {
+                Scoring::new(&self.cfg.evict, self.shape).score_layer(lay, range.clone())?
+            };
+            choose(&scores, count, kept, &self.cfg.evict)?
+        };
+        let lay = &mut self.layers[layer];
+        let positions: Vec<u32> = lay.dense_pos[range.clone()].to_vec();
+        let mut rows = Vec::new();
+        for (head, idx) in lay.heads.iter_mut().zip(&keep_idx) {
+            for (src, codec, rot, codes, scales, is_key) in [
+                (
+                    &head.dense_k,
+                    &self.keys,
+                    &lay.key_rot,
+                    &mut head.k_codes,
+                    &mut head.k_scales,
+                    true,
+                ),
+                (
+                    &head.dense_v,
+                    &self.values,
+                    &lay.value_rot,
+                    &mut head.v_codes,
+                    &mut head.v_scales,
+                    false,
+                ),
+            ] {
+                rows.clear();
+                for &i in idx {
+                    let at = (start + i as usize) * d;
+                    rows.extend(src[at..at + d].iter().map(|x| x.to_f32()));
+                }
+                if is_key
+                    && let Some(rope) = &self.rope
+                    && self.cfg.remove_rope
+                {
+                    let pos: Vec<u32> = idx.iter().map(|&i| positions[i as usize]).collect();
+                    rope.invert(&mut rows, &pos)?;
+                }
+                rot.forward_rows(&mut rows)?;
+                codec.encode(&rows, codes, scales)?;
+            }
+            head.pos.extend(idx.iter().map(|&i| positions[i as usize]));
+            head.dense_k.drain(range.start * d..range.end * d);
+            head.dense_v.drain(range.start * d..range.end * d);
+            head.dense_mass.drain(range.clone());
+            lay.evicted += count - idx.len();
+        }
+        lay.dense_pos.drain(range);
+        lay.queries = QueryWindow::default();
+        for head in &mut lay.heads {
+            for b in [&mut head.k_codes, &mut head.v_codes] {
+                b.shrink_to_fit();
+            }
+            for b in [&mut head.k_scales, &mut head.v_scales, &mut head.dense_k, &mut head.dense_v]
+            {
+                b.shrink_to_fit();
+            }
+            head.pos.shrink_to_fit();
+            head.dense_mass.shrink_to_fit();
+        }
+        lay.dense_pos.shrink_to_fit();
+        Ok(())
+    }
+
+    /// Causal attention of new queries over every token `layer` holds.
+    ///
+    /// `q` is `[q_heads, t, head_dim]` post-RoPE at `positions`; a query at position `p` sees
+    /// the held tokens at positions `<= p` (and `> p - w` with a sliding `window` of `w`).
+    /// Scores are `q . k / sqrt(head_dim)`. Writes `[q_heads, t, head_dim]` into `out`.
+    /// Compressed rows are read in place (no dequantized copy of the layer is made).
+    ///
+    /// # Errors
+    /// [`Error::Layer`] or [`Error::Len`].
+    pub fn attend(
+        &mut self,
+        layer: usize,
+        q: &[f32],
+        positions: &[u32],
+        window: Option<usize>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        const OP: &str = "CompressedCache::attend";
+        self.layer_index(OP, layer)?;
+        let (hq, d, t) = (self.shape.q_heads, self.shape.head_dim, positions.len());
+        for (what, got) in [("q", q.len()), ("out", out.len())] {
+            if got != hq * t * d {
+                return Err(Error::Len { op: OP, what, got, expected: hq * t * d });
+            }
+        }
+        let per_head = self.shape.group() * t * d;
+        let lay = &mut self.layers[layer];
+        let ctx = HeadCtx {
+            d,
+            keys: &self.keys,
+            values: &self.values,
+            key_rot: &lay.key_rot,
+            value_rot: &lay.value_rot,
+            dense_pos: &lay.dense_pos,
+            window: window.map(|w| u32::try_from(w).unwrap_or(u32::MAX)),
+            rope: if self.cfg.remove_rope { self.rope.as_ref() } else { None },
+        };
+        let heads = lay.heads.len();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(heads);
+        let work = t * (ctx.dense_pos.len() + lay.heads[0].pos.len());
+        let mut jobs = lay.heads.iter_mut().zip(out.chunks_mut(per_head)).zip(q.chunks(per_head));
+        if threads <= 1 || work < 8192 {
+            return jobs.try_for_each(|((head, o), qh)| ctx.attend(head, qh, positions, o));
+        }
+        std::thread::scope(|s| {
+            let ctx = &ctx;
+            let handles: Vec<_> = jobs
+                .by_ref()
+                .map(|((head, o), qh)| s.spawn(move || ctx.attend(head, qh, positions, o)))
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })
+    }
+
+    /// Positions of the compressed tokens of one (layer, kv head), ascending.
+    ///
+    /// # Panics
+    /// If `layer` or `head` is out of range.
+    pub fn positions(&self, layer: usize, head: usize) -> &[u32] {
+        &self.layers[layer].heads[head].pos
+    }
+
+    /// The key code bytes of one (layer, kv head), in token order.
+    ///
+    /// # Panics
+    /// If `layer` or `head` is out of range.
+    pub fn key_codes(&self, layer: usize, head: usize) -> &[u8] {
+        &self.layers[layer].heads[head].k_codes
+    }
+
+    /// What the cache holds, measured from its buffers' lengths.
+    pub fn stats(&self) -> CacheStats {
+        let mut s = CacheStats::default();
+        let d = self.shape.head_dim;
+        for lay in &self.layers {
+            s.tokens_seen = s.tokens_seen.max(lay.seen);
+            s.evicted_slots += lay.evicted;
+            s.resident_bytes += lay.dense_pos.len() * 4
+                + lay.queries.pos.len() * 4
+                + lay.queries.rows.iter().map(|r| r.len() * 4).sum::<usize>()
+                + 2 * d * 4; // the two rotations' sign vectors
+            for head in &lay.heads {
+                s.compressed_slots += head.pos.len();
+                s.dense_slots += head.dense_k.len() / d;
+                s.resident_bytes += head.pos.len() * 4
+                    + head.k_codes.len()
+                    + head.v_codes.len()
+                    + (head.k_scales.len() + head.v_scales.len()) * 2
+                    + (head.dense_k.len() + head.dense_v.len()) * 2
+                    + head.dense_mass.len() * 4;
+            }
+            s.fp16_bytes += 2 * self.shape.kv_heads * lay.seen * d * 2;
+        }
+        s
+    }
+}
+
+/// What the attention of one head reads besides the head itself.
+struct HeadCtx<'a> {
+    d: usize,
+    keys: &'a RowCodec,
+    values: &'a RowCodec,
+    key_rot: &'a Rotation,
+    value_rot: &'a Rotation,
+    dense_pos: &'a [u32],
+    /// Sliding window in tokens, if any.
+    window: Option<u32>,
+    /// Set when keys are stored RoPE-free.
+    rope: Option<&'a Rope>,
+}
+
+impl HeadCtx<'_> {
+    /// Attention of the query heads of one kv head: `q`, `out` are `[group, t, d]`.
+    fn attend(&self, head: &mut Head, q: &[f32], q_pos: &[u32], out: &mut [f32]) -> Result<()> {
+        let d = self.d;
+        let t = q_pos.len();
+        let scale = 1.0 / (d as f32).sqrt();
+        let (mut dense_k, mut dense_v) = (Vec::new(), Vec::new());
+        widen(&head.dense_k, &mut dense_k);
+        widen(&head.dense_v, &mut dense_v);
+        let keys_plain = match self.rope {
+            Some(rope) if !head.pos.is_empty() => self.decode_rope_keys(rope, head)?,
+            _ => Vec::new(),
+        };
+        let mut s_c = vec![0f32; head.pos.len()];
+        let mut s_d = vec![0f32; self.dense_pos.len()];
+        let mut qr = vec![0f32; d];
+        let mut acc_rot = vec![0f32; d];
+        for (qi, oi) in q.chunks_exact(t * d).zip(out.chunks_exact_mut(t * d)) {
+            for (i, &p) in q_pos.iter().enumerate() {
+                let qv = &qi[i * d..][..d];
+                let o = &mut oi[i * d..][..d];
+                // Visible tokens: positions in (p - window, p].
+                let lo = |pos: &[u32]| match self.window {
+                    Some(w) => pos.partition_point(|&x| x.saturating_add(w) <= p),
+                    None => 0,
+                };
+                let (c0, c1) = (lo(&head.pos), head.pos.partition_point(|&x| x <= p));
+                let (d0, d1) = (lo(self.dense_pos), self.dense_pos.partition_point(|&x| x <= p));
+                let (c0, d0) = (c0.min(c1), d0.min(d1));
+                let (sc, sd) = (&mut s_c[c0..c1], &mut s_d[d0..d1]);
+                let kb = self.keys.bytes_per_row();
+                if !keys_plain.is_empty() {
+                    for (s, k) in sc.iter_mut().zip(keys_plain[c0 * d..].chunks_exact(d)) {
+                        *s = dot(qv, k) * scale;
+                    }
+                } else if c1 > c0 {
+                    for (r, &x) in qr.iter_mut().zip(qv) {
+                        *r = x * scale;
+                    }
+                    self.key_rot.forward(&mut qr)?;
+                    let scales = if self.keys.has_scales() { &head.k_scales[c0..] } else { &[] };
+                    self.keys.dot(&qr, &head.k_codes[c0 * kb..], scales, sc)?;
+                }
+                for (s, k) in sd.iter_mut().zip(dense_k[d0 * d..].chunks_exact(d)) {
+                    *s = dot(qv, k) * scale;
+                }
+                let max = sc.iter().chain(sd.iter()).copied().fold(f32::NEG_INFINITY, f32::max);
+                o.fill(0.0);
+                if max == f32::NEG_INFINITY {
+                    continue;
+                }
+                let sum = exp_normalize(sc, max) + exp_normalize(sd, max);
+                let inv = 1.0 / sum;
+                if c1 > c0 {
+                    acc_rot.fill(0.0);
+                    let vb = self.values.bytes_per_row();
+                    let scales = if self.values.has_scales() { &head.v_scales[c0..] } else { &[] };
+                    self.values.axpy(sc, &head.v_codes[c0 * vb..], scales, &mut acc_rot)?;
+                    self.value_rot.inverse(&mut acc_rot)?;
+                    o.copy_from_slice(&acc_rot);
+                }
+                let mass = &mut head.dense_mass[d0..d1];
+                for ((&w, v), m) in sd.iter().zip(dense_v[d0 * d..].chunks_exact(d)).zip(mass) {
+                    axpy(w, v, o);
+                    *m += w * inv;
+                }
+                o.iter_mut().for_each(|x| *x *= inv);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys stored RoPE-free: decoded, un-rotated, RoPE re-applied at their positions.
+    fn decode_rope_keys(&self, rope: &Rope, head: &Head) -> Result<Vec<f32>> {
+        let d = self.d;
+        let mut keys = vec![0f32; head.pos.len() * d];
+        self.keys.decode(&head.k_codes, &head.k_scales, &mut keys)?;
+        for row in keys.chunks_exact_mut(d) {
+            self.key_rot.inverse(row)?;
+        }
+        rope.apply(&mut keys, &head.pos)?;
+        Ok(keys)
+    }
+}

@@ -1,0 +1,211 @@
+//! Presets and the fully explicit compression configuration.
+
+use crate::error::{Error, Result};
+
+/// How one of K or V is stored once a token leaves the f16 windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Half precision, uncompressed (16 bits per value). For ablations.
+    F16,
+    /// Fixed-rate E8 code at 2, 3 or 4 bits per value (+ one f16 scale per vector).
+    E8 {
+        /// Index bits per value: 2, 3 or 4.
+        bits: u8,
+    },
+}
+
+impl Storage {
+    /// Bits per value of the payload, scale excluded.
+    pub fn bits(self) -> u8 {
+        match self {
+            Storage::F16 => 16,
+            Storage::E8 { bits } => bits,
+        }
+    }
+}
+
+/// The importance scorer used to choose which tokens to evict.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ScorerKind {
+    /// Observed attention of the last `window` prompt queries (SnapKV-style, causal, pooled).
+    Observed,
+    /// Expected attention of future queries (kvpress), from the observation window's statistics.
+    Expected,
+    /// A mix of both: `mix * observed + (1 - mix) * expected`, each normalised per head.
+    Mixed {
+        /// Weight of the observed-attention score, in `[0, 1]`.
+        mix: f32,
+    },
+    /// Key-key similarity, the Python original's scorer (for comparison only).
+    KeyKey,
+    /// Key norm (low norm = important), a cheap baseline.
+    KeyNorm,
+}
+
+/// How the eviction budget is spread over the heads of a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetSplit {
+    /// Every kv head keeps the same number of tokens.
+    PerHead,
+    /// Heads of a layer share the layer's budget (Ada-KV style reallocation).
+    PerLayer,
+}
+
+/// Which tokens are kept, and how they are scored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EvictConfig {
+    /// Fraction of tokens kept, in `(0, 1]`; `1.0` disables eviction.
+    pub keep: f32,
+    /// First tokens always kept in f16 (attention sinks).
+    pub sinks: usize,
+    /// Last tokens always kept in f16 (the recent window).
+    pub recent: usize,
+    /// Number of last prompt queries kept to score tokens with.
+    pub window: usize,
+    /// The scorer.
+    pub scorer: ScorerKind,
+    /// How the budget is spread over heads.
+    pub split: BudgetSplit,
+}
+
+/// A complete, explicit compression configuration. Presets are values of this type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CompressionConfig {
+    /// Eviction.
+    pub evict: EvictConfig,
+    /// How keys are stored.
+    pub keys: Storage,
+    /// How values are stored.
+    pub values: Storage,
+    /// Remove RoPE from keys before quantizing (re-applied per key at attention time).
+    pub remove_rope: bool,
+    /// Candidates of the per-vector scale search (1 = RMS rule only).
+    pub scale_candidates: u8,
+    /// Tokens compressed at a time once they leave the recent window during decoding.
+    pub block: usize,
+    /// Seed of the randomized Hadamard sign vectors (one derived seed per layer, K and V).
+    pub seed: u64,
+}
+
+/// The named presets. Values are tuned by measurement (`cargo xtask bench quality`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Preset {
+    /// About 10x: light eviction, 3-bit keys, 2-bit values.
+    High,
+    /// About 17x: 60% eviction, 2-bit keys and values.
+    Balanced,
+    /// About 33x: 80% eviction, 2-bit keys and values.
+    Max,
+    /// No compression: f16 cache with every token. The baseline every figure is compared to.
+    None,
+}
+
+impl Preset {
+    /// Every preset, in order of increasing compression.
+    pub const ALL: [Preset; 3] = [Preset::High, Preset::Balanced, Preset::Max];
+
+    /// The preset's name, as used on the command line and in result files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::High => "high",
+            Preset::Balanced => "balanced",
+            Preset::Max => "max",
+            Preset::None => "none",
+        }
+    }
+
+    /// The configuration this preset stands for.
+    pub fn config(self) -> CompressionConfig {
+        let base = CompressionConfig::default();
+        match self {
+            Preset::High => CompressionConfig {
+                evict: EvictConfig { keep: 0.65, ..base.evict },
+                keys: Storage::E8 { bits: 3 },
+                values: Storage::E8 { bits: 2 },
+                ..base
+            },
+            Preset::Balanced => base,
+            Preset::Max => {
+                CompressionConfig { evict: EvictConfig { keep: 0.2, ..base.evict }, ..base }
+            }
+            Preset::None => CompressionConfig {
+                evict: EvictConfig { keep: 1.0, ..base.evict },
+                keys: Storage::F16,
+                values: Storage::F16,
+                ..base
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for Preset {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "high" => Ok(Preset::High),
+            "balanced" => Ok(Preset::Balanced),
+            "max" => Ok(Preset::Max),
+            "none" => Ok(Preset::None),
+            _ => Err(Error::UnknownPreset { got: s.to_owned() }),
+        }
+    }
+}
+
+impl Default for CompressionConfig {
+    /// The `balanced` preset.
+    fn default() -> Self {
+        CompressionConfig {
+            evict: EvictConfig {
+                keep: 0.4,
+                sinks: 4,
+                recent: 32,
+                window: 32,
+                scorer: ScorerKind::Observed,
+                split: BudgetSplit::PerLayer,
+            },
+            keys: Storage::E8 { bits: 2 },
+            values: Storage::E8 { bits: 2 },
+            remove_rope: false,
+            scale_candidates: 4,
+            block: 64,
+            seed: 0x6e71_5f6b_765f_6338,
+        }
+    }
+}
+
+impl CompressionConfig {
+    /// Check every field, naming the first bad one.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when a value is out of range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, value: String| Err(Error::Config { field, value });
+        let e = &self.evict;
+        if !(e.keep > 0.0 && e.keep <= 1.0) {
+            return bad("evict.keep", e.keep.to_string());
+        }
+        if e.window == 0 {
+            return bad("evict.window", "0".into());
+        }
+        if let ScorerKind::Mixed { mix } = e.scorer
+            && !(0.0..=1.0).contains(&mix)
+        {
+            return bad("evict.scorer.mix", mix.to_string());
+        }
+        for (field, s) in [("keys", self.keys), ("values", self.values)] {
+            if let Storage::E8 { bits } = s
+                && !(2..=4).contains(&bits)
+            {
+                return bad(field, format!("E8 {{ bits: {bits} }}"));
+            }
+        }
+        if self.scale_candidates == 0 {
+            return bad("scale_candidates", "0".into());
+        }
+        if self.block == 0 {
+            return bad("block", "0".into());
+        }
+        Ok(())
+    }
+}

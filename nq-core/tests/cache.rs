@@ -1,0 +1,149 @@
+//! The cache's bookkeeping: budgets, windows, continuous compression, memory honesty.
+
+use nq_core::{CompressedCache, CompressionConfig, KvShape, Preset};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::attention::gauss;
+
+const SHAPE: KvShape = KvShape { layers: 3, q_heads: 9, kv_heads: 3, head_dim: 64 };
+
+fn filled(cfg: CompressionConfig, t: usize, seed: u64) -> CompressedCache {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut cache = CompressedCache::new(SHAPE, cfg, None).unwrap();
+    let d = SHAPE.head_dim;
+    let pos: Vec<u32> = (0..t as u32).collect();
+    let w = cfg.evict.window.min(t);
+    for layer in 0..SHAPE.layers {
+        let k = gauss(&mut rng, SHAPE.kv_heads * t * d);
+        let v = gauss(&mut rng, SHAPE.kv_heads * t * d);
+        let q = gauss(&mut rng, SHAPE.q_heads * w * d);
+        cache.observe_queries(layer, &q, &pos[t - w..]).unwrap();
+        cache.append(layer, &k, &v, &pos).unwrap();
+    }
+    cache
+}
+
+#[test]
+fn budget_is_held_after_prefill() {
+    for preset in Preset::ALL {
+        let cfg = preset.config();
+        let t = 2000;
+        let mut cache = filled(cfg, t, 1);
+        cache.compress().unwrap();
+        let s = cache.stats();
+        let per_head = (s.compressed_slots + s.dense_slots) / (SHAPE.layers * SHAPE.kv_heads);
+        let budget = (f64::from(cfg.evict.keep) * t as f64).round() as usize;
+        assert_eq!(per_head, budget, "{preset:?}: {s:?}");
+        assert_eq!(
+            s.dense_slots,
+            SHAPE.layers * SHAPE.kv_heads * (cfg.evict.sinks + cfg.evict.recent)
+        );
+        assert_eq!(
+            s.compressed_slots + s.dense_slots + s.evicted_slots,
+            SHAPE.layers * SHAPE.kv_heads * t
+        );
+    }
+}
+
+#[test]
+fn resident_bytes_are_the_buffers() {
+    // Memory honesty: the reported bytes are the sum of what the buffers hold, recomputed
+    // here from first principles for 2-bit keys and values.
+    let cfg = Preset::Balanced.config();
+    let mut cache = filled(cfg, 1000, 2);
+    cache.compress().unwrap();
+    let s = cache.stats();
+    let d = SHAPE.head_dim;
+    let per_compressed = 2 * (d / 8 * 2) + 2 * 2 + 4; // K and V codes, two f16 scales, a position
+    let per_dense_slot = 2 * d * 2 + 4; // f16 K and V, attention-mass score
+    let expected = s.compressed_slots * per_compressed
+        + s.dense_slots * per_dense_slot
+        + SHAPE.layers * (cfg.evict.sinks + cfg.evict.recent) * 4 // dense positions, per layer
+        + SHAPE.layers * 2 * d * 4; // rotation signs
+    assert_eq!(s.resident_bytes, expected, "{s:?}");
+    assert_eq!(s.fp16_bytes, 2 * SHAPE.layers * SHAPE.kv_heads * 1000 * d * 2);
+    assert!(s.ratio() > 5.0, "balanced ratio {}", s.ratio());
+}
+
+#[test]
+fn decode_tokens_are_compressed_in_blocks() {
+    let cfg = Preset::Balanced.config();
+    let t0 = 500;
+    let mut cache = filled(cfg, t0, 3);
+    cache.compress().unwrap();
+    let before = cache.stats();
+    let mut rng = StdRng::seed_from_u64(4);
+    let d = SHAPE.head_dim;
+    let steps = 3 * cfg.block + 10;
+    for i in 0..steps {
+        let p = (t0 + i) as u32;
+        for layer in 0..SHAPE.layers {
+            let k = gauss(&mut rng, SHAPE.kv_heads * d);
+            let q = gauss(&mut rng, SHAPE.q_heads * d);
+            cache.append(layer, &k, &k, &[p]).unwrap();
+            let mut out = vec![0f32; q.len()];
+            cache.attend(layer, &q, &[p], None, &mut out).unwrap();
+            assert!(out.iter().all(|x| x.is_finite()));
+        }
+        cache.compress().unwrap();
+    }
+    let after = cache.stats();
+    let units = SHAPE.layers * SHAPE.kv_heads;
+    // Three full blocks left the recent window and were compressed at the kept fraction.
+    let per_block = (f64::from(cfg.evict.keep) * cfg.block as f64).round() as usize;
+    assert_eq!(after.compressed_slots - before.compressed_slots, units * 3 * per_block);
+    assert_eq!(after.dense_slots, units * (cfg.evict.sinks + cfg.evict.recent + 10));
+    assert_eq!(after.tokens_seen, t0 + steps);
+}
+
+#[test]
+fn chunked_prefill_never_requantizes() {
+    // Compressing after every chunk only touches new tokens: codes already written stay
+    // byte-identical.
+    let cfg = Preset::Balanced.config();
+    let mut rng = StdRng::seed_from_u64(5);
+    let d = SHAPE.head_dim;
+    let mut cache = CompressedCache::new(SHAPE, cfg, None).unwrap();
+    let chunk = 300;
+    let mut snapshot: Option<Vec<u8>> = None;
+    for c in 0..3u32 {
+        let pos: Vec<u32> = (c * chunk..(c + 1) * chunk).collect();
+        for layer in 0..SHAPE.layers {
+            let k = gauss(&mut rng, SHAPE.kv_heads * chunk as usize * d);
+            let q = gauss(&mut rng, SHAPE.q_heads * 32 * d);
+            cache.observe_queries(layer, &q, &pos[pos.len() - 32..]).unwrap();
+            cache.append(layer, &k, &k, &pos).unwrap();
+        }
+        cache.compress().unwrap();
+        let codes = cache.key_codes(0, 0).to_vec();
+        if let Some(prev) = &snapshot {
+            assert!(codes.len() > prev.len());
+            assert_eq!(&codes[..prev.len()], &prev[..], "chunk {c} rewrote earlier codes");
+        }
+        snapshot = Some(codes);
+    }
+}
+
+#[test]
+fn kept_positions_are_sorted_and_original() {
+    let cfg = Preset::Max.config();
+    let mut cache = filled(cfg, 1500, 6);
+    cache.compress().unwrap();
+    for layer in 0..SHAPE.layers {
+        for head in 0..SHAPE.kv_heads {
+            let pos = cache.positions(layer, head);
+            assert!(pos.windows(2).all(|w| w[0] < w[1]), "layer {layer} head {head}");
+            assert!(pos.iter().all(|&p| (cfg.evict.sinks as u32..1500 - cfg.evict.recent as u32).contains(&p)));
+        }
+    }
+}
+
+#[test]
+fn none_preset_keeps_everything_dense() {
+    let mut cache = filled(Preset::None.config(), 400, 7);
+    cache.compress().unwrap();
+    let s = cache.stats();
+    assert_eq!(s.compressed_slots, 0);
+    assert_eq!(s.dense_slots, SHAPE.layers * SHAPE.kv_heads * 400);
+}
