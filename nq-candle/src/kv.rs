@@ -457,12 +457,12 @@ impl KvCache for DenseCache {
         let chunk = self.query_chunk;
         let dtype = self.dtype;
         let l = self.layer_mut(layer, &shape, q.device())?;
-        if let (Some(&last), Some(&first)) = (l.positions.last(), positions.first()) {
-            if first <= last {
-                candle_core::bail!(
-                    "attend: layer {layer}: new position {first} is not after stored position {last}"
-                );
-            }
+        if let (Some(&last), Some(&first)) = (l.positions.last(), positions.first())
+            && first <= last
+        {
+            candle_core::bail!(
+                "attend: layer {layer}: new position {first} is not after stored position {last}"
+            );
         }
         l.append(&k.to_dtype(dtype)?, &v.to_dtype(dtype)?, positions)?;
         dense_attention(l, q, &shape, positions, spec, chunk)

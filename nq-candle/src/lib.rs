@@ -37,6 +37,6 @@ pub use kv::{AttendShape, AttnSpec, DenseCache, KvCache};
 pub use model::{
     Architecture, GgufFile, KNOWN_MODELS, KnownModel, LoadOptions, Model, ModelConfig, RopeSpec,
     SUPPORTED_ARCHITECTURES, kl_divergence_from_logits, log_softmax, model_dir, model_path,
-    nll_from_logits, perplexity_from_logits,
+    model_path_in, nll_from_logits, perplexity_from_logits,
 };
 pub use tokenizer::{GgufTokenizer, TokenStream};

@@ -385,10 +385,10 @@ impl Spm {
         for (i, (t, &ty)) in tokens.iter().zip(types).enumerate() {
             let id = u32::try_from(i).unwrap_or(u32::MAX);
             lookup.entry((*t).to_string()).or_insert(id);
-            if ty == TYPE_BYTE {
-                if let Some(b) = parse_byte_token(t) {
-                    byte_ids[usize::from(b)] = Some(id);
-                }
+            if ty == TYPE_BYTE
+                && let Some(b) = parse_byte_token(t)
+            {
+                byte_ids[usize::from(b)] = Some(id);
             }
         }
         let mut specials: Vec<u32> = (0..tokens.len())
@@ -532,11 +532,11 @@ impl Spm {
         let mut bytes = Vec::new();
         for &id in ids {
             let i = id as usize;
-            if self.types[i] == TYPE_BYTE {
-                if let Some(b) = parse_byte_token(&self.pieces[i]) {
-                    bytes.push(b);
-                    continue;
-                }
+            if self.types[i] == TYPE_BYTE
+                && let Some(b) = parse_byte_token(&self.pieces[i])
+            {
+                bytes.push(b);
+                continue;
             }
             bytes.extend_from_slice(self.pieces[i].replace('\u{2581}', " ").as_bytes());
         }

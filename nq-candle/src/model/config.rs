@@ -174,13 +174,13 @@ impl ModelConfig {
                 ));
             }
         };
-        if let Some(dv) = meta.opt_usize(&key("attention.value_length"))? {
-            if dv != head_dim {
-                return Err(bad(
-                    key("attention.value_length"),
-                    format!("{dv} differs from key_length {head_dim}: unsupported"),
-                ));
-            }
+        if let Some(dv) = meta.opt_usize(&key("attention.value_length"))?
+            && dv != head_dim
+        {
+            return Err(bad(
+                key("attention.value_length"),
+                format!("{dv} differs from key_length {head_dim}: unsupported"),
+            ));
         }
         let rope_dim = meta.opt_usize(&key("rope.dimension_count"))?.unwrap_or(head_dim);
         if rope_dim > head_dim || rope_dim % 2 != 0 || rope_dim == 0 {

@@ -18,7 +18,7 @@ use candle_core::{D, Device, Module, Tensor};
 
 pub use config::{Architecture, ModelConfig, RopeSpec, SUPPORTED_ARCHITECTURES};
 pub use gguf::GgufFile;
-pub use path::{KNOWN_MODELS, KnownModel, model_dir, model_path};
+pub use path::{KNOWN_MODELS, KnownModel, model_dir, model_path, model_path_in};
 pub use scoring::{
     kl_divergence_from_logits, log_softmax, nll_from_logits, perplexity_from_logits,
 };
@@ -123,13 +123,18 @@ struct Block {
 /// [`KvCache`] passed to each forward call.
 ///
 /// # Examples
-/// ```no_run
-/// use nq_candle::{DenseCache, LoadOptions, Model, model_path};
+/// ```
+/// use nq_candle::{DenseCache, LoadOptions, Model};
+/// // A tiny random-weight llama shipped with the tests; real ones come from `model_path`.
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tiny_llama.gguf");
 /// let dev = candle_core::Device::Cpu;
-/// let model = Model::from_gguf(&model_path("smollm2")?, &dev, LoadOptions::default())?;
+/// let model = Model::from_gguf(path.as_ref(), &dev, LoadOptions::default())?;
 /// let mut cache = DenseCache::new();
-/// let logits = model.forward(&[504, 3458, 314], 0, &mut cache)?; // [3, vocab]
-/// let next = model.forward_last(&[253], 3, &mut cache)?; // [vocab]
+/// let logits = model.forward(&[5, 17, 3], 0, &mut cache)?; // every token's logits
+/// assert_eq!(logits.dims(), &[3, model.config().vocab]);
+/// let next = model.forward_last(&[42], 3, &mut cache)?; // only the last token's
+/// assert_eq!(next.dims(), &[model.config().vocab]);
+/// assert_eq!(cache.len(), 4);
 /// # Ok::<(), nq_candle::Error>(())
 /// ```
 #[derive(Debug, Clone)]

@@ -61,9 +61,24 @@ pub fn model_dir() -> PathBuf {
 /// assert!(err.to_string().contains("smollm2"));
 /// ```
 pub fn model_path(name_or_path: &str) -> Result<PathBuf> {
+    model_path_in(&model_dir(), name_or_path)
+}
+
+/// [`model_path`] with an explicit model directory instead of [`model_dir`].
+///
+/// # Errors
+/// As [`model_path`].
+///
+/// # Examples
+/// ```
+/// let dir = std::env::temp_dir().join("nq-candle-doc-empty-models");
+/// let err = nq_candle::model_path_in(&dir, "qwen05").unwrap_err();
+/// assert!(err.to_string().contains("cargo xtask fetch-model qwen05"));
+/// ```
+pub fn model_path_in(dir: &Path, name_or_path: &str) -> Result<PathBuf> {
     const OP: &str = "model_path";
     if let Some(m) = KNOWN_MODELS.iter().find(|m| m.name == name_or_path) {
-        let path = model_dir().join(m.name).join(m.file);
+        let path = dir.join(m.name).join(m.file);
         return if path.is_file() {
             Ok(path)
         } else {

@@ -1,0 +1,168 @@
+//! Known answers: tiny models vs an independent NumPy implementation, tokenizers vs Python
+//! builds of the same metadata, corpus token counts, and llama.cpp's SmolLM2 perplexity.
+
+use candle_core::Tensor;
+use nq_candle::{Architecture, DenseCache, GgufTokenizer, perplexity_from_logits};
+
+use crate::common::{corpus_or_skip, data, max_diff, model_or_skip, rows, smollm2, tiny};
+
+fn check_tiny(family: &str, arch: Architecture) {
+    let (model, tokens, want) = tiny(family);
+    assert_eq!(model.config().architecture, arch);
+    let got = rows(&model.forward(&tokens, 0, &mut DenseCache::new()).unwrap());
+    let want: Vec<Vec<f32>> = want.iter().map(|r| r.iter().map(|&x| x as f32).collect()).collect();
+    let (diff, mag) = max_diff(&got, &want);
+    let c = model.config();
+    // f32 forward vs f64 reference: each layer adds O(eps * sqrt(width)) relative error to the
+    // residual stream; the logits inherit it times their magnitude.
+    let width = c.hidden.max(c.ffn_hidden).max(c.q_heads * c.head_dim) as f32;
+    let tol = 64.0 * f32::EPSILON * width.sqrt() * c.layers as f32 * mag;
+    assert!(diff <= tol, "{family}: max |logit diff| {diff} > {tol} (max |logit| {mag})");
+}
+
+#[test]
+fn tiny_llama_matches_reference() {
+    check_tiny("llama", Architecture::Llama);
+}
+
+#[test]
+fn tiny_mistral_sliding_window_matches_reference() {
+    let (model, _, _) = tiny("mistral");
+    assert_eq!(model.config().layer_windows, vec![Some(7); 2]);
+    check_tiny("mistral", Architecture::Llama);
+}
+
+#[test]
+fn tiny_qwen2_matches_reference() {
+    check_tiny("qwen2", Architecture::Qwen2);
+}
+
+#[test]
+fn tiny_phi3_partial_rotary_head_dim_24_matches_reference() {
+    let (model, _, _) = tiny("phi3");
+    assert_eq!((model.config().head_dim, model.config().rope_dim), (24, 16));
+    check_tiny("phi3", Architecture::Phi3);
+}
+
+#[test]
+fn tiny_gemma3_matches_reference() {
+    let (model, _, _) = tiny("gemma3");
+    let c = model.config();
+    assert_eq!(c.layer_windows, vec![Some(5), Some(5), Some(5), Some(5), Some(5), None]);
+    assert_eq!(c.rope_spec(0).theta, 10_000.0);
+    assert_eq!(c.rope_spec(5).theta, 1_000_000.0);
+    check_tiny("gemma3", Architecture::Gemma3);
+}
+
+fn check_token_fixtures(model: &str) {
+    let Some(path) = model_or_skip(model) else { return };
+    let tok = GgufTokenizer::from_gguf(&path).unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data(&format!("tokens_{model}.json"))).unwrap(),
+    )
+    .unwrap();
+    let cases = json.as_array().unwrap();
+    assert_eq!(cases.len(), 9);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| u32::try_from(v.as_u64().unwrap()).unwrap())
+            .collect();
+        let got = tok.encode(text).unwrap();
+        assert_eq!(got, want, "{model}: {:?}", &text[..text.len().min(60)]);
+        assert_eq!(tok.decode(&got).unwrap(), text, "{model}: decode round trip");
+        // Streaming decode yields the same text.
+        let mut stream = tok.stream();
+        let mut out = String::new();
+        for &id in &got {
+            out.push_str(&stream.push(id).unwrap().unwrap_or_default());
+        }
+        assert_eq!(out, text, "{model}: streaming decode");
+    }
+}
+
+#[test]
+fn smollm2_tokenizer_matches_fixtures() {
+    check_token_fixtures("smollm2");
+}
+
+#[test]
+fn qwen05_tokenizer_matches_fixtures() {
+    check_token_fixtures("qwen05");
+}
+
+#[test]
+fn gemma270m_tokenizer_matches_fixtures() {
+    check_token_fixtures("gemma270m");
+}
+
+#[test]
+fn smollm2_special_ids() {
+    let Some((_, tok)) = smollm2() else { return };
+    assert_eq!(tok.token_to_id("<|endoftext|>"), Some(0));
+    assert_eq!((tok.bos_id(), tok.eos_id(), tok.add_bos()), (Some(1), Some(2), false));
+    assert_eq!(tok.encode("<|endoftext|>").unwrap(), vec![0]);
+    assert_eq!(tok.vocab_size(), 49152);
+}
+
+/// shared/corpus/PROVENANCE.md: every sample is 3,600-3,820 SmolLM2 tokens without special
+/// tokens.
+#[test]
+fn corpus_samples_have_documented_token_counts() {
+    let Some((_, tok)) = smollm2() else { return };
+    let Some(dir) = corpus_or_skip() else { return };
+    let mut n = 0;
+    for genre in ["academic", "technical", "creative"] {
+        let mut files: Vec<_> =
+            std::fs::read_dir(dir.join(genre)).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in files {
+            let count = tok.encode(&std::fs::read_to_string(&f).unwrap()).unwrap().len();
+            assert!((3600..=3820).contains(&count), "{}: {count} tokens", f.display());
+            n += 1;
+        }
+    }
+    assert_eq!(n, 12);
+}
+
+/// llama.cpp: SmolLM2 Q4_1 dequantized to f32, first 2,560 tokens of dpkg's triggers.txt
+/// (no BOS: `tokenizer.ggml.add_bos_token` is false), prefill 2,048, perplexity of the next
+/// 512 tokens = 21.9349.
+#[test]
+fn smollm2_triggers_perplexity_matches_llama_cpp() {
+    let Some((model, tok)) = smollm2() else { return };
+    let text = std::fs::read_to_string(data("dpkg_triggers.txt")).unwrap();
+    let ids = tok.encode_document(&text).unwrap();
+    assert!(!tok.add_bos() && ids.len() >= 2560);
+    let ids = &ids[..2560];
+    let mut cache = DenseCache::new();
+    // One call for all 2,559 inputs: row i predicts token i + 1.
+    let logits = model.forward(&ids[..2559], 0, &mut cache).unwrap();
+    let scored: Tensor = logits.narrow(0, 2047, 512).unwrap();
+    let ppl = perplexity_from_logits(&scored, &ids[2048..2560]).unwrap();
+    eprintln!("SmolLM2 triggers.txt perplexity: {ppl:.4} (llama.cpp 21.9349)");
+    assert!((ppl / 21.9349 - 1.0).abs() < 0.005, "perplexity {ppl}");
+}
+
+/// candle's quantized kernels (activations rounded to 8 bits) stay close to the f32 path.
+#[test]
+fn smollm2_quantized_path_close_to_dequantized() {
+    let Some(path) = model_or_skip("smollm2") else { return };
+    let Some((model, tok)) = smollm2() else { return };
+    let opts = nq_candle::LoadOptions { dequantize_to_f32: false, ..Default::default() };
+    let q = nq_candle::Model::from_gguf(&path, &candle_core::Device::Cpu, opts).unwrap();
+    let ids = tok
+        .encode(
+            "The quick brown fox jumps over the lazy dog, and then it runs away into the forest.",
+        )
+        .unwrap();
+    let a = model.forward(&ids[..ids.len() - 1], 0, &mut DenseCache::new()).unwrap();
+    let b = q.forward(&ids[..ids.len() - 1], 0, &mut DenseCache::new()).unwrap();
+    let pa = perplexity_from_logits(&a, &ids[1..]).unwrap();
+    let pb = perplexity_from_logits(&b, &ids[1..]).unwrap();
+    // 8-bit activations: about 2^-7 relative error per dot product; perplexity moves a few %.
+    assert!((pa / pb - 1.0).abs() < 0.05, "f32 {pa} vs quantized {pb}");
+}
