@@ -1,7 +1,14 @@
-//! Criterion benches for nq_entropy.
-use criterion::{criterion_group, criterion_main};
+//! Criterion benches for nq_entropy: one module per stream kind (see STYLE.md §8).
+use criterion::criterion_main;
 
-fn placeholder(_c: &mut criterion::Criterion) {}
+#[path = "../tests/support/e8.rs"]
+mod e8;
 
-criterion_group!(benches, placeholder);
-criterion_main!(benches);
+mod benchmarks;
+
+criterion_main!(
+    benchmarks::coords::benches,
+    benchmarks::rans::benches,
+    benchmarks::planes::benches,
+    benchmarks::archive::benches,
+);

@@ -200,8 +200,9 @@ fn main() -> Result<()> {
     f16_record(&mut out, "window_f16", "gauss-f16", &window, 8 * 128, runs)?;
 
     // Positions: 4 sinks, 30% of the middle, a 256-token recent window, of 4096 tokens.
-    let positions: Vec<u32> =
-        (0..4096u32).filter(|&t| t < 4 || t >= 4096 - 256 || rng.random::<f32>() < 0.3).collect();
+    let positions: Vec<u32> = (0..4096u32)
+        .filter(|&t| !(4..4096 - 256).contains(&t) || rng.random::<f32>() < 0.3)
+        .collect();
     let pn = positions.len() as f64;
     let deltas: Vec<u32> = positions.windows(2).map(|w| w[1] - w[0]).collect();
     let h = entropy_bits(counts(deltas.iter().copied())) / pn;

@@ -220,7 +220,8 @@ fn validate(cosets: &[u8], coords: &[i32], op: &'static str) -> Result<()> {
 /// Encodes E8 points in the coset-aware layout and appends the stream body to `out`.
 ///
 /// `cosets[i] ∈ {0, 1}` is vector `i`'s coset bit and `coords[8i..8i+8]` its
-/// `[z0, .., z6, h]` (see the [module docs](self) for the layout). Any `i32` values are
+/// `[z0, .., z6, h]`, for the point `y = z + c/2` with `z ∈ D8`, `h = (z7 - p) / 2` and
+/// `p = (z0 + .. + z6) mod 2` (nq-lattice's variable-rate layout). Any `i32` values are
 /// accepted and round-trip bit-exactly; small ones code compactly, values outside
 /// `-127..=127` cost an escape.
 ///
@@ -591,6 +592,44 @@ fn decode_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast delta is the E8 difference `y_i - y_{i-stride}` computed the slow way, from
+    /// doubled coordinates (`reference::e8_difference`).
+    #[test]
+    fn delta_is_the_e8_difference() {
+        let mut x = 7u64;
+        let mut rnd = |m: i64| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((x >> 33) as i64).rem_euclid(2 * m + 1) - m
+        };
+        let n = 64;
+        let mut cosets = Vec::new();
+        let mut coords = Vec::new();
+        for _ in 0..n {
+            // A random point: coset bit, z in D8 (even sum), then the layout's h.
+            let c = rnd(1).rem_euclid(2) as u8;
+            let mut z: [i64; 8] = std::array::from_fn(|_| rnd(5));
+            z[7] += z.iter().sum::<i64>().rem_euclid(2);
+            let p = z[..7].iter().sum::<i64>().rem_euclid(2);
+            cosets.push(c);
+            coords.extend(z[..7].iter().map(|&v| v as i32));
+            coords.push(((z[7] - p) / 2) as i32);
+        }
+        for stride in [1, 3] {
+            let (dc, dz) = delta(&cosets, &coords, stride);
+            for i in stride..n {
+                let a: [i32; 8] = coords[8 * i..8 * i + 8].try_into().unwrap();
+                let b: [i32; 8] =
+                    coords[8 * (i - stride)..8 * (i - stride) + 8].try_into().unwrap();
+                let (c, z) = crate::reference::e8_difference(cosets[i], &a, cosets[i - stride], &b);
+                assert_eq!(
+                    (dc[i], &dz[8 * i..8 * i + 8]),
+                    (c, &z[..]),
+                    "vector {i}, stride {stride}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn delta_inverts_on_extremes() {

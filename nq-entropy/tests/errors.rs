@@ -21,7 +21,7 @@ fn open_all(bytes: &[u8]) -> Result<usize, Error> {
 
 /// Offset of the first section record (after the header and its checksum).
 fn first_section(bytes: &[u8]) -> usize {
-    14 + u32::from_le_bytes(bytes[10..14].try_into().unwrap()) as usize + 8
+    14 + u32::from_le_bytes(bytes[10..14].try_into().expect("4 bytes")) as usize + 8
 }
 
 #[test]
@@ -147,7 +147,8 @@ fn fingerprint_mismatch_names_the_field() {
     let a = small_archive();
     let r = ArchiveReader::open(&a[..]).unwrap();
     r.expect_fingerprint(&fingerprint()).unwrap();
-    let cases: [(&str, Box<dyn Fn(&mut Fingerprint)>); 9] = [
+    type Change = Box<dyn Fn(&mut Fingerprint)>;
+    let cases: [(&str, Change); 9] = [
         ("architecture", Box::new(|f| f.architecture = "qwen2".into())),
         ("layers", Box::new(|f| f.layers += 1)),
         ("kv_heads", Box::new(|f| f.kv_heads = 8)),
@@ -205,7 +206,7 @@ fn corrupt_structure() {
 }
 
 fn encode_positions_body(out: &mut Vec<u8>) {
-    nq_entropy::encode_positions(&[1, 2, 3], &EncodeOptions::default(), out).unwrap();
+    nq_entropy::encode_positions(&[1, 2, 3], &EncodeOptions::default(), out).expect("encode");
 }
 
 #[test]

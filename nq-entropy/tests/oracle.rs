@@ -58,7 +58,7 @@ fn coords_coder_meets_its_context_entropy() {
 /// normalization is optimal for the rounding, so it must do at least this well.
 fn feasible_12bit_bits(counts: &[u64; 256]) -> f64 {
     let n: u64 = counts.iter().sum();
-    let top = (0..256).max_by_key(|&s| counts[s]).unwrap();
+    let top = (0..256).max_by_key(|&s| counts[s]).expect("256 symbols");
     let mut used = 0u64;
     let mut bits = 0.0;
     for s in (0..256).filter(|&s| s != top && counts[s] > 0) {

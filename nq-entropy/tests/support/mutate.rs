@@ -283,7 +283,7 @@ pub fn fix_checksums(d: &mut [u8]) {
                 let Some(end) = usize::try_from(len).ok().and_then(|l| start.checked_add(l)) else {
                     return;
                 };
-                if end + 8 > d.len() {
+                if end.checked_add(8).is_none_or(|e| e > d.len()) {
                     return;
                 }
                 let c = xxh3_64(&d[start..end]);
