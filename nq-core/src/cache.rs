@@ -412,7 +412,7 @@ impl CompressedCache {
             lay.evicted += count - idx.len();
         }
         lay.dense_pos.drain(range);
-        lay.queries = QueryWindow::default();
+        lay.queries = QueryWindow { rows: vec![Vec::new(); self.shape.q_heads], pos: Vec::new() };
         for head in &mut lay.heads {
             for b in [&mut head.k_codes, &mut head.v_codes] {
                 b.shrink_to_fit();

@@ -209,3 +209,95 @@ impl CompressionConfig {
         Ok(())
     }
 }
+
+impl CompressionConfig {
+    /// Version of the byte form written by [`to_bytes`](Self::to_bytes).
+    const BYTES_VERSION: u8 = 1;
+
+    /// A stable byte form, stored in archives so a loaded cache keeps compressing the same way.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = vec![Self::BYTES_VERSION];
+        let e = &self.evict;
+        b.extend_from_slice(&e.keep.to_le_bytes());
+        for n in [e.sinks, e.recent, e.window, self.block] {
+            b.extend_from_slice(&u64::try_from(n).unwrap_or(u64::MAX).to_le_bytes());
+        }
+        let (tag, mix) = match e.scorer {
+            ScorerKind::Observed => (0u8, 0.0f32),
+            ScorerKind::Expected => (1, 0.0),
+            ScorerKind::Mixed { mix } => (2, mix),
+            ScorerKind::KeyKey => (3, 0.0),
+            ScorerKind::KeyNorm => (4, 0.0),
+        };
+        b.push(tag);
+        b.extend_from_slice(&mix.to_le_bytes());
+        b.push(match e.split {
+            BudgetSplit::PerHead => 0,
+            BudgetSplit::PerLayer => 1,
+        });
+        b.push(self.keys.bits());
+        b.push(self.values.bits());
+        b.push(u8::from(self.remove_rope));
+        b.push(self.scale_candidates);
+        b.extend_from_slice(&self.seed.to_le_bytes());
+        b
+    }
+
+    /// Parse [`to_bytes`](Self::to_bytes) output.
+    ///
+    /// # Errors
+    /// [`Error::Archive`] for a wrong length, version or field value.
+    pub fn from_bytes(b: &[u8]) -> Result<Self> {
+        let bad = |what: &str| Error::Archive(format!("compression config: {what}"));
+        if b.len() != 1 + 4 + 4 * 8 + 1 + 4 + 1 + 4 + 8 || b[0] != Self::BYTES_VERSION {
+            return Err(bad(&format!("{} bytes, version {:?}", b.len(), b.first())));
+        }
+        let f32_at = |i: usize| f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(a)
+        };
+        let usize_at =
+            |i: usize| usize::try_from(u64_at(i)).map_err(|_| bad("count overflows usize"));
+        let storage = |bits: u8| match bits {
+            16 => Ok(Storage::F16),
+            2..=4 => Ok(Storage::E8 { bits }),
+            _ => Err(bad(&format!("bits {bits}"))),
+        };
+        let mix = f32_at(38);
+        let cfg = CompressionConfig {
+            evict: EvictConfig {
+                keep: f32_at(1),
+                sinks: usize_at(5)?,
+                recent: usize_at(13)?,
+                window: usize_at(21)?,
+                scorer: match b[37] {
+                    0 => ScorerKind::Observed,
+                    1 => ScorerKind::Expected,
+                    2 => ScorerKind::Mixed { mix },
+                    3 => ScorerKind::KeyKey,
+                    4 => ScorerKind::KeyNorm,
+                    t => return Err(bad(&format!("scorer tag {t}"))),
+                },
+                split: match b[42] {
+                    0 => BudgetSplit::PerHead,
+                    1 => BudgetSplit::PerLayer,
+                    t => return Err(bad(&format!("split tag {t}"))),
+                },
+            },
+            block: usize_at(29)?,
+            keys: storage(b[43])?,
+            values: storage(b[44])?,
+            remove_rope: match b[45] {
+                0 => false,
+                1 => true,
+                t => return Err(bad(&format!("remove_rope {t}"))),
+            },
+            scale_candidates: b[46],
+            seed: u64_at(47),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}

@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod archive;
 mod attention;
 mod backend;
 mod cache;
@@ -44,6 +45,7 @@ mod rotation;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use archive::{Extras, ModelId};
 pub use backend::{Backend, CpuBackend, Encoded, Rows};
 pub use cache::{CacheStats, CompressedCache, KvShape};
 pub use config::{BudgetSplit, CompressionConfig, EvictConfig, Preset, ScorerKind, Storage};

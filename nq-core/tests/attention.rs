@@ -23,7 +23,6 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 
 struct Case {
     shape: KvShape,
-    t: usize,
     k: Vec<f32>,
     v: Vec<f32>,
     pos: Vec<u32>,
@@ -33,7 +32,7 @@ fn case(seed: u64, head_dim: usize, t: usize) -> Case {
     let shape = KvShape { layers: 2, q_heads: 6, kv_heads: 2, head_dim };
     let mut rng = StdRng::seed_from_u64(seed);
     let n = shape.kv_heads * t * head_dim;
-    Case { shape, t, k: gauss(&mut rng, n), v: gauss(&mut rng, n), pos: (0..t as u32).collect() }
+    Case { shape, k: gauss(&mut rng, n), v: gauss(&mut rng, n), pos: (0..t as u32).collect() }
 }
 
 fn run(c: &Case, cfg: CompressionConfig, q: &[f32], q_pos: &[u32]) -> Vec<f32> {

@@ -1,0 +1,304 @@
+//! The compressed cache as a `.nqkv` archive (nq-entropy's container): one section of cache
+//! state, then one section per layer holding every buffer of its heads. Saving writes the
+//! resident bytes as they are, entropy-coded; loading restores a cache that attends and keeps
+//! compressing exactly as before.
+
+use std::io::{Read, Write};
+
+use half::f16;
+use nq_entropy::{ArchiveReader, ArchiveWriter, Data, DataRef, Fingerprint, Section, StreamRef};
+use nq_rope::Rope;
+
+use crate::cache::{CompressedCache, Head, KvShape, QueryWindow};
+use crate::config::{CompressionConfig, Storage};
+use crate::error::{Error, Result};
+
+/// What identifies the model a cache belongs to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelId {
+    /// Architecture name, e.g. `llama`.
+    pub architecture: String,
+    /// The cache shape.
+    pub shape: KvShape,
+    /// RoPE base frequency.
+    pub rope_theta: f64,
+    /// RoPE layout, as a number (0 split-half, 1 interleaved).
+    pub rope_layout: u8,
+    /// Other RoPE parameters, opaque bytes compared as they are.
+    pub rope_scaling: Vec<u8>,
+}
+
+/// Extra named byte strings stored beside the cache (e.g. the next token to feed).
+pub type Extras = Vec<(String, Vec<u8>)>;
+
+const STATE: u32 = 0;
+
+fn fingerprint(model: &ModelId, preset: &str, cfg: &CompressionConfig) -> Fingerprint {
+    let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+    Fingerprint {
+        architecture: model.architecture.clone(),
+        layers: n(model.shape.layers),
+        kv_heads: n(model.shape.kv_heads),
+        head_dim: n(model.shape.head_dim),
+        rope_theta: model.rope_theta,
+        rope_layout: model.rope_layout,
+        rope_scaling: model.rope_scaling.clone(),
+        preset: preset.to_owned(),
+        config: cfg.to_bytes(),
+    }
+}
+
+fn u64s(v: impl IntoIterator<Item = usize>) -> Vec<u8> {
+    v.into_iter().flat_map(|x| (x as u64).to_le_bytes()).collect()
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+impl CompressedCache {
+    /// Write the cache as an archive for `model`, named `preset`, with `extras` beside it.
+    ///
+    /// # Errors
+    /// [`Error::Entropy`] for write failures.
+    pub fn save<W: Write>(
+        &self,
+        w: W,
+        model: &ModelId,
+        preset: &str,
+        extras: &Extras,
+    ) -> Result<W> {
+        let mut ar = ArchiveWriter::new(w, &fingerprint(model, preset, &self.cfg))?;
+        let mut state = Vec::new();
+        for l in &self.layers {
+            state.extend(u64s([l.seen, l.sinks, l.evicted, usize::from(l.compressed_once)]));
+        }
+        let mut streams = vec![StreamRef { name: "state", data: DataRef::Raw(&state) }];
+        for (name, bytes) in extras {
+            streams.push(StreamRef { name, data: DataRef::Raw(bytes) });
+        }
+        ar.write_section(STATE, &streams)?;
+        let d = self.shape.head_dim;
+        let codes = |storage, codes| code_ref(storage, codes, d);
+        for (li, l) in self.layers.iter().enumerate() {
+            let names: Vec<[String; 8]> = (0..l.heads.len())
+                .map(|h| {
+                    ["pos", "k", "ks", "v", "vs", "dk", "dv", "mass"].map(|s| format!("h{h}.{s}"))
+                })
+                .collect();
+            let masses: Vec<Vec<u8>> = l.heads.iter().map(|h| f32_bytes(&h.dense_mass)).collect();
+            let queries: Vec<Vec<u8>> =
+                l.queries.rows.iter().filter(|r| !r.is_empty()).map(|r| f32_bytes(r)).collect();
+            let qnames: Vec<String> = (0..queries.len()).map(|h| format!("q{h}")).collect();
+            let mut s = vec![
+                StreamRef { name: "dense_pos", data: DataRef::Positions(&l.dense_pos) },
+                StreamRef { name: "q.pos", data: DataRef::Positions(&l.queries.pos) },
+            ];
+            for (q, name) in queries.iter().zip(&qnames) {
+                s.push(StreamRef { name, data: DataRef::Raw(q) });
+            }
+            for ((h, n), mass) in l.heads.iter().zip(&names).zip(&masses) {
+                s.extend([
+                    StreamRef { name: &n[0], data: DataRef::Positions(&h.pos) },
+                    StreamRef { name: &n[1], data: codes(self.cfg.keys, &h.k_codes) },
+                    StreamRef {
+                        name: &n[2],
+                        data: DataRef::Scales { values: &h.k_scales, row_len: 1 },
+                    },
+                    StreamRef { name: &n[3], data: codes(self.cfg.values, &h.v_codes) },
+                    StreamRef {
+                        name: &n[4],
+                        data: DataRef::Scales { values: &h.v_scales, row_len: 1 },
+                    },
+                    StreamRef {
+                        name: &n[5],
+                        data: DataRef::WindowF16 { values: &h.dense_k, row_len: d },
+                    },
+                    StreamRef {
+                        name: &n[6],
+                        data: DataRef::WindowF16 { values: &h.dense_v, row_len: d },
+                    },
+                    StreamRef { name: &n[7], data: DataRef::Raw(mass) },
+                ]);
+            }
+            ar.write_section(u32::try_from(li + 1).unwrap_or(u32::MAX), &s)?;
+        }
+        Ok(ar.finish()?)
+    }
+
+    /// Read an archive written by [`save`](Self::save) for `model`. Returns the cache, its
+    /// preset name and the extras. `rope` is needed when the stored configuration keeps keys
+    /// RoPE-free.
+    ///
+    /// # Errors
+    /// [`Error::Entropy`] for a corrupt, truncated or foreign archive (a model mismatch names
+    /// the differing field); [`Error::Archive`] for contents that do not fit the model.
+    pub fn load<R: Read>(
+        r: R,
+        model: &ModelId,
+        rope: Option<Rope>,
+    ) -> Result<(Self, String, Extras)> {
+        let mut ar = ArchiveReader::open(r)?;
+        let stored = ar.fingerprint().clone();
+        let cfg = CompressionConfig::from_bytes(&stored.config)?;
+        ar.expect_fingerprint(&fingerprint(model, &stored.preset, &cfg))?;
+        let mut cache = CompressedCache::new(model.shape, cfg, rope)?;
+        let bad = |what: String| Error::Archive(what);
+        let first = ar.next_section()?.ok_or_else(|| bad("no state section".into()))?;
+        if first.id != STATE {
+            return Err(bad(format!("first section has id {}, expected {STATE}", first.id)));
+        }
+        let state = raw(&first, "state")?;
+        let layers = model.shape.layers;
+        if state.len() != layers * 4 * 8 {
+            return Err(bad(format!("state holds {} bytes for {layers} layers", state.len())));
+        }
+        let word = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&state[i * 8..i * 8 + 8]);
+            usize::try_from(u64::from_le_bytes(a)).unwrap_or(usize::MAX)
+        };
+        let extras = first
+            .streams
+            .iter()
+            .filter(|s| s.name != "state")
+            .filter_map(|s| match &s.data {
+                Data::Raw(b) => Some((s.name.clone(), b.clone())),
+                _ => None,
+            })
+            .collect();
+        let d = model.shape.head_dim;
+        let (kb, vb) = (cache.keys.bytes_per_row(), cache.values.bytes_per_row());
+        for li in 0..layers {
+            let sec = ar.next_section()?.ok_or_else(|| bad(format!("layer {li} missing")))?;
+            if sec.id as usize != li + 1 {
+                return Err(bad(format!("section {} where layer {li} was expected", sec.id)));
+            }
+            let l = &mut cache.layers[li];
+            l.seen = word(li * 4);
+            l.sinks = word(li * 4 + 1);
+            l.evicted = word(li * 4 + 2);
+            l.compressed_once = word(li * 4 + 3) == 1;
+            l.dense_pos = positions(&sec, "dense_pos")?;
+            let qpos = positions(&sec, "q.pos")?;
+            let mut rows = Vec::new();
+            for h in 0..model.shape.q_heads {
+                let q = if qpos.is_empty() {
+                    Vec::new()
+                } else {
+                    floats(&raw(&sec, &format!("q{h}"))?)?
+                };
+                if q.len() != qpos.len() * d {
+                    return Err(bad(format!("layer {li} query window {h}: {} values", q.len())));
+                }
+                rows.push(q);
+            }
+            l.queries = QueryWindow { rows, pos: qpos };
+            let n_dense = l.dense_pos.len();
+            if l.sinks > n_dense || n_dense > l.seen {
+                return Err(bad(format!(
+                    "layer {li}: {} sinks, {n_dense} dense of {} seen",
+                    l.sinks, l.seen
+                )));
+            }
+            for h in 0..model.shape.kv_heads {
+                let name = |s: &str| format!("h{h}.{s}");
+                let pos = positions(&sec, &name("pos"))?;
+                let n = pos.len();
+                let head = Head {
+                    k_codes: code_bytes(&sec, &name("k"))?,
+                    k_scales: scales(&sec, &name("ks"))?,
+                    v_codes: code_bytes(&sec, &name("v"))?,
+                    v_scales: scales(&sec, &name("vs"))?,
+                    dense_k: window(&sec, &name("dk"))?,
+                    dense_v: window(&sec, &name("dv"))?,
+                    dense_mass: floats(&raw(&sec, &name("mass"))?)?,
+                    pos,
+                };
+                let with_scales =
+                    |storage: Storage| if matches!(storage, Storage::F16) { 0 } else { n };
+                let fits = head.k_codes.len() == n * kb
+                    && head.v_codes.len() == n * vb
+                    && head.k_scales.len() == with_scales(cache.cfg.keys)
+                    && head.v_scales.len() == with_scales(cache.cfg.values)
+                    && head.dense_k.len() == n_dense * d
+                    && head.dense_v.len() == n_dense * d
+                    && head.dense_mass.len() == n_dense
+                    && head.pos.windows(2).all(|w| w[0] < w[1]);
+                if !fits {
+                    return Err(bad(format!(
+                        "layer {li} head {h}: buffers disagree with {n} compressed and {n_dense} dense tokens"
+                    )));
+                }
+                l.heads[h] = head;
+            }
+        }
+        if ar.next_section()?.is_some() {
+            return Err(bad("sections after the last layer".into()));
+        }
+        Ok((cache, stored.preset, extras))
+    }
+}
+
+/// Codes of a storage kind as a stream: E8 codes as fixed-size vectors, f16 rows as raw bytes.
+fn code_ref(storage: Storage, codes: &[u8], d: usize) -> DataRef<'_> {
+    match storage {
+        Storage::F16 => DataRef::Raw(codes),
+        Storage::E8 { bits } => {
+            DataRef::FixedCodes { codes, bytes_per_vector: usize::from(bits), row_vectors: d / 8 }
+        }
+    }
+}
+
+fn stream<'a>(sec: &'a Section, name: &str) -> Result<&'a Data> {
+    sec.stream(name)
+        .map(|s| &s.data)
+        .ok_or_else(|| Error::Archive(format!("section {} has no stream `{name}`", sec.id)))
+}
+
+fn wrong(sec: &Section, name: &str) -> Error {
+    Error::Archive(format!("section {} stream `{name}` has the wrong kind", sec.id))
+}
+
+fn raw(sec: &Section, name: &str) -> Result<Vec<u8>> {
+    match stream(sec, name)? {
+        Data::Raw(b) => Ok(b.clone()),
+        _ => Err(wrong(sec, name)),
+    }
+}
+
+fn positions(sec: &Section, name: &str) -> Result<Vec<u32>> {
+    match stream(sec, name)? {
+        Data::Positions(p) => Ok(p.clone()),
+        _ => Err(wrong(sec, name)),
+    }
+}
+
+fn scales(sec: &Section, name: &str) -> Result<Vec<f16>> {
+    match stream(sec, name)? {
+        Data::Scales(v) => Ok(v.clone()),
+        _ => Err(wrong(sec, name)),
+    }
+}
+
+fn window(sec: &Section, name: &str) -> Result<Vec<f16>> {
+    match stream(sec, name)? {
+        Data::WindowF16(v) => Ok(v.clone()),
+        _ => Err(wrong(sec, name)),
+    }
+}
+
+fn code_bytes(sec: &Section, name: &str) -> Result<Vec<u8>> {
+    match stream(sec, name)? {
+        Data::FixedCodes { codes, .. } => Ok(codes.clone()),
+        Data::Raw(b) => Ok(b.clone()),
+        _ => Err(wrong(sec, name)),
+    }
+}
+
+fn floats(b: &[u8]) -> Result<Vec<f32>> {
+    if !b.len().is_multiple_of(4) {
+        return Err(Error::Archive(format!("{} bytes is not a whole number of f32", b.len())));
+    }
+    Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}

@@ -1,0 +1,95 @@
+//! Save and load through the .nqkv archive.
+
+use nq_core::{CompressedCache, Error, KvShape, ModelId, Preset};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::attention::gauss;
+
+const SHAPE: KvShape = KvShape { layers: 2, q_heads: 4, kv_heads: 2, head_dim: 64 };
+
+fn model() -> ModelId {
+    ModelId {
+        architecture: "llama".into(),
+        shape: SHAPE,
+        rope_theta: 10000.0,
+        rope_layout: 1,
+        rope_scaling: Vec::new(),
+    }
+}
+
+fn compressed(preset: Preset) -> CompressedCache {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut cache = CompressedCache::new(SHAPE, preset.config(), None).unwrap();
+    let t = 700;
+    let pos: Vec<u32> = (0..t as u32).collect();
+    for layer in 0..SHAPE.layers {
+        let k = gauss(&mut rng, SHAPE.kv_heads * t * 64);
+        let v = gauss(&mut rng, SHAPE.kv_heads * t * 64);
+        let q = gauss(&mut rng, SHAPE.q_heads * 32 * 64);
+        cache.observe_queries(layer, &q, &pos[t - 32..]).unwrap();
+        cache.append(layer, &k, &v, &pos).unwrap();
+    }
+    cache.compress().unwrap();
+    cache
+}
+
+#[test]
+fn round_trip_is_exact() {
+    for preset in [Preset::High, Preset::Balanced, Preset::Max, Preset::None] {
+        let mut cache = compressed(preset);
+        let extras = vec![("next".to_owned(), vec![1u8, 2, 3])];
+        let bytes = cache.save(Vec::new(), &model(), preset.name(), &extras).unwrap();
+        let (mut back, name, got_extras) =
+            CompressedCache::load(&bytes[..], &model(), None).unwrap();
+        assert_eq!(name, preset.name());
+        assert_eq!(got_extras, extras);
+        assert_eq!(back.stats(), cache.stats(), "{preset:?}");
+        let mut rng = StdRng::seed_from_u64(12);
+        let q = gauss(&mut rng, SHAPE.q_heads * 64);
+        let (mut a, mut b) = (vec![0f32; q.len()], vec![0f32; q.len()]);
+        cache.attend(1, &q, &[700], None, &mut a).unwrap();
+        back.attend(1, &q, &[700], None, &mut b).unwrap();
+        assert_eq!(a, b, "{preset:?}: attention differs after the round trip");
+    }
+}
+
+#[test]
+fn archive_is_smaller_than_resident() {
+    let cache = compressed(Preset::Balanced);
+    let bytes = cache.save(Vec::new(), &model(), "balanced", &Vec::new()).unwrap();
+    let s = cache.stats();
+    assert!(
+        bytes.len() < s.resident_bytes,
+        "archive {} >= resident {}",
+        bytes.len(),
+        s.resident_bytes
+    );
+}
+
+#[test]
+fn wrong_model_is_refused() {
+    let cache = compressed(Preset::Balanced);
+    let bytes = cache.save(Vec::new(), &model(), "balanced", &Vec::new()).unwrap();
+    let other = ModelId { rope_theta: 500000.0, ..model() };
+    let err = CompressedCache::load(&bytes[..], &other, None).unwrap_err();
+    assert!(matches!(err, Error::Entropy(nq_entropy::Error::FingerprintMismatch { .. })), "{err}");
+}
+
+#[test]
+fn corrupt_archives_are_errors() {
+    let cache = compressed(Preset::Max);
+    let bytes = cache.save(Vec::new(), &model(), "max", &Vec::new()).unwrap();
+    let mut rng = StdRng::seed_from_u64(13);
+    for i in 0..200 {
+        let mut b = bytes.clone();
+        match i % 3 {
+            0 => b.truncate(rand::Rng::random_range(&mut rng, 0..bytes.len())),
+            _ => {
+                let at = rand::Rng::random_range(&mut rng, 0..bytes.len());
+                b[at] ^= 1 << (i % 8);
+            }
+        }
+        assert!(CompressedCache::load(&b[..], &model(), None).is_err(), "case {i} loaded");
+    }
+}
