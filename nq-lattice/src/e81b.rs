@@ -11,6 +11,7 @@
 //! and the origin are compared (no search over the 256 words).
 
 use crate::e8p::FLIP8;
+use crate::lanes::Lanes;
 
 /// The 256 words.
 pub(crate) static WORDS: [[f32; 8]; 256] = build_words();
@@ -56,72 +57,157 @@ const fn build_words() -> [[f32; 8]; 256] {
 }
 
 /// Index of the pair `i < j` in lexicographic order.
-#[inline]
+#[cfg(test)]
 fn pair_index(i: usize, j: usize) -> usize {
     7 * i - i * (i.saturating_sub(1)) / 2 + (j - i - 1)
 }
 
-/// Nearest word to `r`: its index and `|r − word|² − |r|²`.
-#[inline]
-#[allow(clippy::cast_possible_truncation)]
-pub(crate) fn encode(r: &[f32; 8]) -> (u8, f32) {
-    let mut a = [0.0f32; 8];
-    let mut neg = 0u32;
-    let mut sum = 0.0f32;
-    // Top two magnitudes (first index on ties) and the smallest.
-    let (mut i1, mut i2) = (0usize, 1usize);
-    let mut imin = 0usize;
-    let mut best_pos = (r[0], 0usize); // largest r_i, for +2e_i
-    let mut best_neg = (-r[0], 0usize); // largest −r_i, i < 7, for −2e_i
+/// Nearest word to each lane's `r`: the word and `|r − word|² − |r|²`.
+///
+/// Candidates, each in closed form: the origin (0); the best root ±e_i ±e_j (the two
+/// largest `|r_i|`, by rank: `2 − 2(|r|_(1) + |r|_(2))`); the best half-integer root (signs
+/// of `r`, the smallest `|r_i|` flipped if the number of negatives is odd:
+/// `2 − Σ|r_i|`, plus `2 min|r_i|` for the flip); the best +2e_i (`4 − 4 max r_i`) and
+/// −2e_i, i < 7 (`4 + 4 min r_i`). The first strictly smallest wins.
+#[inline(always)]
+pub(crate) fn nearest<L: Lanes>(r: &[L; 8]) -> ([L; 8], L, L) {
+    let (zero, one) = (L::splat(0.0), L::splat(1.0));
+    let mut a = [zero; 8];
+    let mut negative = [L::none(); 8];
+    let mut odd = L::none();
+    let mut sum = zero;
     for i in 0..8 {
         a[i] = r[i].abs();
-        neg |= u32::from(r[i] < 0.0) << i;
-        sum += a[i];
-        if r[i] > best_pos.0 {
-            best_pos = (r[i], i);
-        }
-        if i < 7 && -r[i] > best_neg.0 {
-            best_neg = (-r[i], i);
-        }
+        negative[i] = r[i].lt(zero);
+        odd = L::xor(odd, negative[i]);
+        sum = sum + a[i];
     }
-    if a[1] > a[0] {
-        (i1, i2) = (1, 0);
+    let rank = crate::e8p::ranks(&a);
+    let (two, seven) = (L::splat(2.0), L::splat(7.0));
+    let (mut top2, mut smallest) = (zero, zero);
+    for i in 0..8 {
+        top2 = top2 + L::select(rank[i].lt(two), a[i], zero);
+        smallest = smallest + L::select(rank[i].eq(seven), a[i], zero);
     }
-    for i in 2..8 {
-        if a[i] > a[i1] {
-            i2 = i1;
-            i1 = i;
-        } else if a[i] > a[i2] {
-            i2 = i;
-        }
-    }
+    // First largest r_i (for +2e_i) and first largest −r_i over i < 7 (for −2e_i).
+    let (mut pos, mut pos_at) = (r[0], zero);
+    let (mut neg, mut neg_at) = (zero - r[0], zero);
     for i in 1..8 {
-        if a[i] < a[imin] {
-            imin = i;
+        #[allow(clippy::cast_precision_loss)]
+        let at = L::splat(i as f32);
+        let m = pos.lt(r[i]);
+        pos = L::select(m, r[i], pos);
+        pos_at = L::select(m, at, pos_at);
+        if i < 7 {
+            let m = neg.lt(zero - r[i]);
+            neg = L::select(m, zero - r[i], neg);
+            neg_at = L::select(m, at, neg_at);
         }
     }
-    let mut best = (0u8, 0.0f32);
-    let cost_a = 2.0 - 2.0 * (a[i1] + a[i2]);
-    if cost_a < best.1 {
-        let (lo, hi) = if i1 < i2 { (i1, i2) } else { (i2, i1) };
-        let b = ((neg >> lo) & 1) | (((neg >> hi) & 1) << 1);
-        best = ((1 + 4 * pair_index(lo, hi) + b as usize) as u8, cost_a);
+    let cost_root = two - two * top2;
+    let cost_half = L::select(odd, two - sum + two * smallest, two - sum);
+    let four = L::splat(4.0);
+    let cost_pos = four - four * pos;
+    let cost_neg = four - four * neg;
+    // Kinds: 0 origin, 1 root, 2 half root, 3 +2e_i, 4 −2e_i.
+    let mut best = zero;
+    let mut kind = zero;
+    for (k, cost) in [cost_root, cost_half, cost_pos, cost_neg].into_iter().enumerate() {
+        let m = cost.lt(best);
+        best = L::select(m, cost, best);
+        #[allow(clippy::cast_precision_loss)]
+        let kf = L::splat((k + 1) as f32);
+        kind = L::select(m, kf, kind);
     }
-    let odd = neg.count_ones() & 1 == 1;
-    let cost_b = if odd { 2.0 - sum + 2.0 * a[imin] } else { 2.0 - sum };
-    if cost_b < best.1 {
-        let m = if odd { neg ^ (1 << imin) } else { neg };
-        best = ((113 + (m & 0x7f)) as u8, cost_b);
+    let half = L::splat(0.5);
+    let mut word = [zero; 8];
+    for i in 0..8 {
+        #[allow(clippy::cast_precision_loss)]
+        let at = L::splat(i as f32);
+        let root = L::select(rank[i].lt(two), one, zero).neg_if(negative[i]);
+        let flip = L::and(odd, rank[i].eq(seven));
+        let half_root = half.neg_if(L::xor(negative[i], flip));
+        let plus = L::select(pos_at.eq(at), two, zero);
+        let minus = L::select(neg_at.eq(at), zero - two, zero);
+        let mut w = zero;
+        w = L::select(kind.eq(one), root, w);
+        w = L::select(kind.eq(two), half_root, w);
+        w = L::select(kind.eq(L::splat(3.0)), plus, w);
+        w = L::select(kind.eq(four), minus, w);
+        word[i] = w;
     }
-    let cost_p = 4.0 - 4.0 * best_pos.0;
-    if cost_p < best.1 {
-        best = ((241 + best_pos.1) as u8, cost_p);
+    // The word's index, in lanes (exact small integers): kind 1 needs the two positions
+    // i < j of the rank < 2 entries, kind 2 the negative coordinates 0-6.
+    let (mut lo, mut hi) = (zero, zero);
+    for k in (0..8).rev() {
+        #[allow(clippy::cast_precision_loss)]
+        let at = L::splat(k as f32);
+        lo = L::select(rank[k].lt(two), at, lo);
     }
-    let cost_n = 4.0 - 4.0 * best_neg.0;
-    if cost_n < best.1 {
-        best = ((249 + best_neg.1) as u8, cost_n);
+    for k in 0..8 {
+        #[allow(clippy::cast_precision_loss)]
+        let at = L::splat(k as f32);
+        hi = L::select(rank[k].lt(two), at, hi);
     }
-    best
+    let (mut root_bits, mut half_bits) = (zero, zero);
+    for k in 0..8 {
+        #[allow(clippy::cast_precision_loss)]
+        let at = L::splat(k as f32);
+        let neg_top = L::and(rank[k].lt(two), negative[k]);
+        root_bits = root_bits + L::mask_val(neg_top, L::select(at.eq(lo), one, two));
+        if k < 7 {
+            #[allow(clippy::cast_precision_loss)]
+            let bit = (1u32 << k) as f32;
+            half_bits = half_bits + L::mask_val(word[k].lt(zero), L::splat(bit));
+        }
+    }
+    // pair(i, j) = 7i − i(i − 1)/2 + (j − i − 1), exact in f32.
+    let pair = L::splat(7.0) * lo - lo * (lo - one) * L::splat(0.5) + (hi - lo - one);
+    let mut index = zero;
+    index = L::select(kind.eq(one), one + L::splat(4.0) * pair + root_bits, index);
+    index = L::select(kind.eq(two), L::splat(113.0) + half_bits, index);
+    index = L::select(kind.eq(L::splat(3.0)), L::splat(241.0) + pos_at, index);
+    index = L::select(kind.eq(four), L::splat(249.0) + neg_at, index);
+    (word, best, index)
+}
+
+/// Index of a word of the codebook (`word` must be one of [`WORDS`]), the naive way (the
+/// encoder computes it in lanes; the tests check both agree).
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) fn index_of(word: &[f32; 8]) -> u8 {
+    let mut nonzero = [0usize; 8];
+    let mut count = 0;
+    let mut neg = 0usize;
+    for i in 0..8 {
+        if word[i] != 0.0 {
+            nonzero[count] = i;
+            count += 1;
+        }
+        neg |= usize::from(word[i] < 0.0) << i;
+    }
+    let idx = match count {
+        0 => 0,
+        8 => 113 + (neg & 0x7f),
+        2 => {
+            let (i, j) = (nonzero[0], nonzero[1]);
+            1 + 4 * pair_index(i, j) + ((neg >> i) & 1) + (((neg >> j) & 1) << 1)
+        }
+        _ => {
+            let i = nonzero[0];
+            if word[i] > 0.0 { 241 + i } else { 249 + i }
+        }
+    };
+    debug_assert_eq!(&WORDS[idx], word);
+    idx as u8
+}
+
+/// Nearest word to one block: its index and `|r − word|² − |r|²`.
+#[cfg(test)]
+pub(crate) fn encode(r: &[f32; 8]) -> (u8, f32) {
+    let (w, cost, index) = nearest::<f32>(r);
+    assert_eq!(f32::from(index_of(&w)), index);
+    (index_of(&w), cost)
 }
 
 #[cfg(test)]
@@ -140,5 +226,32 @@ mod tests {
             }
         }
         assert_eq!(pair_index(6, 7), 27);
+    }
+
+    #[test]
+    fn closed_form_matches_search_and_index_round_trips() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+        };
+        for _ in 0..2000 {
+            let r: [f32; 8] = std::array::from_fn(|_| next());
+            let (k, cost) = encode(&r);
+            let n: f32 = r.iter().map(|v| v * v).sum();
+            let best = WORDS
+                .iter()
+                .map(|w| r.iter().zip(w).map(|(a, b)| (a - b) * (a - b)).sum::<f32>())
+                .fold(f32::INFINITY, f32::min);
+            let got: f32 =
+                r.iter().zip(&WORDS[usize::from(k)]).map(|(a, b)| (a - b) * (a - b)).sum();
+            assert!((got - best).abs() <= 1e-4 * (1.0 + n), "{r:?}: {got} vs {best}");
+            assert!((cost + n - got).abs() <= 1e-4 * (1.0 + n));
+        }
+        for (k, w) in WORDS.iter().enumerate() {
+            assert_eq!(usize::from(index_of(w)), k);
+        }
     }
 }

@@ -2,7 +2,9 @@
 
 use half::f16;
 
+use crate::e8p::select8;
 use crate::isa::Isa;
+use crate::lanes::Lanes;
 use crate::scale::{self, ScaleMode};
 use crate::{Error, Result, check, e8p, e81b};
 
@@ -70,7 +72,7 @@ impl FixedBits {
     #[must_use]
     pub fn encode_block(self, x: &[f32; 8]) -> ([u8; 4], [f32; 8]) {
         let mut code = [0u8; 4];
-        let c = encode_block(self, x, &mut code[..self.bytes_per_block()]);
+        let c = encode_group::<f32>(self, x, &mut code[..self.bytes_per_block()]);
         (code, c)
     }
 
@@ -82,61 +84,121 @@ impl FixedBits {
     }
 }
 
-/// Encodes one block already divided by its scale: writes the code, returns the codeword.
-#[inline]
-pub(crate) fn encode_block(bits: FixedBits, v: &[f32; 8], code: &mut [u8]) -> [f32; 8] {
+/// Sum over the 8 coordinates of `(a_i − b_i)²`, per lane.
+#[inline(always)]
+fn dist2<L: Lanes>(a: &[L; 8], b: &[L; 8]) -> L {
+    let mut d = L::splat(0.0);
+    for i in 0..8 {
+        let e = a[i] - b[i];
+        d = d + e * e;
+    }
+    d
+}
+
+/// Lane values of `x` as an array (lanes `0..L::N`).
+#[inline(always)]
+fn lanes_of<L: Lanes>(x: L) -> [f32; MAX_LANES] {
+    let mut out = [0.0f32; MAX_LANES];
+    x.store(&mut out);
+    out
+}
+
+/// Most lanes of any [`Lanes`] implementation.
+pub(crate) const MAX_LANES: usize = 16;
+
+/// Writes the E8P index of each lane (2 bytes per lane, every `stride` bytes).
+#[inline(always)]
+fn put_e8p<L: Lanes>(p: &[L; 8], up: L::M, codes: &mut [u8], stride: usize, offset: usize) {
+    let [k, h] = e8p::index_parts(p, up);
+    let (k, h) = (lanes_of(k), lanes_of(h));
+    let codes = &mut codes[..L::N * stride];
+    for l in 0..L::N {
+        let [lo, hi] = e8p::index_bytes(k[l], h[l]);
+        codes[l * stride + offset] = lo;
+        codes[l * stride + offset + 1] = hi;
+    }
+}
+
+/// Encodes `L::N` blocks at once (lane `l` holds block `l`, already divided by its scale):
+/// writes `bytes_per_block` bytes per block to `codes` and returns the codewords.
+///
+/// `B2`: the nearest E8P codeword. `B3`/`B4`: for each shift, the nearest E8P codeword
+/// `c1` of that shift, then the nearest second-stage word to the residual (`2 (v − c1)`
+/// in the 256-word codebook, resp. `4 (v − c1)` in E8P); the pair with the smaller
+/// distance wins (the −¼ shift on ties).
+#[inline(always)]
+pub(crate) fn encode_group<L: Lanes>(bits: FixedBits, v: &[L; 8], codes: &mut [u8]) -> [L; 8] {
+    let bpb = bits.bytes_per_block();
     match bits {
         FixedBits::B2 => {
-            let (idx, _) = e8p::encode(v);
-            code.copy_from_slice(&idx.to_le_bytes());
-            e8p::decode(idx)
+            let (p, up, _) = e8p::nearest(v);
+            put_e8p(&p, up, codes, bpb, 0);
+            e8p::codeword(&p, up)
         }
         FixedBits::B3 => {
-            let mut best = (f32::INFINITY, [0u8; 3], [0.0f32; 8]);
-            for (idx, _) in e8p::encode_both(v) {
-                let c1 = e8p::decode(idx);
-                let r: [f32; 8] = std::array::from_fn(|i| (v[i] - c1[i]) * 2.0);
-                let (j, _) = e81b::encode(&r);
-                let w = &e81b::WORDS[usize::from(j)];
-                let c: [f32; 8] = std::array::from_fn(|i| c1[i] + w[i] * 0.5);
-                let d = dist2(v, &c);
-                if d < best.0 {
-                    let [lo, hi] = idx.to_le_bytes();
-                    best = (d, [lo, hi, j], c);
-                }
+            let (p_lo, k_lo, c_lo, d_lo) = stage3(v, false);
+            let (p_hi, k_hi, c_hi, d_hi) = stage3(v, true);
+            let up = d_hi.lt(d_lo);
+            put_e8p(&select8(up, &p_hi, &p_lo), up, codes, bpb, 0);
+            let k = lanes_of(L::select(up, k_hi, k_lo));
+            for l in 0..L::N {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let index = k[l] as u8;
+                codes[l * bpb + 2] = index;
             }
-            code.copy_from_slice(&best.1);
-            best.2
+            select8(up, &c_hi, &c_lo)
         }
         FixedBits::B4 => {
-            let mut best = (f32::INFINITY, [0u8; 4], [0.0f32; 8]);
-            for (idx, _) in e8p::encode_both(v) {
-                let c1 = e8p::decode(idx);
-                let r: [f32; 8] = std::array::from_fn(|i| (v[i] - c1[i]) * 4.0);
-                let (j, _) = e8p::encode(&r);
-                let c2 = e8p::decode(j);
-                let c: [f32; 8] = std::array::from_fn(|i| c1[i] + c2[i] * 0.25);
-                let d = dist2(v, &c);
-                if d < best.0 {
-                    let [a, b] = idx.to_le_bytes();
-                    let [e, f] = j.to_le_bytes();
-                    best = (d, [a, b, e, f], c);
-                }
-            }
-            code.copy_from_slice(&best.1);
-            best.2
+            let (p_lo, q_lo, u_lo, c_lo, d_lo) = stage4(v, false);
+            let (p_hi, q_hi, u_hi, c_hi, d_hi) = stage4(v, true);
+            let up = d_hi.lt(d_lo);
+            put_e8p(&select8(up, &p_hi, &p_lo), up, codes, bpb, 0);
+            put_e8p(&select8(up, &q_hi, &q_lo), L::mselect(up, u_hi, u_lo), codes, bpb, 2);
+            select8(up, &c_hi, &c_lo)
         }
     }
 }
 
-#[inline]
-fn dist2(a: &[f32; 8], b: &[f32; 8]) -> f32 {
-    let mut d = 0.0f32;
+/// First stage with one shift: the nearest E8P codeword `c1` of that shift (as signed
+/// pattern values and shift) and the residual `r = k (v − c1)`.
+#[inline(always)]
+fn first_stage<L: Lanes>(v: &[L; 8], up: bool, k: f32) -> ([L; 8], [L; 8], [L; 8]) {
+    let (p, _) = e8p::nearest_shift(v, up);
+    let s = L::splat(if up { 0.25 } else { -0.25 });
+    let mut c1 = p;
+    let mut r = p;
     for i in 0..8 {
-        let e = a[i] - b[i];
-        d += e * e;
+        c1[i] = p[i] + s;
+        r[i] = (v[i] - c1[i]) * L::splat(k);
     }
-    d
+    (p, c1, r)
+}
+
+/// The 3-bit code with a given first-stage shift: `(p, residual index, c, |v − c|²)`.
+#[inline(always)]
+fn stage3<L: Lanes>(v: &[L; 8], up: bool) -> ([L; 8], L, [L; 8], L) {
+    let (p, c1, r) = first_stage(v, up, 2.0);
+    let (w, _, k) = e81b::nearest(&r);
+    let mut c = c1;
+    for i in 0..8 {
+        c[i] = c1[i] + w[i] * L::splat(0.5);
+    }
+    let d = dist2(v, &c);
+    (p, k, c, d)
+}
+
+/// The 4-bit code with a given first-stage shift: `(p, p2, up2, c, |v − c|²)`.
+#[inline(always)]
+fn stage4<L: Lanes>(v: &[L; 8], up: bool) -> ([L; 8], [L; 8], L::M, [L; 8], L) {
+    let (p, c1, r) = first_stage(v, up, 4.0);
+    let (p2, up2, _) = e8p::nearest(&r);
+    let c2 = e8p::codeword(&p2, up2);
+    let mut c = c1;
+    for i in 0..8 {
+        c[i] = c1[i] + c2[i] * L::splat(0.25);
+    }
+    let d = dist2(v, &c);
+    (p, p2, up2, c, d)
 }
 
 /// The codeword (unscaled) of one block's code.
@@ -156,11 +218,17 @@ pub(crate) fn decode_block(bits: FixedBits, code: &[u8]) -> [f32; 8] {
     }
 }
 
-/// Encodes blocks with a decision scale per row (`inv[row] = 1 / scale`, 0 for a zero row);
-/// writes the codes and, per block, `<x/scale, c>` and `|c|²`.
-pub(crate) fn encode_blocks_scalar(
+/// Encodes blocks with a decision scale per row: block `b` of `x` belongs to row
+/// `(first + b) / blocks_per_row` and is multiplied by `inv[row]` (1 / scale, or 0 for a
+/// zero row). Writes the codes and, per block, `<x/scale, c>` and `|c|²`.
+///
+/// Groups of `L::N` blocks run on `L`; the remaining blocks run on `f32` (same results).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_blocks<L: Lanes>(
     bits: FixedBits,
     x: &[f32],
+    first: usize,
     blocks_per_row: usize,
     inv: &[f32],
     codes: &mut [u8],
@@ -168,17 +236,47 @@ pub(crate) fn encode_blocks_scalar(
     cc: &mut [f32],
 ) {
     let bpb = bits.bytes_per_block();
-    for (b, (blk, code)) in x.chunks_exact(8).zip(codes.chunks_exact_mut(bpb)).enumerate() {
-        let s = inv[b / blocks_per_row];
-        let v: [f32; 8] = std::array::from_fn(|i| blk[i] * s);
-        let c = encode_block(bits, &v, code);
-        let (mut d, mut n) = (0.0f32, 0.0f32);
-        for i in 0..8 {
-            d += v[i] * c[i];
-            n += c[i] * c[i];
+    let nb = x.len() / 8;
+    let full = nb / L::N * L::N;
+    let mut scale = [0.0f32; MAX_LANES];
+    // Row and position in the row of the next block, advanced without divisions.
+    let (mut row, mut col) = (first / blocks_per_row, first % blocks_per_row);
+    let mut b = 0;
+    while b < full {
+        for s in scale.iter_mut().take(L::N) {
+            *s = inv[row];
+            col += 1;
+            if col == blocks_per_row {
+                col = 0;
+                row += 1;
+            }
         }
-        xc[b] = d;
-        cc[b] = n;
+        let s = L::load(&scale);
+        let mut v = L::load_blocks(&x[8 * b..8 * (b + L::N)]);
+        for vi in &mut v {
+            *vi = *vi * s;
+        }
+        let c = encode_group(bits, &v, &mut codes[b * bpb..(b + L::N) * bpb]);
+        let (mut d, mut n) = (L::splat(0.0), L::splat(0.0));
+        for i in 0..8 {
+            d = d + v[i] * c[i];
+            n = n + c[i] * c[i];
+        }
+        d.store(&mut xc[b..b + L::N]);
+        n.store(&mut cc[b..b + L::N]);
+        b += L::N;
+    }
+    if b < nb {
+        encode_blocks::<f32>(
+            bits,
+            &x[8 * b..],
+            first + b,
+            blocks_per_row,
+            inv,
+            &mut codes[b * bpb..],
+            &mut xc[b..],
+            &mut cc[b..],
+        );
     }
 }
 
@@ -398,7 +496,7 @@ impl FixedCodec {
 /// The hot loops of the fixed codes, one implementation per instruction set. Inputs are
 /// validated by the caller.
 pub(crate) trait Kernels: Sync {
-    /// See [`encode_blocks_scalar`].
+    /// See [`encode_blocks`].
     #[allow(clippy::too_many_arguments)]
     fn encode(
         &self,
@@ -432,7 +530,7 @@ impl Kernels for Scalar {
         xc: &mut [f32],
         cc: &mut [f32],
     ) {
-        encode_blocks_scalar(bits, x, blocks_per_row, inv, codes, xc, cc);
+        encode_blocks::<f32>(bits, x, 0, blocks_per_row, inv, codes, xc, cc);
     }
 
     fn decode(&self, bits: FixedBits, codes: &[u8], scales: &[f16], dim: usize, out: &mut [f32]) {

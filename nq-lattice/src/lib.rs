@@ -17,6 +17,7 @@ mod e8p;
 mod error;
 mod fixed;
 mod isa;
+mod lanes;
 pub mod reference;
 mod scale;
 #[allow(unsafe_code)]

@@ -18,7 +18,7 @@ fn cmp_tol(x: &[f32; 8]) -> f64 {
 }
 
 fn all_isas() -> Vec<Isa> {
-    [Isa::Scalar, Isa::Avx2].into_iter().filter(|i| i.is_available()).collect()
+    [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|i| i.is_available()).collect()
 }
 
 #[test]
