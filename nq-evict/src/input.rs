@@ -153,6 +153,40 @@ impl ScoreInput<'_> {
     }
 }
 
+/// Runs `f` on `input` restricted to the last `n` window queries of each query head (all of
+/// them when `n` is `None` or at least `w`).
+///
+/// # Errors
+///
+/// [`Error::Config`] for `n == Some(0)`; otherwise what `f` returns.
+pub(crate) fn with_last_queries<R>(
+    op: &'static str,
+    input: &ScoreInput<'_>,
+    dims: Dims,
+    n: Option<usize>,
+    f: impl FnOnce(&ScoreInput<'_>) -> Result<R>,
+) -> Result<R> {
+    match n {
+        Some(0) => {
+            Err(Error::Config { op, what: "window", value: 0.0, expected: "None or >= 1 query" })
+        }
+        Some(n) if n < dims.window => {
+            let (w, d) = (dims.window, dims.d);
+            let mut queries = Vec::with_capacity(dims.group * n * d);
+            for h in 0..dims.group {
+                queries.extend_from_slice(&input.queries[(h * w + w - n) * d..(h + 1) * w * d]);
+            }
+            let sub = ScoreInput {
+                queries: &queries,
+                query_positions: &input.query_positions[w - n..],
+                ..*input
+            };
+            f(&sub)
+        }
+        _ => f(input),
+    }
+}
+
 /// Scores the tokens of one (layer, kv head) unit: a higher score means "more worth keeping".
 ///
 /// Implementations must write exactly one score per cached token into `out` (`out.len() == t`),

@@ -42,6 +42,20 @@ fn reduce(heads: &[Vec<f64>], how: GroupReduce) -> Vec<f32> {
         .collect()
 }
 
+/// Owned copy of the last `n` window queries of each head and their positions.
+fn last_queries(input: &ScoreInput<'_>, n: Option<usize>) -> Result<(Vec<f32>, Vec<u32>)> {
+    let dims = input.dims()?;
+    let (w, d) = (dims.window, dims.d);
+    let n = n.unwrap_or(w).min(w);
+    let mut q = Vec::new();
+    for h in 0..dims.group {
+        for j in w - n..w {
+            q.extend_from_slice(&input.queries[(h * w + j) * d..(h * w + j + 1) * d]);
+        }
+    }
+    Ok((q, input.query_positions[w - n..].to_vec()))
+}
+
 fn norm_range(p: Protect, t: usize) -> std::ops::Range<usize> {
     let start = p.sinks.min(t);
     let end = t.saturating_sub(p.recent).max(start);
@@ -83,6 +97,8 @@ pub fn attention_matrix(input: &ScoreInput<'_>, h: usize) -> Result<Vec<Vec<f64>
 ///
 /// Shape errors of [`ScoreInput::dims`] and [`Error::NoQueries`].
 pub fn observed_attention(input: &ScoreInput<'_>, cfg: &ObservedAttention) -> Result<Vec<f32>> {
+    let (q, qp) = last_queries(input, cfg.window)?;
+    let input = &ScoreInput { queries: &q, query_positions: &qp, ..*input };
     let dims = input.dims()?;
     if dims.group == 0 {
         return Err(Error::NoQueries { op: "reference::observed_attention" });
@@ -154,6 +170,8 @@ fn transpose(m: &[Vec<f64>]) -> Vec<Vec<f64>> {
 ///
 /// Shape errors of [`ScoreInput::dims`] and [`Error::NoQueries`].
 pub fn expected_attention(input: &ScoreInput<'_>, cfg: &ExpectedAttention) -> Result<Vec<f32>> {
+    let (q, qp) = last_queries(input, cfg.window)?;
+    let input = &ScoreInput { queries: &q, query_positions: &qp, ..*input };
     let dims = input.dims()?;
     if dims.group == 0 {
         return Err(Error::NoQueries { op: "reference::expected_attention" });

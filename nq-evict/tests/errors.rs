@@ -67,6 +67,8 @@ fn config_errors() {
         other => panic!("{what}: {other:?}"),
     };
     cfg(score(&ObservedAttention { kernel: 4, ..Default::default() }, &i, 10), "kernel");
+    cfg(score(&ObservedAttention { window: Some(0), ..Default::default() }, &i, 10), "window");
+    cfg(score(&ExpectedAttention { window: Some(0), ..Default::default() }, &i, 10), "window");
     cfg(score(&ExpectedAttention { covariance: -1.0, ..Default::default() }, &i, 10), "covariance");
     cfg(
         score(&ExpectedAttention { covariance: f32::NAN, ..Default::default() }, &i, 10),

@@ -52,6 +52,7 @@ fn observed_matches_full_attention_matrix() {
             reduce: GroupReduce::Max,
             ..Default::default()
         },
+        ObservedAttention { window: Some(5), kernel: 3, ..Default::default() },
         ObservedAttention {
             pool: Pool::Max,
             kernel: 3,
@@ -105,6 +106,7 @@ fn expected_matches_direct_formula() {
             ExpectedAttention { protect: Protect::NONE, ..Default::default() },
             ExpectedAttention { covariance: 0.0, reduce: GroupReduce::Max, ..Default::default() },
             ExpectedAttention { rope: rope_half(d), future: 64, ..Default::default() },
+            ExpectedAttention { rope: rope_half(d), window: Some(3), ..Default::default() },
             ExpectedAttention {
                 rope: rope_inter(d),
                 future: 512,

@@ -168,3 +168,20 @@ fn boxed_scorers_work() {
         assert!(out.iter().all(|x| x.is_finite()));
     }
 }
+
+#[test]
+fn window_option_equals_passing_only_the_last_queries() {
+    let c = prefill(29, 80, 16, 3, 16);
+    let (w, d, n) = (16usize, 16usize, 6usize);
+    let mut short = c.clone();
+    short.queries =
+        (0..3).flat_map(|h| c.queries[(h * w + w - n) * d..(h + 1) * w * d].to_vec()).collect();
+    short.query_positions = c.query_positions[w - n..].to_vec();
+    let obs = ObservedAttention::default();
+    let exp = ExpectedAttention::default();
+    // identical arithmetic on identical data: bit-equal
+    assert_eq!(run(&ObservedAttention { window: Some(n), ..obs }, &c), run(&obs, &short));
+    assert_eq!(run(&ExpectedAttention { window: Some(n), ..exp.clone() }, &c), run(&exp, &short));
+    // a window at least w is all of it
+    assert_eq!(run(&ObservedAttention { window: Some(99), ..obs }, &c), run(&obs, &c));
+}

@@ -1,5 +1,6 @@
 //! Expected attention of future queries (kvpress `ExpectedAttentionPress`).
 
+use crate::input::with_last_queries;
 use crate::kernel::{self, KeyBlocks};
 use crate::{Error, GroupReduce, Protect, Result, ScoreInput, Scorer};
 
@@ -144,6 +145,10 @@ impl RopeSpec {
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExpectedAttention {
+    /// Use only the last `window` queries of each head (by their order in the input); `None`
+    /// uses all of them (default). More queries estimate `Sigma` better (kvpress uses the
+    /// whole prompt).
+    pub window: Option<usize>,
     /// Weight of the covariance term: 1 = kvpress, 0 = mean query only (default 1).
     pub covariance: f32,
     /// The model's rotary embedding, to estimate the statistics pre-RoPE and rotate them to
@@ -161,6 +166,7 @@ pub struct ExpectedAttention {
 impl Default for ExpectedAttention {
     fn default() -> Self {
         ExpectedAttention {
+            window: None,
             covariance: 1.0,
             rope: None,
             future: 512,
@@ -216,11 +222,21 @@ impl Scorer for ExpectedAttention {
     ///
     /// Shape errors of [`ScoreInput::dims`], [`Error::Len`] for `out`, [`Error::NoQueries`]
     /// without queries, [`Error::Config`] for a negative or non-finite `covariance`, a `rope`
-    /// whose `inv_freq` is not `d / 2` finite values, or `future == 0` with `rope`.
+    /// whose `inv_freq` is not `d / 2` finite values, `future == 0` with `rope`, or
+    /// `window == Some(0)`.
     fn score(&self, input: &ScoreInput<'_>, out: &mut [f32]) -> Result<()> {
         const OP: &str = "ExpectedAttention::score";
         let dims = input.check(OP, out, true)?;
         self.check_config(OP, dims.d)?;
+        with_last_queries(OP, input, dims, self.window, |input| self.score_valid(input, out))
+    }
+}
+
+impl ExpectedAttention {
+    /// [`Scorer::score`] on a validated input.
+    fn score_valid(&self, input: &ScoreInput<'_>, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "ExpectedAttention::score";
+        let dims = input.dims_for(OP)?;
         let (t, w, d) = (dims.tokens, dims.window, dims.d);
         if t == 0 {
             return Ok(());

@@ -1,5 +1,6 @@
 //! Observed attention of the observation window (SnapKV, kvpress `SnapKVPress`).
 
+use crate::input::with_last_queries;
 use crate::kernel::{self, KeyBlocks, Pool};
 use crate::{Error, GroupReduce, Protect, Result, ScoreInput, Scorer};
 
@@ -52,6 +53,10 @@ use crate::{Error, GroupReduce, Protect, Result, ScoreInput, Scorer};
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ObservedAttention {
+    /// Use only the last `window` queries of each head (by their order in the input); `None`
+    /// uses all of them (default). Lets one input carry a long window for
+    /// [`ExpectedAttention`](crate::ExpectedAttention) and a short one for this scorer.
+    pub window: Option<usize>,
     /// Pooling kind (default [`Pool::Avg`]).
     pub pool: Pool,
     /// Pooling kernel in tokens: odd, 1 = no pooling (default 5).
@@ -68,6 +73,7 @@ pub struct ObservedAttention {
 impl Default for ObservedAttention {
     fn default() -> Self {
         ObservedAttention {
+            window: None,
             pool: Pool::Avg,
             kernel: 5,
             reduce: GroupReduce::Mean,
@@ -96,11 +102,20 @@ impl Scorer for ObservedAttention {
     /// # Errors
     ///
     /// Shape errors of [`ScoreInput::dims`], [`Error::Len`] for `out`, [`Error::NoQueries`]
-    /// without queries, [`Error::Config`] for an even `kernel`.
+    /// without queries, [`Error::Config`] for an even `kernel` or `window == Some(0)`.
     fn score(&self, input: &ScoreInput<'_>, out: &mut [f32]) -> Result<()> {
         const OP: &str = "ObservedAttention::score";
         let dims = input.check(OP, out, true)?;
         self.check_config(OP)?;
+        with_last_queries(OP, input, dims, self.window, |input| self.score_valid(input, out))
+    }
+}
+
+impl ObservedAttention {
+    /// [`Scorer::score`] on a validated input.
+    fn score_valid(&self, input: &ScoreInput<'_>, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "ObservedAttention::score";
+        let dims = input.dims_for(OP)?;
         let (t, w, d) = (dims.tokens, dims.window, dims.d);
         if t == 0 {
             return Ok(());
