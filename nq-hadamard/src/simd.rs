@@ -235,7 +235,9 @@ fn block<const N: usize, const PRE: u8, const POST: bool>(
 
 /// One radix-`R` pass over a row of vectors: butterflies at vector strides h, 2h, ..,
 /// (R/2)h, optionally times the post-factor.
-#[inline]
+///
+/// Kept out of line (one copy per radix and post flag), which keeps the row loop small.
+#[inline(never)]
 #[target_feature(enable = "avx2,fma")]
 fn pass<const R: usize, const POST: bool>(v: &mut [V8], h: usize, post: &[V8]) {
     let mut post_blocks = post.chunks_exact(R * h);
