@@ -50,6 +50,7 @@ mod error;
 mod freqs;
 pub mod reference;
 mod rope;
+mod trig;
 
 pub use config::{RopeConfig, RopeLayout, RopeScaling};
 pub use error::{Error, Result};

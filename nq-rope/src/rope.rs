@@ -1,6 +1,7 @@
 //! The rotary embedding: precomputed frequencies, apply and invert.
 
 use crate::freqs::inv_freqs;
+use crate::trig;
 use crate::{Error, Result, RopeConfig, RopeLayout};
 
 /// Direction of the rotation.
@@ -44,6 +45,8 @@ enum Dir {
 pub struct Rope {
     cfg: RopeConfig,
     inv_freq: Vec<f64>,
+    /// The largest inverse frequency: angles up to `u32::MAX * max_inv_freq`.
+    max_inv_freq: f64,
     attention_factor: f64,
     /// `attention_factor` and its inverse rounded to f32; `None` when the factor is 1.
     scale: Option<(f32, f32)>,
@@ -108,7 +111,8 @@ impl Rope {
         let (inv_freq, attention_factor) = inv_freqs(&cfg);
         let scale = (attention_factor != 1.0)
             .then(|| (attention_factor as f32, (1.0 / attention_factor) as f32));
-        Ok(Rope { cfg, inv_freq, attention_factor, scale })
+        let max_inv_freq = inv_freq.iter().copied().fold(0.0, f64::max);
+        Ok(Rope { cfg, inv_freq, max_inv_freq, attention_factor, scale })
     }
 
     /// The configuration this rope was built from.
@@ -310,10 +314,19 @@ impl Rope {
     /// `cos`, `sin` of `pos * f_k` for every pair, f64 then rounded to f32.
     fn cos_sin(&self, pos: u32, cos: &mut [f32], sin: &mut [f32]) {
         let p = f64::from(pos);
-        for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&self.inv_freq) {
-            let (sn, cs) = (p * f).sin_cos();
-            *c = cs as f32;
-            *s = sn as f32;
+        let pairs = cos.iter_mut().zip(sin.iter_mut()).zip(&self.inv_freq);
+        if p * self.max_inv_freq <= trig::LIMIT {
+            for ((c, s), &f) in pairs {
+                let (sn, cs) = trig::sin_cos(p * f);
+                *c = cs as f32;
+                *s = sn as f32;
+            }
+        } else {
+            for ((c, s), &f) in pairs {
+                let (sn, cs) = (p * f).sin_cos();
+                *c = cs as f32;
+                *s = sn as f32;
+            }
         }
     }
 

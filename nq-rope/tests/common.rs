@@ -8,6 +8,8 @@ pub(crate) fn scalings() -> Vec<RopeScaling> {
     vec![
         RopeScaling::None,
         RopeScaling::Linear { factor: 4.0 },
+        // factor < 1: angles beyond the vectorized kernel's range at large positions.
+        RopeScaling::Linear { factor: 0.5 },
         RopeScaling::llama31(),
         RopeScaling::yarn(4.0, 32_768),
         RopeScaling::Yarn {
@@ -50,13 +52,14 @@ pub(crate) fn random(seed: u64, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-2.0f32..2.0)).collect()
 }
 
-/// `n` positions: 0, u32::MAX and the rest uniform in 0..=1_000_000.
+/// `n` positions: 0, 1_000_000, u32::MAX and the rest uniform in 0..=1_000_000.
 pub(crate) fn positions(seed: u64, n: usize) -> Vec<u32> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut p: Vec<u32> = (0..n).map(|_| rng.random_range(0..=1_000_000)).collect();
-    if n >= 2 {
+    if n >= 3 {
         p[0] = 0;
         p[1] = 1_000_000;
+        p[2] = u32::MAX;
     }
     p
 }
