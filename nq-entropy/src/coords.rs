@@ -503,16 +503,8 @@ fn decode_rans(
         freqs.push(Freqs::read(cur, op)?);
     }
     let mut dec = rans::Decoder::read(cur, op)?;
-    let max_freq = freqs.iter().map(Freqs::max).max().unwrap_or(PROB_SCALE);
-    if let Some(max) = dec.max_symbols(max_freq)
-        && 8 * n as u64 > max
-    {
-        return Err(Error::Corrupt {
-            op,
-            reason: "symbol count exceeds what the coded bits can hold",
-            value: 8 * n as u64,
-        });
-    }
+    let max_freq = freqs.iter().map(Freqs::max).max().unwrap_or(rans::MAX_FREQ);
+    dec.check_count(8 * n as u64, max_freq, op)?;
     let mut flat: Box<FlatTables> = vec![0u32; FLAT_MASK + 1]
         .into_boxed_slice()
         .try_into()

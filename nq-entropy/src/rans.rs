@@ -18,6 +18,11 @@ pub(crate) const PROB_BITS: u32 = 12;
 /// Sum of every normalized frequency table.
 pub(crate) const PROB_SCALE: u32 = 1 << PROB_BITS;
 const PROB_MASK: u32 = PROB_SCALE - 1;
+/// Largest frequency of one symbol: a table always has at least two symbols, so its
+/// frequencies fit 12 bits and every coded symbol costs at least `log2(4096/4095)` bits,
+/// which bounds the symbol count of a stream by its size.
+pub(crate) const MAX_FREQ: u32 = PROB_SCALE - 1;
+
 /// Lower bound of the coder state (and its initial value).
 pub(crate) const RANS_L: u32 = 1 << 16;
 /// Number of interleaved states.
@@ -44,14 +49,18 @@ fn log2_table() -> &'static [f64; PROB_SCALE as usize + 1] {
 }
 
 impl Freqs {
-    /// Quantizes `hist` to 12-bit frequencies minimizing the coded size `sum c_s * -log2 f_s`:
+    /// Quantizes `hist` to 12-bit frequencies (each at most [`MAX_FREQ`]) minimizing the coded size `sum c_s * -log2 f_s`:
     /// proportional rounding, then a greedy fix of the sum by the cheapest unit steps (the cost
     /// is convex in each `f_s`, so unit greedy steps reach the optimum of the rounding).
     pub(crate) fn normalize(hist: &Hist) -> Self {
         let total: u64 = hist.iter().sum();
         let mut f = [0u32; 256];
-        if total == 0 {
-            f[0] = PROB_SCALE;
+        let mut nonzero = hist.iter().enumerate().filter(|&(_, &c)| c > 0).map(|(s, _)| s);
+        if let (first, None) = (nonzero.next(), nonzero.next()) {
+            // Zero or one symbol: give it 4095 and a never-coded neighbour 1.
+            let s = first.unwrap_or(0);
+            f[s] = MAX_FREQ;
+            f[(s + 1) % 256] = 1;
             return Self(f);
         }
         let scale = f64::from(PROB_SCALE) / total as f64;
@@ -145,7 +154,7 @@ impl Freqs {
         let mut s = 0usize;
         let mut sum = 0u64;
         while s < 256 {
-            let v = cur.varint_max(u64::from(PROB_SCALE), op)?;
+            let v = cur.varint_max(u64::from(MAX_FREQ), op)?;
             f[s] = v as u32;
             sum += v;
             s += 1;
@@ -202,7 +211,7 @@ impl EncTable {
     }
 }
 
-/// Decoder table: for each of the 4096 slots, `sym | (freq - 1) << 8 | (slot - start) << 20`.
+/// Decoder table: for each of the 4096 slots, `sym | (slot - start) << 8 | freq << 20`.
 #[derive(Clone, Debug)]
 pub(crate) struct DecTable(pub(crate) Box<[u32; PROB_SCALE as usize]>);
 
@@ -219,7 +228,7 @@ pub(crate) fn fill_dec_table(f: &Freqs, t: &mut [u32]) {
     let mut slots = t.iter_mut();
     for (sym, &freq) in f.0.iter().enumerate() {
         for (off, e) in (0..freq).zip(&mut slots) {
-            *e = sym as u32 | ((freq - 1) << 8) | (off << 20);
+            *e = sym as u32 | (off << 8) | (freq << 20);
         }
     }
 }
@@ -291,22 +300,30 @@ impl Decoder {
         Ok(Self { x, words, pos: 0 })
     }
 
-    /// Upper bound on how many symbols the stream can hold if every table it uses gives its
-    /// most probable symbol at most `max_freq`; `None` when `max_freq == 4096` (a one-symbol
-    /// table codes any count in zero bits).
+    /// Upper bound on how many symbols the stream can hold when no table gives a symbol more
+    /// than `max_freq` (<= [`MAX_FREQ`]).
     ///
     /// Coding a symbol of frequency `f` multiplies the state by at least
     /// `(4096 / f) * (1 - (4096 - f) f / (4096 x))` with `x >= 2^16`, which is at least
     /// `(4096 / f)^(15/16)`; so `n` symbols need at least `(15/16) n log2(4096 / max_freq)`
     /// bits of the `16 * LANES` bits of final-state headroom plus `16 * words` bits present.
     /// The bound below uses 8/7 instead of 16/15 for margin.
-    pub(crate) fn max_symbols(&self, max_freq: u32) -> Option<u64> {
-        if max_freq >= PROB_SCALE {
-            return None;
-        }
+    pub(crate) fn max_symbols(&self, max_freq: u32) -> u64 {
         let bits = 16.0 * LANES as f64 + 16.0 * self.words.len() as f64;
-        let per = f64::from(PROB_BITS) - f64::from(max_freq.max(1)).log2();
-        Some((bits * 8.0 / 7.0 / per).ceil() as u64 + LANES as u64)
+        let per = f64::from(PROB_BITS) - f64::from(max_freq.clamp(1, MAX_FREQ)).log2();
+        (bits * 8.0 / 7.0 / per).ceil() as u64 + LANES as u64
+    }
+
+    /// Fails unless `n` symbols fit [`Decoder::max_symbols`].
+    pub(crate) fn check_count(&self, n: u64, max_freq: u32, op: &'static str) -> Result<()> {
+        if n > self.max_symbols(max_freq) {
+            return Err(Error::Corrupt {
+                op,
+                reason: "symbol count exceeds what the coded bits can hold",
+                value: n,
+            });
+        }
+        Ok(())
     }
 
     /// Fails unless every word was consumed and every state is back at `2^16`.
@@ -331,9 +348,7 @@ impl Decoder {
     }
 }
 
-/// One decode step on state `x` with table `t`: returns the symbol byte. Reads past the end
-/// of `words` yield zeros and still advance `pos`, so a truncated stream is reported by
-/// [`Decoder::finish`] instead of panicking here.
+/// One decode step on state `x` with table `t`: returns the symbol byte.
 #[inline(always)]
 pub(crate) fn step(
     x: &mut u32,
@@ -344,13 +359,16 @@ pub(crate) fn step(
     apply(x, t[(*x & PROB_MASK) as usize], words, pos)
 }
 
-/// The state update of [`step`] for the table entry `e` of the state's slot.
+/// The state update of [`step`] for the table entry `e` of the state's slot. Reads past the
+/// end of `words` yield zeros and still advance `pos`, so a truncated stream is reported by
+/// [`Decoder::finish`] instead of panicking here (the count of steps is bounded by the
+/// caller's checked symbol count).
 #[inline(always)]
 pub(crate) fn apply(x: &mut u32, e: u32, words: &[u16], pos: &mut usize) -> u8 {
-    let nx = (((e >> 8) & PROB_MASK) + 1) * (*x >> PROB_BITS) + (e >> 20);
-    let w = u32::from(words.get(*pos).copied().unwrap_or(0));
+    let nx = (e >> 20) * (*x >> PROB_BITS) + ((e >> 8) & PROB_MASK);
+    let word = u32::from(words.get(*pos).copied().unwrap_or(0));
     let need = nx < RANS_L;
-    *x = if need { (nx << 16) | w } else { nx };
+    *x = if need { (nx << 16) | word } else { nx };
     *pos += usize::from(need);
     e as u8
 }
@@ -407,19 +425,11 @@ pub(crate) fn decode_bytes(cur: &mut Cursor<'_>, n: usize, op: &'static str) -> 
     let f = Freqs::read(cur, op)?;
     let t = DecTable::new(&f);
     let mut d = Decoder::read(cur, op)?;
-    if let Some(max) = d.max_symbols(f.max())
-        && n as u64 > max
-    {
-        return Err(Error::Corrupt {
-            op,
-            reason: "symbol count exceeds what the coded bits can hold",
-            value: n as u64,
-        });
-    }
+    d.check_count(n as u64, f.max(), op)?;
     let mut out = vec![0u8; n];
     let tb = &*t.0;
     let mut chunks = out.chunks_exact_mut(LANES);
-    let (mut x0, mut x1, mut x2, mut x3) = (d.x[0], d.x[1], d.x[2], d.x[3]);
+    let [mut x0, mut x1, mut x2, mut x3] = d.x;
     let words = &d.words[..];
     let mut pos = 0usize;
     for c in &mut chunks {

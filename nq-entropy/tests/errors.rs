@@ -142,6 +142,41 @@ fn stream_element_limit() {
     assert!(matches!(decode_coords(&forged, &Limits::default()), Err(Error::Limit { .. })));
 }
 
+/// A body whose vector count is raised to 2^26 (under the element limit), with a matching
+/// cosets block, is refused by the bound on what its coded bits can hold, before the 2^29
+/// coordinates are allocated.
+#[test]
+fn forged_count_is_bounded_by_the_coded_bits() {
+    // Fast: no zstd trials, so the symbols are rANS-coded.
+    let opts = EncodeOptions { effort: nq_entropy::Effort::Fast, ..EncodeOptions::default() };
+    let zeros = vec![0i32; 8 * 1000];
+    let mut body = Vec::new();
+    encode_coords(&[0; 1000], &zeros, 0, &opts, &mut body).unwrap();
+    assert!(body.len() < 100, "1000 zero vectors take {} bytes", body.len());
+    assert_eq!(decode_coords(&body, &Limits::default()).unwrap().1, zeros);
+    // The block of a byte-plane body starts after flags, width and the varint count.
+    let block_of = |n: usize| {
+        let mut b = Vec::new();
+        encode_bytes(&vec![0u8; n], &opts, &mut b).unwrap();
+        let varint_len = (usize::BITS - n.leading_zeros()).div_ceil(7).max(1) as usize;
+        b[2 + varint_len..].to_vec()
+    };
+    // body = flags | varint 1000 (2 bytes) | cosets block of 125 bytes | 0 escapes | symbols
+    let symbols = &body[3 + block_of(125).len() + 2..];
+    let mut forged = vec![body[0], 0x80, 0x80, 0x80, 0x20]; // 2^26 vectors
+    forged.extend(block_of(1 << 23));
+    forged.extend([0, 0]);
+    forged.extend_from_slice(symbols);
+    let e = decode_coords(&forged, &Limits::default());
+    assert!(
+        matches!(
+            e,
+            Err(Error::Corrupt { reason: "symbol count exceeds what the coded bits can hold", .. })
+        ),
+        "{e:?}"
+    );
+}
+
 #[test]
 fn fingerprint_mismatch_names_the_field() {
     let a = small_archive();
