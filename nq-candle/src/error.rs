@@ -126,6 +126,25 @@ pub enum Error {
         /// The tokenizer's message.
         reason: String,
     },
+    /// A corpus folder that cannot be read, or a sample too short for the protocol.
+    #[error("corpus {}: {reason}", path.display())]
+    Corpus {
+        /// The folder or sample.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Installing a known model failed.
+    #[error("fetching model `{name}`: {reason}")]
+    Fetch {
+        /// The model.
+        name: String,
+        /// What failed.
+        reason: String,
+    },
+    /// An error of the compressed cache (configuration, shapes, archive contents).
+    #[error(transparent)]
+    Compression(#[from] nq_core::Error),
     /// An error raised by candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

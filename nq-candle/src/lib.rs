@@ -27,12 +27,19 @@
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod archive;
+pub mod compressed;
 mod error;
+pub mod eval;
+pub mod fetch;
+mod generate;
 pub mod kv;
 pub mod model;
 pub mod tokenizer;
 
+pub use compressed::CompressedKvCache;
 pub use error::{Error, Result};
+pub use generate::{Generation, Generator, SamplingOptions};
 pub use kv::{AttendShape, AttnSpec, DenseCache, KvCache};
 pub use model::{
     Architecture, GgufFile, KNOWN_MODELS, KnownModel, LoadOptions, Model, ModelConfig, RopeSpec,

@@ -339,7 +339,13 @@ impl CompressedCache {
                     break;
                 };
                 self.compress_range(layer, count, kept)?;
-                self.layers[layer].compressed_once = true;
+                let lay = &mut self.layers[layer];
+                if !lay.compressed_once {
+                    // From now on blocks are scored by the attention mass they receive.
+                    lay.compressed_once = true;
+                    lay.queries =
+                        QueryWindow { rows: vec![Vec::new(); self.shape.q_heads], pos: Vec::new() };
+                }
                 if count == 0 {
                     break;
                 }
@@ -412,7 +418,6 @@ impl CompressedCache {
             lay.evicted += count - idx.len();
         }
         lay.dense_pos.drain(range);
-        lay.queries = QueryWindow { rows: vec![Vec::new(); self.shape.q_heads], pos: Vec::new() };
         for head in &mut lay.heads {
             for b in [&mut head.k_codes, &mut head.v_codes] {
                 b.shrink_to_fit();
