@@ -1,7 +1,11 @@
-//! Criterion benches for nq_lattice.
-use criterion::{criterion_group, criterion_main};
+//! Criterion benches for nq_lattice: `cargo bench -p nq-lattice`.
+use criterion::criterion_main;
 
-fn placeholder(_c: &mut criterion::Criterion) {}
+mod benchmarks;
 
-criterion_group!(benches, placeholder);
-criterion_main!(benches);
+criterion_main!(
+    benchmarks::encode::benches,
+    benchmarks::decode::benches,
+    benchmarks::fused::benches,
+    benchmarks::variable::benches
+);

@@ -189,6 +189,46 @@ fn scale_sweep(x: &[f32], bits: FixedBits) -> Vec<Value> {
     recs
 }
 
+/// The Voronoi codes E8 / qE8 (q = 4, 8, 16: 2, 3, 4 bits) at their best global scale
+/// (0.025-step sweep of `scale / σ`), with plain wrap-around and with the shrink rule.
+fn voronoi(x: &[f32]) -> Vec<Value> {
+    let blocks = (x.len() / 8).min(1 << 15);
+    let mut recs = Vec::new();
+    for (q, bits) in [(4.0f32, 2), (8.0, 3), (16.0, 4)] {
+        for shrink in [false, true] {
+            let mut best = (0.0f32, f64::NEG_INFINITY);
+            for j in 0..60 {
+                // Scale relative to the lattice: 4/q * (0.5 .. 2.0).
+                let k = 4.0 / q * (0.5 + 0.025 * j as f32);
+                let mut y = vec![0.0f32; blocks * 8];
+                for (b, o) in y.chunks_exact_mut(8).enumerate() {
+                    let v: [f32; 8] = std::array::from_fn(|i| x[8 * b + i] / k);
+                    let c = nq_lattice::reference::voronoi_quantize(&v, q, shrink);
+                    for i in 0..8 {
+                        o[i] = c[i] * k;
+                    }
+                }
+                let s = sqnr_db(&x[..blocks * 8], &y);
+                if s > best.1 {
+                    best = (k, s);
+                }
+            }
+            let rec = json!({
+                "bench": "lattice_voronoi",
+                "code": format!("voronoi{}", q as u32),
+                "overload": if shrink { "shrink" } else { "wrap" },
+                "data": "gauss",
+                "bits_per_dim": bits,
+                "scale_over_sigma": best.0,
+                "sqnr_db": best.1,
+            });
+            eprintln!("{rec}");
+            recs.push(rec);
+        }
+    }
+    recs
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -235,6 +275,9 @@ fn main() -> anyhow::Result<()> {
         for bits in all_bits {
             out.extend(scale_sweep(&x, bits));
         }
+    }
+    if want("voronoi") {
+        out.extend(voronoi(&x));
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

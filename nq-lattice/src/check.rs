@@ -6,13 +6,13 @@ use crate::{Error, Result};
 
 /// `dim` must be a positive multiple of 8.
 pub(crate) fn dim(op: &'static str, dim: usize) -> Result<()> {
-    if dim == 0 || dim % 8 != 0 { Err(Error::Dim { op, dim }) } else { Ok(()) }
+    if dim == 0 || !dim.is_multiple_of(8) { Err(Error::Dim { op, dim }) } else { Ok(()) }
 }
 
 /// Number of rows of `dim` values in `len` values.
 pub(crate) fn rows(op: &'static str, len: usize, d: usize) -> Result<usize> {
     dim(op, d)?;
-    if len % d != 0 {
+    if !len.is_multiple_of(d) {
         return Err(Error::NotMultiple { op, len, dim: d });
     }
     Ok(len / d)

@@ -8,46 +8,62 @@
 /// rounding, i.e. within a relative `8 * f32::EPSILON` of the true minimum).
 pub const EXACT_RANGE: f32 = 2_097_152.0;
 
-/// Nearest point of the coset `D8 + t*(1,..,1)` to `x`, and its squared distance.
+use crate::e8p::select8;
+use crate::fixed::MAX_LANES;
+use crate::lanes::{Lanes, ScaledBlocks};
+
+/// Nearest point of the coset `D8 + t*(1,..,1)` to each lane's `x`, and its squared
+/// distance.
 ///
 /// D8 is the set of integer vectors with an even coordinate sum. Round every coordinate
 /// (ties to even); if the sum is odd, re-round the coordinate with the largest rounding
 /// error (the first one on ties) the other way.
-#[inline]
-pub(crate) fn nearest_d8_coset(x: &[f32; 8], t: f32) -> ([f32; 8], f32) {
-    let mut f = [0.0f32; 8];
-    let mut e = [0.0f32; 8];
-    let mut parity = 0i32;
+#[inline(always)]
+pub(crate) fn nearest_d8_coset<L: Lanes>(x: &[L; 8], t: f32) -> ([L; 8], L) {
+    let zero = L::splat(0.0);
+    let tv = L::splat(t);
+    let mut f = [zero; 8];
+    let mut e = [zero; 8];
+    let mut sum = zero;
     for i in 0..8 {
-        let v = x[i] - t;
-        f[i] = v.round_ties_even();
+        let v = x[i] - tv;
+        f[i] = v.round();
         e[i] = v - f[i];
-        // Saturating cast: exact for the documented range.
-        #[allow(clippy::cast_possible_truncation)]
-        let fi = f[i] as i32;
-        parity ^= fi & 1;
+        // Exact: |f_i| ≤ 2^21 in the documented range, so the sum stays below 2^24.
+        sum = sum + f[i];
     }
-    if parity != 0 {
-        let mut k = 0;
-        let mut best = e[0].abs();
-        for (i, ei) in e.iter().enumerate().skip(1) {
-            if ei.abs() > best {
-                best = ei.abs();
-                k = i;
-            }
-        }
-        let step = if e[k] >= 0.0 { 1.0 } else { -1.0 };
-        f[k] += step;
-        e[k] -= step;
+    let half = sum * L::splat(0.5);
+    let odd = L::not(half.round().eq(half));
+    let mut best = e[0].abs();
+    let mut at = zero;
+    for (i, ei) in e.iter().enumerate().skip(1) {
+        let m = best.lt(ei.abs());
+        best = L::select(m, ei.abs(), best);
+        #[allow(clippy::cast_precision_loss)]
+        let pos = L::splat(i as f32);
+        at = L::select(m, pos, at);
     }
-    let mut d = 0.0f32;
-    for ei in e {
-        d += ei * ei;
-    }
-    for fi in &mut f {
-        *fi += t;
+    let mut d = zero;
+    for i in 0..8 {
+        #[allow(clippy::cast_precision_loss)]
+        let pos = L::splat(i as f32);
+        let fix = L::and(odd, at.eq(pos));
+        let step = L::select(e[i].lt(zero), L::splat(-1.0), L::splat(1.0));
+        let delta = L::mask_val(fix, step);
+        f[i] = f[i] + delta;
+        e[i] = e[i] - delta;
+        d = d + e[i] * e[i];
+        f[i] = f[i] + tv;
     }
     (f, d)
+}
+
+/// Nearest E8 point to each lane's `x` (the closer coset point; the integer one on ties).
+#[inline(always)]
+pub(crate) fn nearest_lanes<L: Lanes>(x: &[L; 8]) -> [L; 8] {
+    let (a, da) = nearest_d8_coset(x, 0.0);
+    let (b, db) = nearest_d8_coset(x, 0.5);
+    select8(db.lt(da), &b, &a)
 }
 
 /// Nearest point of the E8 lattice to `x` (Conway & Sloane's decoder).
@@ -77,9 +93,43 @@ pub(crate) fn nearest_d8_coset(x: &[f32; 8], t: f32) -> ([f32; 8], f32) {
 /// ```
 #[must_use]
 pub fn nearest_e8(x: &[f32; 8]) -> [f32; 8] {
-    let (a, da) = nearest_d8_coset(x, 0.0);
-    let (b, db) = nearest_d8_coset(x, 0.5);
-    if db < da { b } else { a }
+    nearest_lanes::<f32>(x)
+}
+
+/// Rounds blocks to E8 with a scale per row: block `b` of `x` belongs to row
+/// `(first + b) / blocks_per_row` and is multiplied by `inv[row]` before rounding; the
+/// lattice points are written to `y` (same layout as `x`). Groups of `L::N` blocks run on
+/// `L`, the rest on `f32` (same results).
+#[inline(always)]
+pub(crate) fn nearest_blocks<L: Lanes>(
+    x: &[f32],
+    first: usize,
+    blocks_per_row: usize,
+    inv: &[f32],
+    y: &mut [f32],
+) {
+    let nb = x.len() / 8;
+    let full = nb / L::N * L::N;
+    let mut out = [[0.0f32; MAX_LANES]; 8];
+    let mut blocks = ScaledBlocks::new(inv, first, blocks_per_row);
+    let mut b = 0;
+    while b < full {
+        let v = blocks.next::<L>(&x[8 * b..8 * (b + L::N)]);
+        let p = nearest_lanes(&v);
+        for i in 0..8 {
+            p[i].store(&mut out[i]);
+        }
+        let y = &mut y[8 * b..8 * (b + L::N)];
+        for l in 0..L::N {
+            for i in 0..8 {
+                y[8 * l + i] = out[i][l];
+            }
+        }
+        b += L::N;
+    }
+    if b < nb {
+        nearest_blocks::<f32>(&x[8 * b..], first + b, blocks_per_row, inv, &mut y[8 * b..]);
+    }
 }
 
 /// Splits an E8 point `y` into the coset-aware symbols of the variable-rate layout.

@@ -4,9 +4,9 @@ use half::f16;
 
 use crate::e8p::select8;
 use crate::isa::Isa;
-use crate::lanes::Lanes;
+use crate::lanes::{Lanes, ScaledBlocks};
 use crate::scale::{self, ScaleMode};
-use crate::{Error, Result, check, e8p, e81b};
+use crate::{Result, check, e8p, e81b};
 
 /// Bits per value of a [`FixedCodec`].
 ///
@@ -238,24 +238,10 @@ pub(crate) fn encode_blocks<L: Lanes>(
     let bpb = bits.bytes_per_block();
     let nb = x.len() / 8;
     let full = nb / L::N * L::N;
-    let mut scale = [0.0f32; MAX_LANES];
-    // Row and position in the row of the next block, advanced without divisions.
-    let (mut row, mut col) = (first / blocks_per_row, first % blocks_per_row);
+    let mut blocks = ScaledBlocks::new(inv, first, blocks_per_row);
     let mut b = 0;
     while b < full {
-        for s in scale.iter_mut().take(L::N) {
-            *s = inv[row];
-            col += 1;
-            if col == blocks_per_row {
-                col = 0;
-                row += 1;
-            }
-        }
-        let s = L::load(&scale);
-        let mut v = L::load_blocks(&x[8 * b..8 * (b + L::N)]);
-        for vi in &mut v {
-            *vi = *vi * s;
-        }
+        let v = blocks.next::<L>(&x[8 * b..8 * (b + L::N)]);
         let c = encode_group(bits, &v, &mut codes[b * bpb..(b + L::N) * bpb]);
         let (mut d, mut n) = (L::splat(0.0), L::splat(0.0));
         for i in 0..8 {
@@ -323,15 +309,7 @@ impl FixedCodec {
     /// # Errors
     /// [`Error::Param`] if `isa` is not available on this CPU.
     pub fn with_isa(self, isa: Isa) -> Result<Self> {
-        if !isa.is_available() {
-            return Err(Error::Param {
-                op: "FixedCodec::with_isa",
-                what: "isa",
-                value: 0.0,
-                range: "an instruction set this CPU supports",
-            });
-        }
-        Ok(FixedCodec { isa, ..self })
+        Ok(FixedCodec { isa: isa.check("FixedCodec::with_isa")?, ..self })
     }
 
     /// Bits per value.
@@ -508,6 +486,8 @@ pub(crate) trait Kernels: Sync {
         xc: &mut [f32],
         cc: &mut [f32],
     );
+    /// See [`crate::e8::nearest_blocks`].
+    fn nearest(&self, x: &[f32], blocks_per_row: usize, inv: &[f32], y: &mut [f32]);
     /// Decodes rows.
     fn decode(&self, bits: FixedBits, codes: &[u8], scales: &[f16], dim: usize, out: &mut [f32]);
     /// Fused dot products.
@@ -531,6 +511,10 @@ impl Kernels for Scalar {
         cc: &mut [f32],
     ) {
         encode_blocks::<f32>(bits, x, 0, blocks_per_row, inv, codes, xc, cc);
+    }
+
+    fn nearest(&self, x: &[f32], blocks_per_row: usize, inv: &[f32], y: &mut [f32]) {
+        crate::e8::nearest_blocks::<f32>(x, 0, blocks_per_row, inv, y);
     }
 
     fn decode(&self, bits: FixedBits, codes: &[u8], scales: &[f16], dim: usize, out: &mut [f32]) {

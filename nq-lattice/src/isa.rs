@@ -1,5 +1,7 @@
 //! Instruction-set selection: runtime detection with an always-compiled scalar fallback.
 
+use crate::{Error, Result};
+
 /// The instruction set the codecs run on.
 ///
 /// Every instruction set produces the same codes and scales (the SIMD encoder performs the
@@ -58,6 +60,22 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+        }
+    }
+}
+
+impl Isa {
+    /// `self` if it is available here, else [`Error::Param`].
+    pub(crate) fn check(self, op: &'static str) -> Result<Isa> {
+        if self.is_available() {
+            Ok(self)
+        } else {
+            Err(Error::Param {
+                op,
+                what: "isa",
+                value: 0.0,
+                range: "an instruction set this CPU supports",
+            })
         }
     }
 }

@@ -23,6 +23,8 @@ pub(crate) trait Lanes:
     fn min(self, o: Self) -> Self;
     /// Lane-wise absolute value (clears the sign bit).
     fn abs(self) -> Self;
+    /// Lane-wise rounding to the nearest integer, ties to even.
+    fn round(self) -> Self;
     /// Lane-wise `self < o`.
     fn lt(self, o: Self) -> Self::M;
     /// Lane-wise `self == o`.
@@ -71,6 +73,10 @@ impl Lanes for f32 {
     #[inline(always)]
     fn abs(self) -> Self {
         f32::abs(self)
+    }
+    #[inline(always)]
+    fn round(self) -> Self {
+        self.round_ties_even()
     }
     #[inline(always)]
     fn lt(self, o: Self) -> bool {
@@ -125,5 +131,48 @@ impl Lanes for f32 {
         let mut out = [0.0f32; 8];
         out.copy_from_slice(&x[..8]);
         out
+    }
+}
+
+/// Walks consecutive blocks of rows (`blocks_per_row` blocks each, starting at block
+/// `first`) and loads them `L::N` at a time, each multiplied by its row's factor.
+pub(crate) struct ScaledBlocks<'a> {
+    inv: &'a [f32],
+    blocks_per_row: usize,
+    row: usize,
+    col: usize,
+}
+
+impl<'a> ScaledBlocks<'a> {
+    /// Starts at block `first`; `inv[row]` is the factor of row `row`.
+    #[inline(always)]
+    pub(crate) fn new(inv: &'a [f32], first: usize, blocks_per_row: usize) -> Self {
+        ScaledBlocks {
+            inv,
+            blocks_per_row,
+            row: first / blocks_per_row,
+            col: first % blocks_per_row,
+        }
+    }
+
+    /// The next `L::N` blocks (`x` holds exactly their `8 L::N` values), transposed (one
+    /// block per lane) and scaled; rows advance without divisions.
+    #[inline(always)]
+    pub(crate) fn next<L: Lanes>(&mut self, x: &[f32]) -> [L; 8] {
+        let mut scale = [0.0f32; crate::fixed::MAX_LANES];
+        for s in scale.iter_mut().take(L::N) {
+            *s = self.inv[self.row];
+            self.col += 1;
+            if self.col == self.blocks_per_row {
+                self.col = 0;
+                self.row += 1;
+            }
+        }
+        let s = L::load(&scale);
+        let mut v = L::load_blocks(x);
+        for vi in &mut v {
+            *vi = *vi * s;
+        }
+        v
     }
 }

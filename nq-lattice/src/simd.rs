@@ -40,6 +40,7 @@ mod x86 {
     use std::ops::{Add, Mul, Sub};
 
     use super::{FixedBits, Kernels, f16};
+    use crate::e8::nearest_blocks;
     use crate::fixed::encode_blocks;
     use crate::lanes::Lanes;
     use crate::{e8p, e81b};
@@ -98,6 +99,12 @@ mod x86 {
         #[inline(always)]
         fn abs(self) -> Self {
             F32x8(avx!(_mm256_andnot_ps(_mm256_set1_ps(-0.0), self.0)))
+        }
+        #[inline(always)]
+        fn round(self) -> Self {
+            F32x8(avx!(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                self.0
+            )))
         }
         #[inline(always)]
         fn lt(self, o: Self) -> __m256 {
@@ -245,6 +252,12 @@ mod x86 {
         #[inline(always)]
         fn abs(self) -> Self {
             F32x16(avx!(_mm512_abs_ps(self.0)))
+        }
+        #[inline(always)]
+        fn round(self) -> Self {
+            F32x16(avx!(_mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                self.0
+            )))
         }
         #[inline(always)]
         fn lt(self, o: Self) -> __mmask16 {
@@ -408,6 +421,16 @@ mod x86 {
         encode_blocks::<F32x8>(bits, x, 0, blocks_per_row, inv, codes, xc, cc);
     }
 
+    #[target_feature(enable = "avx2,fma")]
+    fn nearest_avx2(x: &[f32], blocks_per_row: usize, inv: &[f32], y: &mut [f32]) {
+        nearest_blocks::<F32x8>(x, 0, blocks_per_row, inv, y);
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn nearest_avx512(x: &[f32], blocks_per_row: usize, inv: &[f32], y: &mut [f32]) {
+        nearest_blocks::<F32x16>(x, 0, blocks_per_row, inv, y);
+    }
+
     #[target_feature(enable = "avx512f,avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     fn encode_avx512(
@@ -493,6 +516,10 @@ mod x86 {
             // SAFETY: `kernels` hands out `Avx2` only after detecting AVX2 and FMA.
             unsafe { encode_avx2(bits, x, blocks_per_row, inv, codes, xc, cc) }
         }
+        fn nearest(&self, x: &[f32], blocks_per_row: usize, inv: &[f32], y: &mut [f32]) {
+            // SAFETY: as above.
+            unsafe { nearest_avx2(x, blocks_per_row, inv, y) }
+        }
         fn decode(
             &self,
             bits: FixedBits,
@@ -530,6 +557,10 @@ mod x86 {
         ) {
             // SAFETY: `kernels` hands out `Avx512` only after detecting AVX-512F, AVX2, FMA.
             unsafe { encode_avx512(bits, x, blocks_per_row, inv, codes, xc, cc) }
+        }
+        fn nearest(&self, x: &[f32], blocks_per_row: usize, inv: &[f32], y: &mut [f32]) {
+            // SAFETY: as above.
+            unsafe { nearest_avx512(x, blocks_per_row, inv, y) }
         }
         fn decode(
             &self,

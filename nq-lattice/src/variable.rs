@@ -2,7 +2,8 @@
 
 use half::f16;
 
-use crate::e8::{EXACT_RANGE, from_symbols, nearest_e8, to_symbols};
+use crate::e8::{EXACT_RANGE, from_symbols, to_symbols};
+use crate::isa::Isa;
 use crate::scale::{ScaleMode, row_stats};
 use crate::{Error, Result, check};
 
@@ -31,6 +32,7 @@ pub const MAX_STEP: f32 = 65536.0;
 pub struct VariableCodec {
     step: f32,
     scale_mode: ScaleMode,
+    isa: Isa,
 }
 
 impl VariableCodec {
@@ -76,7 +78,21 @@ impl VariableCodec {
                 range: "none: use ScaleMode::Rms or ScaleMode::AbsMax",
             });
         }
-        Ok(VariableCodec { step, scale_mode })
+        Ok(VariableCodec { step, scale_mode, isa: Isa::detect() })
+    }
+
+    /// The same codec on a given instruction set (for tests and benchmarks).
+    ///
+    /// # Errors
+    /// [`Error::Param`] if `isa` is not available on this CPU.
+    pub fn with_isa(self, isa: Isa) -> Result<Self> {
+        Ok(VariableCodec { isa: isa.check("VariableCodec::with_isa")?, ..self })
+    }
+
+    /// The instruction set the codec runs on.
+    #[must_use]
+    pub fn isa(&self) -> Isa {
+        self.isa
     }
 
     /// The lattice step.
@@ -116,17 +132,10 @@ impl VariableCodec {
         check::rows(OP, x.len(), dim)?;
         check::finite(OP, "x", x)?;
         let stats = row_stats(x, dim);
-        let (c0, z0, s0) = (cosets.len(), coords.len(), scales.len());
         cosets.reserve(x.len() / 8);
         coords.reserve(x.len());
         scales.reserve(stats.len());
-        let result = self.encode_into(x, dim, &stats, cosets, coords, scales);
-        if result.is_err() {
-            cosets.truncate(c0);
-            coords.truncate(z0);
-            scales.truncate(s0);
-        }
-        result
+        self.encode_into(x, dim, &stats, cosets, coords, scales)
     }
 
     #[allow(clippy::cast_possible_truncation)]
@@ -140,33 +149,28 @@ impl VariableCodec {
         scales: &mut Vec<f16>,
     ) -> Result<()> {
         const OP: &str = "VariableCodec::encode_rows";
-        for (r, (row, &(sumsq, amax))) in x.chunks_exact(dim).zip(stats).enumerate() {
+        let mut inv = vec![0.0f32; stats.len()];
+        for (r, &(sumsq, amax)) in stats.iter().enumerate() {
             let m = match self.scale_mode {
                 ScaleMode::AbsMax => amax,
                 _ => (sumsq / dim as f64).sqrt() as f32,
             };
             let grid = self.step * m;
-            if grid < 1.0 / 33_554_432.0 {
-                cosets.extend(std::iter::repeat_n(0, dim / 8));
-                coords.extend(std::iter::repeat_n(0, dim));
-                scales.push(f16::ZERO);
-                continue;
-            }
-            let inv = 1.0 / grid;
-            if amax * inv >= EXACT_RANGE {
-                return Err(Error::CoordOverflow { op: OP, row: r, value: amax * inv });
-            }
-            let (mut xy, mut yy) = (0.0f64, 0.0f64);
-            for blk in row.chunks_exact(8) {
-                let v: [f32; 8] = std::array::from_fn(|i| blk[i] * inv);
-                let y = nearest_e8(&v);
-                for i in 0..8 {
-                    xy += f64::from(blk[i]) * f64::from(y[i]);
-                    yy += f64::from(y[i]) * f64::from(y[i]);
+            if grid >= 1.0 / 33_554_432.0 {
+                inv[r] = 1.0 / grid;
+                if amax * inv[r] >= EXACT_RANGE {
+                    return Err(Error::CoordOverflow { op: OP, row: r, value: amax * inv[r] });
                 }
-                let (c, s) = to_symbols(&y);
-                cosets.push(c);
-                coords.extend_from_slice(&s);
+            }
+        }
+        let mut y = vec![0.0f32; x.len()];
+        crate::simd::kernels(self.isa).nearest(x, dim / 8, &inv, &mut y);
+        let mut row_scales = Vec::with_capacity(stats.len());
+        for (r, (row, yr)) in x.chunks_exact(dim).zip(y.chunks_exact(dim)).enumerate() {
+            let (mut xy, mut yy) = (0.0f64, 0.0f64);
+            for (a, b) in row.iter().zip(yr) {
+                xy += f64::from(*a) * f64::from(*b);
+                yy += f64::from(*b) * f64::from(*b);
             }
             let fit =
                 if yy > 0.0 && xy > 0.0 { (xy / (yy * f64::from(self.step))) as f32 } else { 0.0 };
@@ -174,8 +178,14 @@ impl VariableCodec {
             if !h.is_finite() {
                 return Err(Error::ScaleOverflow { op: OP, row: r, scale: fit });
             }
-            scales.push(h);
+            row_scales.push(h);
         }
+        for blk in y.chunks_exact(8) {
+            let (c, z) = to_symbols(blk.try_into().unwrap_or(&[0.0; 8]));
+            cosets.push(c);
+            coords.extend_from_slice(&z);
+        }
+        scales.extend_from_slice(&row_scales);
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use half::f16;
 use nq_lattice::{Error, FixedBits, FixedCodec, ScaleMode, VariableCodec};
 
 fn codec() -> FixedCodec {
-    FixedCodec::new(FixedBits::B2, ScaleMode::Rms).unwrap()
+    FixedCodec::new(FixedBits::B2, ScaleMode::Rms).expect("valid codec")
 }
 
 #[test]

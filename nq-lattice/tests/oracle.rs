@@ -139,7 +139,7 @@ fn encode(codec: &FixedCodec, x: &[f32], dim: usize) -> (Vec<u8>, Vec<f16>) {
     let rows = x.len() / dim;
     let mut codes = vec![0u8; codec.code_len(rows, dim)];
     let mut scales = vec![f16::ZERO; rows];
-    codec.encode_rows(x, dim, &mut codes, &mut scales).unwrap();
+    codec.encode_rows(x, dim, &mut codes, &mut scales).expect("finite input");
     (codes, scales)
 }
 
@@ -364,5 +364,23 @@ fn entropy_matches_reference_histograms() {
         let hc = nq_lattice::coset_context_entropy_bits_per_dim(&cosets, &coords);
         // Conditioning never increases entropy.
         assert!(hc <= h + 1e-12, "step {step}: {hc} > {h}");
+    }
+}
+
+#[test]
+fn variable_simd_gives_the_scalar_symbols() {
+    let dim = 40;
+    let x = gauss(37 * dim, 23);
+    for mode in [ScaleMode::Rms, ScaleMode::AbsMax] {
+        let scalar = VariableCodec::new(0.8, mode).unwrap().with_isa(Isa::Scalar).unwrap();
+        let run = |c: &VariableCodec| {
+            let (mut a, mut b, mut s) = (vec![], vec![], vec![]);
+            c.encode_rows(&x, dim, &mut a, &mut b, &mut s).unwrap();
+            (a, b, s)
+        };
+        let want = run(&scalar);
+        for isa in all_isas() {
+            assert_eq!(run(&scalar.with_isa(isa).unwrap()), want, "{mode:?} {isa:?}");
+        }
     }
 }
