@@ -289,7 +289,7 @@ impl FixedCodec {
     /// A codec with the given rate and scale rule, on the fastest instruction set here.
     ///
     /// # Errors
-    /// [`Error::Param`] if `scale_mode` is `BestOf` with 0 or more than
+    /// [`Error::Param`](crate::Error::Param) if `scale_mode` is `BestOf` with 0 or more than
     /// [`scale::MAX_CANDIDATES`] candidates.
     ///
     /// # Examples
@@ -307,7 +307,7 @@ impl FixedCodec {
     /// The same codec on a given instruction set (for tests and benchmarks).
     ///
     /// # Errors
-    /// [`Error::Param`] if `isa` is not available on this CPU.
+    /// [`Error::Param`](crate::Error::Param) if `isa` is not available on this CPU.
     pub fn with_isa(self, isa: Isa) -> Result<Self> {
         Ok(FixedCodec { isa: isa.check("FixedCodec::with_isa")?, ..self })
     }
@@ -350,12 +350,12 @@ impl FixedCodec {
     /// underflows `f16`) gets scale 0 and decodes to exact zeros.
     ///
     /// # Errors
-    /// - [`Error::Dim`] if `dim` is 0 or not a multiple of 8.
-    /// - [`Error::NotMultiple`] if `x.len()` is not a multiple of `dim`.
-    /// - [`Error::Len`] if `codes.len() != rows * dim / 8 * bytes_per_block` or
+    /// - [`Error::Dim`](crate::Error::Dim) if `dim` is 0 or not a multiple of 8.
+    /// - [`Error::NotMultiple`](crate::Error::NotMultiple) if `x.len()` is not a multiple of `dim`.
+    /// - [`Error::Len`](crate::Error::Len) if `codes.len() != rows * dim / 8 * bytes_per_block` or
     ///   `scales.len() != rows`.
-    /// - [`Error::NonFinite`] if `x` holds a NaN or an infinity.
-    /// - [`Error::ScaleOverflow`] if a row needs a scale above 65504; the contents of
+    /// - [`Error::NonFinite`](crate::Error::NonFinite) if `x` holds a NaN or an infinity.
+    /// - [`Error::ScaleOverflow`](crate::Error::ScaleOverflow) if a row needs a scale above 65504; the contents of
     ///   `codes` and `scales` are then unspecified.
     ///
     /// # Examples
@@ -392,9 +392,9 @@ impl FixedCodec {
     /// Decodes rows: `out[n * dim + i] = scales[n] * c_n[i]`.
     ///
     /// # Errors
-    /// - [`Error::Dim`] if `dim` is 0 or not a multiple of 8.
-    /// - [`Error::Len`] if `codes` or `out` do not match `scales.len()` rows of `dim`.
-    /// - [`Error::BadScale`] if a scale is negative, NaN or infinite.
+    /// - [`Error::Dim`](crate::Error::Dim) if `dim` is 0 or not a multiple of 8.
+    /// - [`Error::Len`](crate::Error::Len) if `codes` or `out` do not match `scales.len()` rows of `dim`.
+    /// - [`Error::BadScale`](crate::Error::BadScale) if a scale is negative, NaN or infinite.
     pub fn decode_rows(
         &self,
         codes: &[u8],
@@ -416,10 +416,10 @@ impl FixedCodec {
     /// without materializing the decoded rows. `dim = query.len()`.
     ///
     /// # Errors
-    /// - [`Error::Dim`] if `query.len()` is 0 or not a multiple of 8.
-    /// - [`Error::Len`] if `codes` or `out` do not match `scales.len()` rows.
-    /// - [`Error::NonFinite`] if `query` holds a NaN or an infinity.
-    /// - [`Error::BadScale`] if a scale is negative, NaN or infinite.
+    /// - [`Error::Dim`](crate::Error::Dim) if `query.len()` is 0 or not a multiple of 8.
+    /// - [`Error::Len`](crate::Error::Len) if `codes` or `out` do not match `scales.len()` rows.
+    /// - [`Error::NonFinite`](crate::Error::NonFinite) if `query` holds a NaN or an infinity.
+    /// - [`Error::BadScale`](crate::Error::BadScale) if a scale is negative, NaN or infinite.
     pub fn dot_rows(
         &self,
         query: &[f32],
@@ -443,10 +443,10 @@ impl FixedCodec {
     /// materializing the decoded rows. `dim = acc.len()`, rows = `weights.len()`.
     ///
     /// # Errors
-    /// - [`Error::Dim`] if `acc.len()` is 0 or not a multiple of 8.
-    /// - [`Error::Len`] if `scales` or `codes` do not match `weights.len()` rows.
-    /// - [`Error::NonFinite`] if `weights` holds a NaN or an infinity.
-    /// - [`Error::BadScale`] if a scale is negative, NaN or infinite.
+    /// - [`Error::Dim`](crate::Error::Dim) if `acc.len()` is 0 or not a multiple of 8.
+    /// - [`Error::Len`](crate::Error::Len) if `scales` or `codes` do not match `weights.len()` rows.
+    /// - [`Error::NonFinite`](crate::Error::NonFinite) if `weights` holds a NaN or an infinity.
+    /// - [`Error::BadScale`](crate::Error::BadScale) if a scale is negative, NaN or infinite.
     pub fn axpy_rows(
         &self,
         weights: &[f32],
