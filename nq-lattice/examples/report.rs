@@ -34,6 +34,12 @@ fn sqnr_db(x: &[f32], y: &[f32]) -> f64 {
     10.0 * (s / e).log10()
 }
 
+/// Wall time of `f` over `chunks` pieces of work, each timed `runs` times keeping the
+/// fastest (so a busy machine's preemptions are dropped), summed, in seconds.
+fn time_chunked(chunks: usize, runs: usize, mut f: impl FnMut(usize)) -> f64 {
+    (0..chunks).map(|c| time(runs, || f(c))).sum()
+}
+
 /// Best-of-`runs` wall time of `f`, in seconds.
 fn time(runs: usize, mut f: impl FnMut()) -> f64 {
     (0..runs)
@@ -53,6 +59,9 @@ fn mode_name(m: ScaleMode) -> String {
     }
 }
 
+/// Rows per timed chunk.
+const CHUNK_ROWS: usize = 2048;
+
 fn fixed_record(
     x: &[f32],
     d: usize,
@@ -64,9 +73,20 @@ fn fixed_record(
     let rows = x.len() / d;
     let mut codes = vec![0u8; codec.code_len(rows, d)];
     let mut scales = vec![f16::ZERO; rows];
-    let enc = time(runs, || codec.encode_rows(x, d, &mut codes, &mut scales).expect("encode"));
+    // Chunks of CHUNK_ROWS rows, each the best of `runs` timings.
+    let chunks = rows / CHUNK_ROWS;
+    let (cb, xb) = (codec.code_len(CHUNK_ROWS, d), CHUNK_ROWS * d);
+    let enc = time_chunked(chunks, runs, |c| {
+        let (codes, scales) =
+            (&mut codes[c * cb..(c + 1) * cb], &mut scales[c * CHUNK_ROWS..(c + 1) * CHUNK_ROWS]);
+        codec.encode_rows(&x[c * xb..(c + 1) * xb], d, codes, scales).expect("encode");
+    });
     let mut y = vec![0.0f32; x.len()];
-    let dec = time(runs + 2, || codec.decode_rows(&codes, &scales, d, &mut y).expect("decode"));
+    let dec = time_chunked(chunks, runs, |c| {
+        let (codes, scales) =
+            (&codes[c * cb..(c + 1) * cb], &scales[c * CHUNK_ROWS..(c + 1) * CHUNK_ROWS]);
+        codec.decode_rows(codes, scales, d, &mut y[c * xb..(c + 1) * xb]).expect("decode");
+    });
     let n = x.len() as f64;
     let rec = json!({
         "bench": "lattice",
@@ -96,17 +116,12 @@ fn fused_records(x: &[f32], d: usize, bits: FixedBits, runs: usize) -> anyhow::R
     let w = gauss(rows, 98);
     let mut out = vec![0.0f32; rows];
     let mut acc = vec![0.0f32; d];
-    let reps = 50;
-    let t_dot = time(runs, || {
-        for _ in 0..reps {
-            codec.dot_rows(black_box(&q), &codes, &scales, &mut out).expect("dot");
-        }
-    }) / reps as f64;
-    let t_axpy = time(runs, || {
-        for _ in 0..reps {
-            codec.axpy_rows(black_box(&w), &codes, &scales, &mut acc).expect("axpy");
-        }
-    }) / reps as f64;
+    // Fastest of many single calls (each 0.1-1 ms).
+    let reps = 40 * runs;
+    let t_dot =
+        time(reps, || codec.dot_rows(black_box(&q), &codes, &scales, &mut out).expect("dot"));
+    let t_axpy =
+        time(reps, || codec.axpy_rows(black_box(&w), &codes, &scales, &mut acc).expect("axpy"));
     let n = (rows * d) as f64;
     let mut recs = Vec::new();
     for (op, t) in [("dot_rows", t_dot), ("axpy_rows", t_axpy)] {
@@ -235,7 +250,7 @@ fn main() -> anyhow::Result<()> {
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let want = |s: &str| only.as_deref().is_none_or(|o| o == s);
     let blocks = if quick { 1 << 16 } else { 1 << 20 };
-    let runs = if quick { 1 } else { 3 };
+    let runs = if quick { 1 } else { 5 };
     let x = gauss(blocks * 8, 2024);
     let mut out = Vec::new();
     let all_bits = [FixedBits::B2, FixedBits::B3, FixedBits::B4];

@@ -138,19 +138,21 @@ pub(crate) fn nearest_blocks<L: Lanes>(
 /// `[z_0, .., z_6, h]` with `h = (z_7 - p) / 2`, `p = (z_0 + .. + z_6) mod 2`.
 /// `y` must be an E8 point with coordinates below 2^21 in magnitude.
 #[inline]
-#[allow(clippy::cast_possible_truncation)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub(crate) fn to_symbols(y: &[f32; 8]) -> (u8, [i32; 8]) {
-    let c = u8::from(y[0] != y[0].floor());
+    // 2 y_0 is an integer, odd exactly for the half-integer coset.
+    let c = ((y[0] * 2.0) as i32 & 1) as u8;
     let half = if c == 1 { 0.5 } else { 0.0 };
     let mut s = [0i32; 8];
     let mut sum = 0i32;
-    for i in 0..7 {
+    for i in 0..8 {
         s[i] = (y[i] - half) as i32;
-        sum = sum.wrapping_add(s[i]);
     }
-    let p = sum.rem_euclid(2);
-    let z7 = (y[7] - half) as i32;
-    s[7] = (z7 - p) / 2;
+    for v in &s[..7] {
+        sum = sum.wrapping_add(*v);
+    }
+    // z_7 − p is even, so the halving is exact (an arithmetic shift floors, same result).
+    s[7] = (s[7] - (sum & 1)) >> 1;
     (c, s)
 }
 
