@@ -162,3 +162,8 @@ pub use variable::{
     MAX_STEP, MIN_STEP, VariableCodec, coset_context_entropy_bits_per_dim,
     empirical_entropy_bits_per_dim,
 };
+
+/// The README's example, compiled as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -19,8 +19,9 @@ pub const MAX_STEP: f32 = 65536.0;
 /// [`ScaleMode::AbsMax`]) and every block of 8 is rounded to the nearest E8 point
 /// `y = z + c/2` (coset bit `c` in {0, 1}, `z` in D8). The stored scale is the least-squares
 /// reconstruction scale of the row, `s_n = <x, y> / (step * <y, y>)` rounded to `f16`;
-/// it comes out near `m_n / 1.08` at 2 bits per value, which moves every reconstruction
-/// toward its cell's centroid and gains about 0.35 dB at the same rate. Decoding is
+/// on Gaussian rows of 128 it comes out near `m_n / 1.086` at `step` 1.1 (2.04 bits per
+/// value; `m_n / 1.07` at step 1, `m_n / 1.16` at 1.5), which moves every reconstruction
+/// toward its cell's centroid: 11.0 dB instead of 10.6 dB at the same rate. Decoding is
 /// `x̂ = (step * s_n) * (z + c/2)`, computed in `f32` in that order.
 ///
 /// # Symbol layout (the contract with `nq-entropy`)
