@@ -163,7 +163,11 @@ pub fn e8p_words() -> Vec<[f64; 8]> {
 }
 
 /// The codeword of one block's code of a fixed code (naive).
+///
+/// # Panics
+/// If `code` is shorter than `bits.bytes_per_block()` (a caller bug).
 #[must_use]
+#[track_caller]
 pub fn fixed_word(bits: FixedBits, code: &[u8]) -> [f64; 8] {
     let c1 = e8p_word(u16::from_le_bytes([code[0], code[1]]));
     match bits {
