@@ -539,3 +539,18 @@ fn build_mask(query_pos: &[u32], key_pos: &[u32], window: Option<usize>) -> Vec<
     }
     mask
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_follows_positions_and_window() {
+        let inf = f32::NEG_INFINITY;
+        // Query 4 sees keys 3, 4 (window 2); query 5 sees 4, 5.
+        let mask = build_mask(&[4, 5], &[3, 4, 5, 6], Some(2));
+        assert_eq!(mask, vec![0.0, 0.0, inf, inf, inf, 0.0, 0.0, inf]);
+        let mask = build_mask(&[4], &[0, 4, 9], None);
+        assert_eq!(mask, vec![0.0, 0.0, inf]);
+    }
+}
