@@ -433,6 +433,9 @@ impl<R: Read> ArchiveReader<R> {
 
     /// Reads, verifies and decodes the next section; `Ok(None)` after the trailer.
     ///
+    /// The payload is verified against its checksum before any stream is decoded. After an
+    /// error the reader's position in the input is unspecified: drop it.
+    ///
     /// # Errors
     ///
     /// [`Error::Truncated`] if the input ends early (including before the trailer),

@@ -24,7 +24,19 @@
 //!
 //! # How close to the entropy
 //!
-//! TODO-MEASURE
+//! On 1M i.i.d. Gaussian 8-vectors quantized on E8 at 2.00 bits/dim of order-0
+//! per-position entropy (`examples/report.rs`, record `gauss-e8-step1.14`), the coords stream
+//! costs 1.923 bits/dim: 3.8% *below* that order-0 entropy, because the contexts (coset bit;
+//! parity of `z0..z6` for `h`) capture what per-position statistics miss, and 0.03% above the
+//! empirical entropy under those contexts. At 2.94 bits/dim it is 0.6% below.
+//!
+//! zstd leaves a measurable amount on the table on these streams: alone on the same layout
+//! (packed coset bits, one byte per coordinate) it costs 2.231 bits/dim at level 19 (+11.6%
+//! over the order-0 entropy) and 2.612 at level 3 (+30.7%). Its Huffman literals cannot code
+//! `h` (p(0) ≈ 0.58) or the most frequent coordinate value (p ≈ 0.4) near their information
+//! content, and i.i.d. symbols give it no matches; this is why coordinates are coded with
+//! rANS and zstd is only tried where a sample shows repeats. On byte planes (f16 scales,
+//! positions) zstd is kept where it measures smaller.
 //!
 //! # Archive
 //!
@@ -92,3 +104,8 @@ pub use planes::{
     encode_fixed_codes, encode_positions,
 };
 pub use stream::{Data, DataRef, MAX_NAME_LEN, Stream, StreamKind, StreamRef};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
