@@ -1,7 +1,5 @@
-//! Criterion benches for nq_core.
-use criterion::{criterion_group, criterion_main};
+//! Criterion benches for nq-core: prefix compression and decode-time attention at real
+//! SmolLM2 shapes.
+mod benchmarks;
 
-fn placeholder(_c: &mut criterion::Criterion) {}
-
-criterion_group!(benches, placeholder);
-criterion_main!(benches);
+criterion::criterion_main!(benchmarks::compress::benches, benchmarks::attend::benches);

@@ -81,12 +81,17 @@ impl CompressedCache {
         let d = self.shape.head_dim;
         let codes = |storage, codes| code_ref(storage, codes, d);
         for (li, l) in self.layers.iter().enumerate() {
-            let names: Vec<[String; 8]> = (0..l.heads.len())
+            let names: Vec<[String; 10]> = (0..l.heads.len())
                 .map(|h| {
-                    ["pos", "k", "ks", "v", "vs", "dk", "dv", "mass"].map(|s| format!("h{h}.{s}"))
+                    ["pos", "k", "ks", "v", "vs", "dk", "dv", "mass", "km", "vm"]
+                        .map(|s| format!("h{h}.{s}"))
                 })
                 .collect();
-            let masses: Vec<Vec<u8>> = l.heads.iter().map(|h| f32_bytes(&h.dense_mass)).collect();
+            let masses: Vec<[Vec<u8>; 3]> = l
+                .heads
+                .iter()
+                .map(|h| [f32_bytes(&h.dense_mass), f32_bytes(&h.k_mean), f32_bytes(&h.v_mean)])
+                .collect();
             let queries: Vec<Vec<u8>> =
                 l.queries.rows.iter().filter(|r| !r.is_empty()).map(|r| f32_bytes(r)).collect();
             let qnames: Vec<String> = (0..queries.len()).map(|h| format!("q{h}")).collect();
@@ -118,7 +123,9 @@ impl CompressedCache {
                         name: &n[6],
                         data: DataRef::WindowF16 { values: &h.dense_v, row_len: d },
                     },
-                    StreamRef { name: &n[7], data: DataRef::Raw(mass) },
+                    StreamRef { name: &n[7], data: DataRef::Raw(&mass[0]) },
+                    StreamRef { name: &n[8], data: DataRef::Raw(&mass[1]) },
+                    StreamRef { name: &n[9], data: DataRef::Raw(&mass[2]) },
                 ]);
             }
             ar.write_section(u32::try_from(li + 1).unwrap_or(u32::MAX), &s)?;
@@ -213,6 +220,8 @@ impl CompressedCache {
                     dense_k: window(&sec, &name("dk"))?,
                     dense_v: window(&sec, &name("dv"))?,
                     dense_mass: floats(&raw(&sec, &name("mass"))?)?,
+                    k_mean: floats(&raw(&sec, &name("km"))?)?,
+                    v_mean: floats(&raw(&sec, &name("vm"))?)?,
                     pos,
                 };
                 let with_scales =
@@ -224,6 +233,7 @@ impl CompressedCache {
                     && head.dense_k.len() == n_dense * d
                     && head.dense_v.len() == n_dense * d
                     && head.dense_mass.len() == n_dense
+                    && [head.k_mean.len(), head.v_mean.len()].iter().all(|&m| m == 0 || m == d)
                     && head.pos.windows(2).all(|w| w[0] < w[1]);
                 if !fits {
                     return Err(bad(format!(

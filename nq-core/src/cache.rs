@@ -94,6 +94,11 @@ pub(crate) struct Head {
     /// Attention mass each dense token received from the queries seen since it was appended
     /// (H2O-style), used to score decode-time blocks without keeping queries around.
     pub(crate) dense_mass: Vec<f32>,
+    /// Mean of the head's first compressed keys and values (empty until then, or when
+    /// centering is off). Compressed rows store `x - mean`; attention adds the mean back
+    /// exactly (`q . mean` per query, `sum p * mean` per output).
+    pub(crate) k_mean: Vec<f32>,
+    pub(crate) v_mean: Vec<f32>,
 }
 
 /// The last `window` queries of a layer, `[q_heads][<= window][d]`, oldest first.
@@ -378,13 +383,14 @@ impl CompressedCache {
         let positions: Vec<u32> = lay.dense_pos[range.clone()].to_vec();
         let mut rows = Vec::new();
         for (head, idx) in lay.heads.iter_mut().zip(&keep_idx) {
-            for (src, codec, rot, codes, scales, is_key) in [
+            for (src, codec, rot, codes, scales, mean, is_key) in [
                 (
                     &head.dense_k,
                     &self.keys,
                     &lay.key_rot,
                     &mut head.k_codes,
                     &mut head.k_scales,
+                    &mut head.k_mean,
                     true,
                 ),
                 (
@@ -393,6 +399,7 @@ impl CompressedCache {
                     &lay.value_rot,
                     &mut head.v_codes,
                     &mut head.v_scales,
+                    &mut head.v_mean,
                     false,
                 ),
             ] {
@@ -407,6 +414,14 @@ impl CompressedCache {
                 {
                     let pos: Vec<u32> = idx.iter().map(|&i| positions[i as usize]).collect();
                     rope.invert(&mut rows, &pos)?;
+                }
+                if self.cfg.center && !idx.is_empty() {
+                    if mean.is_empty() {
+                        *mean = column_mean(&rows, d);
+                    }
+                    for row in rows.chunks_exact_mut(d) {
+                        row.iter_mut().zip(mean.iter()).for_each(|(x, m)| *x -= m);
+                    }
                 }
                 rot.forward_rows(&mut rows)?;
                 codec.encode(&rows, codes, scales)?;
@@ -524,7 +539,8 @@ impl CompressedCache {
                     + head.v_codes.len()
                     + (head.k_scales.len() + head.v_scales.len()) * 2
                     + (head.dense_k.len() + head.dense_v.len()) * 2
-                    + head.dense_mass.len() * 4;
+                    + head.dense_mass.len() * 4
+                    + (head.k_mean.len() + head.v_mean.len()) * 4;
             }
             s.fp16_bytes += 2 * self.shape.kv_heads * lay.seen * d * 2;
         }
@@ -588,6 +604,10 @@ impl HeadCtx<'_> {
                     self.key_rot.forward(&mut qr)?;
                     let scales = if self.keys.has_scales() { &head.k_scales[c0..] } else { &[] };
                     self.keys.dot(&qr, &head.k_codes[c0 * kb..], scales, sc)?;
+                    if !head.k_mean.is_empty() {
+                        let shift = dot(qv, &head.k_mean) * scale;
+                        sc.iter_mut().for_each(|s| *s += shift);
+                    }
                 }
                 for (s, k) in sd.iter_mut().zip(dense_k[d0 * d..].chunks_exact(d)) {
                     *s = dot(qv, k) * scale;
@@ -606,6 +626,9 @@ impl HeadCtx<'_> {
                     self.values.axpy(sc, &head.v_codes[c0 * vb..], scales, &mut acc_rot)?;
                     self.value_rot.inverse(&mut acc_rot)?;
                     o.copy_from_slice(&acc_rot);
+                    if !head.v_mean.is_empty() {
+                        axpy(sc.iter().sum(), &head.v_mean, o);
+                    }
                 }
                 let mass = &mut head.dense_mass[d0..d1];
                 for ((&w, v), m) in sd.iter().zip(dense_v[d0 * d..].chunks_exact(d)).zip(mass) {
@@ -625,8 +648,19 @@ impl HeadCtx<'_> {
         self.keys.decode(&head.k_codes, &head.k_scales, &mut keys)?;
         for row in keys.chunks_exact_mut(d) {
             self.key_rot.inverse(row)?;
+            row.iter_mut().zip(&head.k_mean).for_each(|(x, m)| *x += m);
         }
         rope.apply(&mut keys, &head.pos)?;
         Ok(keys)
     }
+}
+
+/// Mean of the rows of `d` values, per column, summed in f64.
+fn column_mean(rows: &[f32], d: usize) -> Vec<f32> {
+    let mut sum = vec![0f64; d];
+    let n = rows.len() / d;
+    for row in rows.chunks_exact(d) {
+        sum.iter_mut().zip(row).for_each(|(s, &x)| *s += f64::from(x));
+    }
+    sum.into_iter().map(|s| (s / n.max(1) as f64) as f32).collect()
 }

@@ -79,6 +79,9 @@ pub struct CompressionConfig {
     pub values: Storage,
     /// Remove RoPE from keys before quantizing (re-applied per key at attention time).
     pub remove_rope: bool,
+    /// Subtract each head's mean key and value before quantizing (added back exactly at
+    /// attention time), so the codes spend their range on what differs between tokens.
+    pub center: bool,
     /// Candidates of the per-vector scale search (1 = RMS rule only).
     pub scale_candidates: u8,
     /// Tokens compressed at a time once they leave the recent window during decoding.
@@ -167,6 +170,7 @@ impl Default for CompressionConfig {
             keys: Storage::E8 { bits: 2 },
             values: Storage::E8 { bits: 2 },
             remove_rope: false,
+            center: true,
             scale_candidates: 4,
             block: 64,
             seed: 0x6e71_5f6b_765f_6338,
@@ -212,7 +216,7 @@ impl CompressionConfig {
 
 impl CompressionConfig {
     /// Version of the byte form written by [`to_bytes`](Self::to_bytes).
-    const BYTES_VERSION: u8 = 1;
+    const BYTES_VERSION: u8 = 2;
 
     /// A stable byte form, stored in archives so a loaded cache keeps compressing the same way.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -239,6 +243,7 @@ impl CompressionConfig {
         b.push(self.values.bits());
         b.push(u8::from(self.remove_rope));
         b.push(self.scale_candidates);
+        b.push(u8::from(self.center));
         b.extend_from_slice(&self.seed.to_le_bytes());
         b
     }
@@ -249,7 +254,7 @@ impl CompressionConfig {
     /// [`Error::Archive`] for a wrong length, version or field value.
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
         let bad = |what: &str| Error::Archive(format!("compression config: {what}"));
-        if b.len() != 1 + 4 + 4 * 8 + 1 + 4 + 1 + 4 + 8 || b[0] != Self::BYTES_VERSION {
+        if b.len() != 1 + 4 + 4 * 8 + 1 + 4 + 1 + 4 + 1 + 8 || b[0] != Self::BYTES_VERSION {
             return Err(bad(&format!("{} bytes, version {:?}", b.len(), b.first())));
         }
         let f32_at = |i: usize| f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -295,7 +300,12 @@ impl CompressionConfig {
                 t => return Err(bad(&format!("remove_rope {t}"))),
             },
             scale_candidates: b[46],
-            seed: u64_at(47),
+            center: match b[47] {
+                0 => false,
+                1 => true,
+                t => return Err(bad(&format!("center {t}"))),
+            },
+            seed: u64_at(48),
         };
         cfg.validate()?;
         Ok(cfg)

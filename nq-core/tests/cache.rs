@@ -60,7 +60,8 @@ fn resident_bytes_are_the_buffers() {
     let expected = s.compressed_slots * per_compressed
         + s.dense_slots * per_dense_slot
         + SHAPE.layers * (cfg.evict.sinks + cfg.evict.recent) * 4 // dense positions, per layer
-        + SHAPE.layers * 2 * d * 4; // rotation signs
+        + SHAPE.layers * 2 * d * 4 // rotation signs
+        + SHAPE.layers * SHAPE.kv_heads * 2 * d * 4; // key and value means (centering)
     assert_eq!(s.resident_bytes, expected, "{s:?}");
     assert_eq!(s.fp16_bytes, 2 * SHAPE.layers * SHAPE.kv_heads * 1000 * d * 2);
     assert!(s.ratio() > 5.0, "balanced ratio {}", s.ratio());

@@ -1,7 +1,7 @@
 //! Project automation for nexusquant-rs (`cargo xtask ...`, alias in `.cargo/config.toml`).
 //!
 //! ```text
-//! cargo xtask fetch-model NAME [--dir DIR]   install a real GGUF checkpoint (see shared/models.md)
+//! cargo xtask fetch-model NAME             install a real GGUF checkpoint (see shared/models.md)
 //! cargo xtask bench [STAGE...] [--no-criterion] [--quick]
 //!                                            run benches, write target/nq-bench/STAGE.json
 //! cargo xtask ci                             run exactly what .ci/run runs after its installs
@@ -10,7 +10,6 @@
 mod bench;
 mod ci;
 mod fetch;
-mod gguf;
 mod quality;
 
 use std::path::PathBuf;
@@ -22,7 +21,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  fetch-model NAME [--dir DIR]   install a GGUF model (smollm2, qwen05, gemma270m) into the model
+  fetch-model NAME               install a GGUF model (smollm2, qwen05, gemma270m) into the model
                                  cache ($NQ_MODEL_DIR or ~/.cache/nexusquant/models); no-op if present
   bench [STAGE...] [--no-criterion] [--quick]
                                  run criterion benches and report examples; stages: hadamard, rope,
