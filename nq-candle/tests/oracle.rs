@@ -306,3 +306,29 @@ fn scoring_matches_direct_sums() {
     let want = (sum / t as f64).exp();
     assert!((ppl - want).abs() <= 1e3 * f64::EPSILON * want);
 }
+
+/// RoPE makes attention depend on relative positions only, so shifting every position by a
+/// large offset (far past candle-transformers' 4096-entry tables) leaves the logits unchanged up
+/// to the rounding of larger angles.
+#[test]
+fn rope_works_at_any_position_tiny_models() {
+    for family in ["llama", "qwen2", "phi3"] {
+        let (model, tokens, _) = tiny(family);
+        let base = rows(&model.forward(&tokens, 0, &mut DenseCache::new()).unwrap());
+        let offset = 1_000_000;
+        let opts = nq_candle::LoadOptions { max_context: Some(offset + 100), ..Default::default() };
+        let far = nq_candle::Model::from_gguf(
+            &crate::common::data(&format!("tiny_{family}.gguf")),
+            &Device::Cpu,
+            opts,
+        )
+        .unwrap();
+        let shifted = rows(&far.forward(&tokens, offset, &mut DenseCache::new()).unwrap());
+        let (diff, mag) = max_diff(&shifted, &base);
+        // Angles up to 1e6 rad: cos/sin are computed in f64 and rounded once to f32, so the
+        // rotation itself is as exact as at position 0; what changes is rounding order.
+        let c = model.config();
+        let tol = 64.0 * f32::EPSILON * c.layers as f32 * (c.hidden as f32).sqrt() * mag.max(1.0);
+        assert!(diff <= tol, "{family}: shift changed logits by {diff} > {tol}");
+    }
+}
