@@ -37,6 +37,13 @@ impl Rotation {
         self.dim
     }
 
+    /// The diagonal blocks, in order along the row (their dimensions sum to
+    /// [`dim`](Self::dim)): what a device kernel needs to reproduce the transform (each
+    /// block's [`RandomizedHadamard::signs`] and dimension).
+    pub fn blocks(&self) -> &[RandomizedHadamard] {
+        &self.blocks
+    }
+
     /// `rows <- R rows` for every row of `dim` values.
     pub(crate) fn forward_rows(&self, rows: &mut [f32]) -> Result<()> {
         for row in rows.chunks_exact_mut(self.dim) {
