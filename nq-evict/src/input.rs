@@ -16,6 +16,9 @@ use crate::{Error, Result};
 /// | `query_positions` | `[w]` | absolute position of each window query |
 /// | `key_positions` | `[t]` | absolute position of each cached token |
 ///
+/// With the usual GQA layout (Llama, Qwen: `repeat_kv`), the query heads of kv head `h` are
+/// `h * group .. (h + 1) * group`.
+///
 /// `t` is `keys.len() / d`, `w` is `query_positions.len()` and `group` is
 /// `queries.len() / (w * d)`. The causal mask is positional: a query at position `p` sees the
 /// keys whose position is `<= p`. Positions need not be sorted or contiguous, so a cache that

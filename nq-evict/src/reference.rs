@@ -112,7 +112,14 @@ pub fn observed_attention(input: &ScoreInput<'_>, cfg: &ObservedAttention) -> Re
     let mut heads = Vec::new();
     for h in 0..dims.group {
         let a = attention_matrix(input, h)?;
-        let s: Vec<f64> = (0..t).map(|i| a.iter().map(|qrow| qrow[i]).sum()).collect();
+        let p_max = input.query_positions.iter().copied().max().unwrap_or(0);
+        let c: Vec<f64> = input
+            .query_positions
+            .iter()
+            .map(|&p| cfg.decay.map_or(1.0, |tau| (-f64::from(p_max - p) / f64::from(tau)).exp()))
+            .collect();
+        let s: Vec<f64> =
+            (0..t).map(|i| a.iter().zip(&c).map(|(qrow, cj)| cj * qrow[i]).sum()).collect();
         let mut pooled = s.clone();
         for i in range.clone() {
             let nb: Vec<f64> =

@@ -68,6 +68,8 @@ fn config_errors() {
     };
     cfg(score(&ObservedAttention { kernel: 4, ..Default::default() }, &i, 10), "kernel");
     cfg(score(&ObservedAttention { window: Some(0), ..Default::default() }, &i, 10), "window");
+    cfg(score(&ObservedAttention { decay: Some(0.0), ..Default::default() }, &i, 10), "decay");
+    cfg(score(&ObservedAttention { decay: Some(f32::NAN), ..Default::default() }, &i, 10), "decay");
     cfg(score(&ExpectedAttention { window: Some(0), ..Default::default() }, &i, 10), "window");
     cfg(score(&ExpectedAttention { covariance: -1.0, ..Default::default() }, &i, 10), "covariance");
     cfg(

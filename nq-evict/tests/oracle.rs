@@ -53,6 +53,7 @@ fn observed_matches_full_attention_matrix() {
             ..Default::default()
         },
         ObservedAttention { window: Some(5), kernel: 3, ..Default::default() },
+        ObservedAttention { decay: Some(3.0), kernel: 1, normalize: false, ..Default::default() },
         ObservedAttention {
             pool: Pool::Max,
             kernel: 3,

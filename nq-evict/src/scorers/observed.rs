@@ -10,8 +10,8 @@ use crate::{Error, GroupReduce, Protect, Result, ScoreInput, Scorer};
 /// For each query head `h` of the group, with `a_h[j, i] = softmax_i(q_{h,j} . k_i / sqrt(d))`
 /// under the positional causal mask (query `j` sees key `i` iff `pos(k_i) <= pos(q_j)`):
 ///
-/// 1. `s_h[i] = sum_j a_h[j, i]` (summed over the window's queries; a query that sees no key
-///    adds nothing);
+/// 1. `s_h[i] = sum_j c_j a_h[j, i]` (summed over the window's queries, with `c_j = 1`, or
+///    `exp(-(p_max - p_j) / decay)` with `decay`; a query that sees no key adds nothing);
 /// 2. `s_h` is pooled along the token axis with a centred window of `kernel` tokens
 ///    ([`Pool::Max`] or [`Pool::Avg`]), inside the candidate range of `protect` only: the
 ///    large attention mass of sinks and of the window's own keys does not leak into their
@@ -57,6 +57,10 @@ pub struct ObservedAttention {
     /// uses all of them (default). Lets one input carry a long window for
     /// [`ExpectedAttention`](crate::ExpectedAttention) and a short one for this scorer.
     pub window: Option<usize>,
+    /// Recency weighting of the window's queries: query `j` counts
+    /// `exp(-(p_max - p_j) / decay)` (`p_max` the last query position), so a long window still
+    /// favours what the last queries look at. `None` weighs all queries 1 (default).
+    pub decay: Option<f32>,
     /// Pooling kind (default [`Pool::Avg`]).
     pub pool: Pool,
     /// Pooling kernel in tokens: odd, 1 = no pooling (default 5).
@@ -74,6 +78,7 @@ impl Default for ObservedAttention {
     fn default() -> Self {
         ObservedAttention {
             window: None,
+            decay: None,
             pool: Pool::Avg,
             kernel: 5,
             reduce: GroupReduce::Mean,
@@ -85,6 +90,16 @@ impl Default for ObservedAttention {
 
 impl ObservedAttention {
     pub(crate) fn check_config(&self, op: &'static str) -> Result<()> {
+        if let Some(tau) = self.decay
+            && !(tau.is_finite() && tau > 0.0)
+        {
+            return Err(Error::Config {
+                op,
+                what: "decay",
+                value: f64::from(tau),
+                expected: "finite, > 0 positions",
+            });
+        }
         if self.kernel.is_multiple_of(2) {
             #[allow(clippy::cast_precision_loss)]
             return Err(Error::Config {
@@ -102,7 +117,8 @@ impl Scorer for ObservedAttention {
     /// # Errors
     ///
     /// Shape errors of [`ScoreInput::dims`], [`Error::Len`] for `out`, [`Error::NoQueries`]
-    /// without queries, [`Error::Config`] for an even `kernel` or `window == Some(0)`.
+    /// without queries, [`Error::Config`] for an even `kernel`, `window == Some(0)`
+    /// or a `decay` that is not finite and `> 0`.
     fn score(&self, input: &ScoreInput<'_>, out: &mut [f32]) -> Result<()> {
         const OP: &str = "ObservedAttention::score";
         let dims = input.check(OP, out, true)?;
@@ -133,8 +149,9 @@ impl ObservedAttention {
         let mut head = vec![0.0f32; t];
         let mut pooled = vec![0.0f32; t];
         let range = self.protect.norm_range(t);
+        let weights = query_weights(input.query_positions, self.decay);
         for h in 0..dims.group {
-            observed_head(input, &kb, h, &mut logits, &mut head);
+            observed_head(input, &kb, h, &weights, &mut logits, &mut head);
             kernel::pool(&head, range.clone(), self.kernel, self.pool, &mut pooled);
             if self.normalize {
                 kernel::normalize(&mut pooled, range.clone());
@@ -151,6 +168,7 @@ pub(crate) fn observed_head(
     input: &ScoreInput<'_>,
     kb: &KeyBlocks,
     h: usize,
+    weights: &[f32],
     logits: &mut [f32],
     head: &mut [f32],
 ) {
@@ -160,13 +178,26 @@ pub(crate) fn observed_head(
     kernel::logits(qs, kb, kernel::inv_sqrt(d), logits);
     causal_mask(input.key_positions, input.query_positions, logits);
     head.fill(0.0);
-    for row in logits.chunks_exact_mut(t) {
+    for (row, &wj) in logits.chunks_exact_mut(t).zip(weights) {
         let s = kernel::exp_row(row);
         if s > 0.0 {
-            #[allow(clippy::cast_possible_truncation)] // 1/s with s >= 1 (the max term is 1)
-            kernel::axpy(head, (1.0 / s) as f32, row);
+            #[allow(clippy::cast_possible_truncation)] // s >= 1 (the max term is 1)
+            kernel::axpy(head, (f64::from(wj) / s) as f32, row);
         }
     }
+}
+
+/// Weight of each window query: `exp(-(p_max - p_j) / decay)`, or 1 without decay.
+pub(crate) fn query_weights(positions: &[u32], decay: Option<f32>) -> Vec<f32> {
+    let p_max = positions.iter().copied().max().unwrap_or(0);
+    positions
+        .iter()
+        .map(|&p| match decay {
+            #[allow(clippy::cast_possible_truncation)]
+            Some(tau) => (-f64::from(p_max - p) / f64::from(tau)).exp() as f32,
+            None => 1.0,
+        })
+        .collect()
 }
 
 /// Sets `logits[j, i] = -inf` where key `i` is in the future of query `j`.
