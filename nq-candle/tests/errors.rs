@@ -135,6 +135,28 @@ fn tensor_errors() {
 }
 
 #[test]
+fn rope_factor_tensors_are_refused() {
+    // A complete tiny llama plus Llama-3.1-style `rope_freqs.weight`: loading must fail rather
+    // than silently ignore the scaling.
+    let mut file = GgufFile::open(&data("tiny_llama.gguf")).unwrap();
+    let md: Vec<(String, gguf_file::Value)> =
+        file.content().metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let names: Vec<String> = file.content().tensor_infos.keys().cloned().collect();
+    let mut tensors: Vec<(String, QTensor)> =
+        names.iter().map(|n| (n.clone(), file.tensor(n, &Device::Cpu).unwrap())).collect();
+    let freqs = Tensor::ones(4, DType::F32, &Device::Cpu).unwrap();
+    tensors.push(("rope_freqs.weight".into(), QTensor::quantize(&freqs, GgmlDType::F32).unwrap()));
+    let p = tmp("rope-freqs.gguf");
+    let mut f = std::fs::File::create(&p).unwrap();
+    let md_ref: Vec<(&str, &gguf_file::Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_ref: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut f, &md_ref, &t_ref).unwrap();
+    drop(f);
+    let e = Model::from_gguf(&p, &Device::Cpu, LoadOptions::default()).unwrap_err();
+    assert!(matches!(&e, Error::Tensor { name, .. } if name == "rope_freqs.weight"), "{e:?}");
+}
+
+#[test]
 fn forward_input_errors() {
     let (model, tokens, _) = tiny("llama");
     let mut cache = DenseCache::new();

@@ -138,6 +138,22 @@ pub struct ModelConfig {
     pub add_bos: bool,
 }
 
+/// `1 / sqrt(head_dim)`, except Gemma-3 27B (62 layers), whose `query_pre_attn_scalar` is
+/// `hidden / q_heads` (llama.cpp's rule; the GGUF does not store the scalar).
+fn attn_scale(
+    arch: Architecture,
+    layers: usize,
+    hidden: usize,
+    q_heads: usize,
+    head_dim: usize,
+) -> f32 {
+    if arch == Architecture::Gemma3 && layers == 62 {
+        AttnSpec::standard(hidden / q_heads).scale
+    } else {
+        AttnSpec::standard(head_dim).scale
+    }
+}
+
 impl ModelConfig {
     /// Reads the configuration of an open GGUF file.
     ///
@@ -263,7 +279,7 @@ impl ModelConfig {
             max_context,
             rms_eps,
             layer_windows,
-            attn_scale: AttnSpec::standard(head_dim).scale,
+            attn_scale: attn_scale(architecture, layers, hidden, q_heads, head_dim),
             embed_scale,
             final_softcap: meta.opt_f32(&key("final_logit_softcapping"))?,
             attn_softcap: meta.opt_f32(&key("attn_logit_softcapping"))?,

@@ -217,6 +217,17 @@ impl Model {
     /// As [`Model::from_gguf`].
     pub fn from_gguf_file(file: &mut GgufFile, device: &Device, opts: LoadOptions) -> Result<Self> {
         let mut config = ModelConfig::from_gguf(file)?;
+        // Per-frequency RoPE factors (Llama-3.1 "llama3" scaling, Phi-3 LongRoPE) would be
+        // silently ignored below: refuse them.
+        for name in ["rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"] {
+            if file.has_tensor(name) {
+                return Err(Error::Tensor {
+                    op: "Model::from_gguf",
+                    name: name.to_string(),
+                    reason: "per-frequency RoPE factors (Llama-3.1 / LongRoPE scaling) are not implemented".into(),
+                });
+            }
+        }
         if let Some(m) = opts.max_context {
             config.max_context = m;
         }
