@@ -1,5 +1,49 @@
-//! CUDA backend for nexusquant: kernels compiled at run time by NVRTC.
+//! CUDA backend for nexusquant: [`nq_core::Backend`] on an NVIDIA GPU, with kernels
+//! compiled at run time by NVRTC.
 //!
-//! Implements `nq_core::Backend` on an NVIDIA GPU; the CPU backend of `nq-core` is its
-//! test oracle.
+//! In the pipeline (see `nq-core`), the GPU backend runs the randomized Hadamard rotation
+//! `x <- H D x` and the decode of the fixed-rate E8 codes of `nq-lattice`; the CPU backend
+//! of `nq-core` is its test oracle (`nq_core::testing::check_backend`).
+//!
+//! | operation | where it runs |
+//! |---|---|
+//! | `upload` / `download` | driver copies |
+//! | `rotate` (forward and inverse) | GPU kernel `kernels/rotate.cu`: shared-memory butterflies, one launch per power-of-two block of the block-diagonal rotation (96 = 64 + 32) |
+//! | `decode` (2, 3, 4 bits) | GPU kernel `kernels/decode.cu`: one thread per 8 values, E8P and residual tables uploaded once per device; bit-identical to the CPU |
+//! | `encode` | **host fallback**: download, then `FixedCodec::encode_rows` on the CPU |
+//!
+//! There is no GPU encoder and no fused decode-attention kernel yet.
+//!
+//! The crate builds without a CUDA toolkit (cudarc loads `libcuda` and `libnvrtc`
+//! dynamically). At run time [`CudaBackend::new`] returns [`CudaError::NoLibrary`] when
+//! the driver library is missing, instead of panicking. NVRTC (`libnvrtc.so`, e.g. from
+//! `/usr/local/cuda/lib64`) must be on the library path when the first kernel is used.
+//!
+//! ```no_run
+//! use nq_core::{Backend, CpuBackend, Rows};
+//! use nq_cuda::CudaBackend;
+//!
+//! let gpu = CudaBackend::new(0)?;
+//! let rows = Rows::new(1024, 128).expect("valid shape");
+//! let codec = nq_lattice::FixedCodec::new(nq_lattice::FixedBits::B2, Default::default())?;
+//! let x: Vec<f32> = (0..rows.len()).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 300.0).collect();
+//! let enc = CpuBackend.encode(&x, rows, &codec).expect("cpu encode");
+//! let dev = gpu.decode(&enc, rows, &codec)?; // decoded on the GPU
+//! let cpu = CpuBackend.decode(&enc, rows, &codec).expect("cpu decode");
+//! assert_eq!(gpu.download(&dev)?, cpu); // exact
+//! # Ok::<(), nq_cuda::CudaError>(())
+//! ```
 #![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+mod backend;
+mod error;
+mod module;
+
+pub use backend::{CudaBackend, DeviceCodes, MAX_BLOCK};
+pub use error::{CudaError, Result};
+
+/// The README's example, compiled as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

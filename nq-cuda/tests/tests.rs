@@ -1,0 +1,27 @@
+//! Integration tests for nq-cuda. Every test skips (with a visible `SKIP:` line on stderr)
+//! when no CUDA driver or device is available.
+#![allow(clippy::unwrap_used)]
+
+mod errors;
+mod oracle;
+
+use nq_cuda::CudaBackend;
+
+/// The backend on device 0, or `None` (after printing why) when there is none.
+pub(crate) fn gpu() -> Option<CudaBackend> {
+    match CudaBackend::new(0) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("SKIP: no CUDA device: {e}");
+            None
+        }
+    }
+}
+
+// The conformance harness of nq-core: every Backend op against CpuBackend.
+nq_core::backend_tests!({
+    match gpu() {
+        Some(b) => b,
+        None => return,
+    }
+});
