@@ -13,6 +13,7 @@
 //! | [`ExpectedAttention`] | kvpress Expected Attention: Gaussian model of future queries | keys, queries (positions with RoPE) |
 //! | [`KeyNorm`] | low key norm = keep (Devoto et al. 2024) | keys |
 //! | [`KeyKey`] | the Python original's: keys as queries, no mask (for comparison) | keys |
+//! | [`Recency`] | StreamingLLM: latest first (for comparison) | positions |
 //! | [`ValueNorm`] | any scorer times `||v||` | values |
 //! | [`Blend`] | weighted mix of two normalized scorers | both parts' |
 //!
@@ -83,7 +84,7 @@ pub use policy::{Budget, Policy, Shape, Shortfall, Split, gather, select};
 pub use scorers::combine::{Blend, ValueNorm};
 pub use scorers::expected::{ExpectedAttention, RopeLayout, RopeSpec};
 pub use scorers::observed::ObservedAttention;
-pub use scorers::simple::{KeyKey, KeyNorm};
+pub use scorers::simple::{KeyKey, KeyNorm, Recency};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -1,8 +1,8 @@
 //! Behaviour of the scorers: symmetries, causality, normalization, and what they rank first.
 
 use nq_evict::{
-    ExpectedAttention, GroupReduce, KeyKey, KeyNorm, ObservedAttention, Pool, Protect, RopeLayout,
-    RopeSpec, ScoreInput, Scorer, ValueNorm,
+    ExpectedAttention, GroupReduce, KeyKey, KeyNorm, ObservedAttention, Pool, Protect, Recency,
+    RopeLayout, RopeSpec, ScoreInput, Scorer, ValueNorm,
 };
 
 use crate::common::{Case, assert_close, permutation, prefill};
@@ -38,6 +38,7 @@ fn scores_follow_a_permutation_of_tokens() {
     assert_permuted(&run(&KeyKey, &c), &run(&KeyKey, &p), &perm, kk_bound, "key-key");
     let vn = ValueNorm::new(KeyNorm);
     assert_permuted(&run(&vn, &c), &run(&vn, &p), &perm, 0.0, "key norm x value norm");
+    assert_permuted(&run(&Recency, &c), &run(&Recency, &p), &perm, 0.0, "recency");
 }
 
 #[test]
@@ -144,7 +145,8 @@ fn window_and_expected_attention_find_the_needle() {
 fn empty_unit_scores_nothing() {
     let c = prefill(27, 0, 4, 2, 8);
     let input = ScoreInput { query_positions: &[1, 2, 3, 4], ..c.input() };
-    let scorers: [&dyn Scorer; 5] = [
+    let scorers: [&dyn Scorer; 6] = [
+        &Recency,
         &ObservedAttention::default(),
         &ExpectedAttention::default(),
         &KeyKey,

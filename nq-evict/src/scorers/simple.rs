@@ -120,3 +120,56 @@ pub(crate) fn norm(x: &[f32]) -> f32 {
     let n = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt() as f32;
     n
 }
+
+/// StreamingLLM's order (Xiao et al. 2024, arXiv:2309.17453), as a scorer for comparisons:
+/// later tokens first, so with the sinks protected by the policy and [`Split::PerHead`] the
+/// kept set is the sinks plus a sliding window of the most recent tokens.
+///
+/// The score is the key position as `f32` (exact below 2^24; beyond, neighbouring positions
+/// tie and the earlier index wins). Only positions are read.
+///
+/// [`Split::PerHead`]: crate::Split::PerHead
+///
+/// # Examples
+///
+/// ```
+/// use nq_evict::{select, Budget, Policy, Recency, ScoreInput, Scorer, Shape, Split};
+/// let keys = [0.0f32; 8];
+/// let input = ScoreInput {
+///     keys: &keys,
+///     values: None,
+///     queries: &[],
+///     query_positions: &[],
+///     key_positions: &[0, 1, 2, 3, 4, 5, 6, 7],
+///     d: 1,
+/// };
+/// let mut scores = [0.0f32; 8];
+/// Recency.score(&input, &mut scores)?;
+/// let policy = Policy {
+///     sinks: 1,
+///     recent: 1,
+///     budget: Budget::Tokens(4),
+///     split: Split::PerHead,
+///     ..Policy::default()
+/// };
+/// let kept = select(&scores, Shape { layers: 1, heads: 1, tokens: 8 }, &policy)?;
+/// assert_eq!(kept[0], vec![0, 5, 6, 7]);
+/// # Ok::<(), nq_evict::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recency;
+
+impl Scorer for Recency {
+    /// # Errors
+    ///
+    /// Shape errors of [`ScoreInput::dims`] and [`Error::Len`](crate::Error::Len) for `out`.
+    fn score(&self, input: &ScoreInput<'_>, out: &mut [f32]) -> Result<()> {
+        input.check("Recency::score", out, false)?;
+        for (o, &p) in out.iter_mut().zip(input.key_positions) {
+            #[allow(clippy::cast_precision_loss)] // documented: exact below 2^24
+            let s = p as f32;
+            *o = s;
+        }
+        Ok(())
+    }
+}
