@@ -72,16 +72,20 @@ pub fn save(
 pub fn load(path: &Path, config: &ModelConfig) -> Result<(CompressedKvCache, u32, usize)> {
     let f = File::open(path).map_err(|e| io(path, e))?;
     let rope = rope_of(config).ok();
-    let (cache, _, extras) =
-        CompressedCache::load(BufReader::new(f), &model_id(config), rope)?;
+    let (cache, _, extras) = CompressedCache::load(BufReader::new(f), &model_id(config), rope)?;
     let extra = |name: &str| {
         extras.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone()).ok_or_else(|| {
-            Error::Compression(nq_core::Error::Archive(format!("{}: no `{name}` entry", path.display())))
+            Error::Compression(nq_core::Error::Archive(format!(
+                "{}: no `{name}` entry",
+                path.display()
+            )))
         })
     };
     let token = extra("next_token")?;
     let pos = extra("next_pos")?;
-    let (Ok(token), Ok(pos)) = (<[u8; 4]>::try_from(token.as_slice()), <[u8; 8]>::try_from(pos.as_slice())) else {
+    let (Ok(token), Ok(pos)) =
+        (<[u8; 4]>::try_from(token.as_slice()), <[u8; 8]>::try_from(pos.as_slice()))
+    else {
         return Err(Error::Compression(nq_core::Error::Archive(format!(
             "{}: malformed resume entries",
             path.display()
@@ -133,8 +137,12 @@ pub fn inspect(path: &Path) -> Result<ArchiveInfo> {
         sections += 1;
         for s in &sec.streams {
             match (&s.data, s.name.rsplit('.').next()) {
-                (Data::Positions(p), Some("pos")) if s.name.starts_with('h') => compressed_slots += p.len(),
-                (Data::WindowF16(v), Some("dk")) => dense_slots += v.len() / fp.head_dim.max(1) as usize,
+                (Data::Positions(p), Some("pos")) if s.name.starts_with('h') => {
+                    compressed_slots += p.len()
+                }
+                (Data::WindowF16(v), Some("dk")) => {
+                    dense_slots += v.len() / fp.head_dim.max(1) as usize
+                }
                 _ => {}
             }
         }

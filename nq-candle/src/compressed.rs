@@ -62,7 +62,8 @@ impl CompressedKvCache {
     /// An invalid configuration, or RoPE removal asked for a model whose RoPE differs per layer.
     pub fn new(config: &ModelConfig, cfg: CompressionConfig) -> candle_core::Result<Self> {
         let rope = if cfg.remove_rope { Some(rope_of(config)?) } else { None };
-        let inner = CompressedCache::new(kv_shape(config), cfg, rope).map_err(candle_core::Error::wrap)?;
+        let inner =
+            CompressedCache::new(kv_shape(config), cfg, rope).map_err(candle_core::Error::wrap)?;
         Ok(CompressedKvCache { inner })
     }
 
@@ -89,7 +90,9 @@ impl CompressedKvCache {
     /// # Errors
     /// See [`CompressedCache::reconfigured`].
     pub fn reconfigured(&self, cfg: CompressionConfig) -> candle_core::Result<Self> {
-        Ok(CompressedKvCache { inner: self.inner.reconfigured(cfg).map_err(candle_core::Error::wrap)? })
+        Ok(CompressedKvCache {
+            inner: self.inner.reconfigured(cfg).map_err(candle_core::Error::wrap)?,
+        })
     }
 
     /// Measured contents.
@@ -125,7 +128,9 @@ impl KvCache for CompressedKvCache {
         spec: &AttnSpec,
     ) -> candle_core::Result<Tensor> {
         if spec.softcap.is_some() {
-            candle_core::bail!("the compressed cache does not support attention soft caps ({spec:?})");
+            candle_core::bail!(
+                "the compressed cache does not support attention soft caps ({spec:?})"
+            );
         }
         let (hq, t, d) = q.dims3()?;
         let wrap = candle_core::Error::wrap;

@@ -48,12 +48,17 @@ pub fn load_corpus(dir: &Path) -> Result<Vec<Sample>> {
         files.sort();
         for f in files {
             let text = std::fs::read_to_string(&f).map_err(io)?;
-            let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = |p: &Path| {
+                p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+            };
             out.push(Sample { genre: stem(&g), name: stem(&f), text });
         }
     }
     if out.is_empty() {
-        return Err(Error::Corpus { path: dir.to_path_buf(), reason: "no GENRE/*.txt files".into() });
+        return Err(Error::Corpus {
+            path: dir.to_path_buf(),
+            reason: "no GENRE/*.txt files".into(),
+        });
     }
     Ok(out)
 }
@@ -216,7 +221,9 @@ pub fn aggregate(results: &[SampleResult]) -> Vec<SampleResult> {
             let pooled = |f: fn(&SampleResult) -> &Vec<f64>| {
                 rs.iter().flat_map(|r| f(r).iter().copied()).collect::<Vec<f64>>()
             };
-            let avg = |f: fn(&SampleResult) -> f64| rs.iter().map(|r| f(r)).sum::<f64>() / rs.len() as f64;
+            let avg = |f: fn(&SampleResult) -> f64| {
+                rs.iter().map(|r| f(r)).sum::<f64>() / rs.len() as f64
+            };
             let ppl_base = mean(&pooled(|r| &r.nll_base)).exp();
             let ppl = mean(&pooled(|r| &r.nll)).exp();
             SampleResult {

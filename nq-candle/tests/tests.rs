@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod compressed;
 mod errors;
 mod kat;
 mod oracle;

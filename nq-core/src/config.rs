@@ -165,7 +165,7 @@ impl Default for CompressionConfig {
                 recent: 32,
                 window: 32,
                 scorer: ScorerKind::Observed,
-                split: BudgetSplit::PerLayer,
+                split: BudgetSplit::PerHead,
             },
             keys: Storage::E8 { bits: 2 },
             values: Storage::E8 { bits: 2 },

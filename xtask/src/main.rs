@@ -11,6 +11,7 @@ mod bench;
 mod ci;
 mod fetch;
 mod quality;
+mod readme;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,6 +29,7 @@ commands:
                                  lattice, entropy, evict, quality (default: all stage crates);
                                  writes target/nq-bench/STAGE.json
   ci                             run the CI command list (fmt, clippy, tests, scalar tests, docs)
+  readme                         regenerate the README's result tables from target/nq-bench/*.json
 ";
 
 fn main() -> Result<()> {
@@ -41,6 +43,7 @@ fn main() -> Result<()> {
         "fetch-model" => fetch::run(&rest),
         "bench" => bench::run(&rest),
         "ci" => ci::run(&rest),
+        "readme" => readme::run(&rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

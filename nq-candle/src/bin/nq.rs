@@ -8,14 +8,18 @@ use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use nq_candle::{
-    CompressedKvCache, GgufTokenizer, Generator, LoadOptions, Model, SamplingOptions, archive, eval,
-    fetch, model_path,
+    CompressedKvCache, Generator, GgufTokenizer, LoadOptions, Model, SamplingOptions, archive,
+    eval, fetch, model_path,
 };
 use nq_core::{CompressionConfig, Preset};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "nq", version, about = "Training-free KV-cache compression: generate, evaluate, save, inspect")]
+#[command(
+    name = "nq",
+    version,
+    about = "Training-free KV-cache compression: generate, evaluate, save, inspect"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -90,7 +94,7 @@ struct EvalArgs {
     #[arg(long, default_value = "smollm2")]
     model: String,
     /// Presets to evaluate (comma-separated), each against the uncompressed run.
-    #[arg(long, default_value = "balanced", value_delimiter = ',')]
+    #[arg(long, default_value = "balanced", value_delimiter = ',', num_args = 0..)]
     preset: Vec<String>,
     /// Corpus folder of GENRE/*.txt files (default: the project's shared corpus).
     #[arg(long)]
@@ -107,27 +111,14 @@ struct EvalArgs {
     /// Write target/nq-bench/eval-MODEL-PRESET.json and print JSON.
     #[arg(long)]
     json: bool,
-    /// Override: fraction of tokens kept (0..1].
-    #[arg(long)]
-    keep: Option<f32>,
-    /// Override: key bits (2, 3, 4, or 16 for f16).
-    #[arg(long)]
-    key_bits: Option<u8>,
-    /// Override: value bits (2, 3, 4, or 16 for f16).
-    #[arg(long)]
-    value_bits: Option<u8>,
-    /// Override: scorer (observed, expected, mixed:W, keykey, keynorm).
-    #[arg(long)]
-    scorer: Option<String>,
-    /// Override: store keys RoPE-free.
-    #[arg(long)]
-    remove_rope: Option<bool>,
-    /// Override: recent window kept in f16.
-    #[arg(long)]
-    recent: Option<usize>,
-    /// Override: name used in result files for an overridden preset.
-    #[arg(long)]
-    name: Option<String>,
+    /// Override configuration fields of every preset: KEY=VALUE, repeatable. Keys: keep, sinks,
+    /// recent, window, scorer (observed|expected|mixed:W|keykey|keynorm), split (head|layer),
+    /// kbits, vbits (2|3|4|16), rope (remove RoPE: true|false), center, cands, block.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Evaluate an extra named configuration: NAME=PRESET[,KEY=VALUE...], repeatable.
+    #[arg(long, value_name = "NAME=PRESET,KEY=VALUE")]
+    variant: Vec<String>,
 }
 
 #[derive(Args)]
@@ -184,7 +175,9 @@ fn run() -> Result<()> {
 
 fn spinner(msg: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
-    pb.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"),
+    );
     pb.set_message(msg.to_owned());
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
     pb
@@ -209,7 +202,9 @@ can need gigabytes for the cache of a long conversation. Compressing that cache 
 First,";
 
 fn demo(a: DemoArgs) -> Result<()> {
-    if nq_candle::model::KNOWN_MODELS.iter().any(|m| m.name == a.m.model) && model_path(&a.m.model).is_err() {
+    if nq_candle::model::KNOWN_MODELS.iter().any(|m| m.name == a.m.model)
+        && model_path(&a.m.model).is_err()
+    {
         eprintln!("model `{}` is not installed; fetching it (one time)", a.m.model);
         fetch::fetch(&a.m.model, |msg| eprintln!("{msg}"))?;
     }
@@ -233,8 +228,12 @@ fn read_prompt(prompt: Option<String>, file: Option<PathBuf>) -> Result<String> 
             Ok(s)
         }
         (Some(p), _) => Ok(p),
-        (None, Some(f)) => std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display())),
-        (None, None) => bail!("give a prompt with --prompt TEXT, --prompt-file FILE, or --resume FILE"),
+        (None, Some(f)) => {
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))
+        }
+        (None, None) => {
+            bail!("give a prompt with --prompt TEXT, --prompt-file FILE, or --resume FILE")
+        }
     }
 }
 
@@ -302,7 +301,9 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     );
     if a.stats {
         match rss {
-            Some(r) => eprintln!("process peak RSS: {} (model weights dominate at this size)", human(r)),
+            Some(r) => {
+                eprintln!("process peak RSS: {} (model weights dominate at this size)", human(r))
+            }
             None => eprintln!("process peak RSS: unavailable on this platform"),
         }
     }
@@ -311,7 +312,13 @@ fn run_cmd(a: RunArgs) -> Result<()> {
 
 fn human(bytes: usize) -> String {
     let b = bytes as f64;
-    if b >= 1e9 { format!("{:.2} GB", b / 1e9) } else if b >= 1e6 { format!("{:.2} MB", b / 1e6) } else { format!("{:.1} KB", b / 1e3) }
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.2} MB", b / 1e6)
+    } else {
+        format!("{:.1} KB", b / 1e3)
+    }
 }
 
 /// Peak resident set size from /proc (Linux), in bytes.
@@ -328,40 +335,49 @@ fn default_corpus() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
-fn eval_config(a: &EvalArgs, preset: Preset) -> Result<CompressionConfig> {
-    let mut cfg = preset.config();
-    if let Some(k) = a.keep {
-        cfg.evict.keep = k;
-    }
-    let storage = |bits: u8| match bits {
-        16 => Ok(nq_core::Storage::F16),
-        2..=4 => Ok(nq_core::Storage::E8 { bits }),
-        b => bail!("bits must be 2, 3, 4 or 16, got {b}"),
+/// Apply one `KEY=VALUE` override to a configuration.
+fn apply_override(cfg: &mut CompressionConfig, kv: &str) -> Result<()> {
+    let (k, v) = kv.split_once('=').with_context(|| format!("`{kv}` is not KEY=VALUE"))?;
+    let num = |v: &str| v.parse::<usize>().with_context(|| format!("{k}: `{v}` is not a count"));
+    let flag = |v: &str| v.parse::<bool>().with_context(|| format!("{k}: `{v}` is not true/false"));
+    let storage = |v: &str| match v.parse::<u8>() {
+        Ok(16) => Ok(nq_core::Storage::F16),
+        Ok(bits @ 2..=4) => Ok(nq_core::Storage::E8 { bits }),
+        _ => bail!("{k}: bits must be 2, 3, 4 or 16, got `{v}`"),
     };
-    if let Some(b) = a.key_bits {
-        cfg.keys = storage(b)?;
+    match k {
+        "keep" => cfg.evict.keep = v.parse().with_context(|| format!("keep: `{v}`"))?,
+        "sinks" => cfg.evict.sinks = num(v)?,
+        "recent" => cfg.evict.recent = num(v)?,
+        "window" => cfg.evict.window = num(v)?,
+        "block" => cfg.block = num(v)?,
+        "cands" => cfg.scale_candidates = u8::try_from(num(v)?).context("cands: too large")?,
+        "kbits" => cfg.keys = storage(v)?,
+        "vbits" => cfg.values = storage(v)?,
+        "rope" => cfg.remove_rope = flag(v)?,
+        "center" => cfg.center = flag(v)?,
+        "split" => {
+            cfg.evict.split = match v {
+                "head" => nq_core::BudgetSplit::PerHead,
+                "layer" => nq_core::BudgetSplit::PerLayer,
+                _ => bail!("split: `{v}` is not head or layer"),
+            }
+        }
+        "scorer" => {
+            cfg.evict.scorer = match v {
+                "observed" => nq_core::ScorerKind::Observed,
+                "expected" => nq_core::ScorerKind::Expected,
+                "keykey" => nq_core::ScorerKind::KeyKey,
+                "keynorm" => nq_core::ScorerKind::KeyNorm,
+                m if m.starts_with("mixed:") => nq_core::ScorerKind::Mixed {
+                    mix: m[6..].parse().context("mixed:W needs a number")?,
+                },
+                other => bail!("unknown scorer `{other}`"),
+            }
+        }
+        _ => bail!("unknown configuration key `{k}`"),
     }
-    if let Some(b) = a.value_bits {
-        cfg.values = storage(b)?;
-    }
-    if let Some(r) = a.remove_rope {
-        cfg.remove_rope = r;
-    }
-    if let Some(r) = a.recent {
-        cfg.evict.recent = r;
-    }
-    if let Some(s) = &a.scorer {
-        cfg.evict.scorer = match s.as_str() {
-            "observed" => nq_core::ScorerKind::Observed,
-            "expected" => nq_core::ScorerKind::Expected,
-            "keykey" => nq_core::ScorerKind::KeyKey,
-            "keynorm" => nq_core::ScorerKind::KeyNorm,
-            m if m.starts_with("mixed:") => nq_core::ScorerKind::Mixed { mix: m[6..].parse().context("mixed:W needs a number")? },
-            other => bail!("unknown scorer `{other}`"),
-        };
-    }
-    cfg.validate()?;
-    Ok(cfg)
+    Ok(())
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
@@ -375,45 +391,80 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             *c <= n
         });
     }
-    let overridden = a.keep.is_some() || a.key_bits.is_some() || a.value_bits.is_some() || a.scorer.is_some() || a.remove_rope.is_some() || a.recent.is_some();
     let mut configs = Vec::new();
     for p in &a.preset {
         let preset = preset(p)?;
-        let name = match (&a.name, overridden) {
-            (Some(n), _) => n.clone(),
-            (None, true) => format!("{}-custom", preset.name()),
-            (None, false) => preset.name().to_owned(),
+        let mut cfg = preset.config();
+        for kv in &a.set {
+            apply_override(&mut cfg, kv)?;
+        }
+        cfg.validate()?;
+        let name = if a.set.is_empty() {
+            preset.name().to_owned()
+        } else {
+            format!("{}-custom", preset.name())
         };
-        configs.push((name, eval_config(&a, preset)?));
+        configs.push((name, cfg));
+    }
+    for v in &a.variant {
+        let (name, rest) =
+            v.split_once('=').with_context(|| format!("`{v}` is not NAME=PRESET,..."))?;
+        let mut parts = rest.split(',');
+        let mut cfg = preset(parts.next().unwrap_or_default())?.config();
+        for kv in a.set.iter().map(String::as_str).chain(parts) {
+            apply_override(&mut cfg, kv)?;
+        }
+        cfg.validate()?;
+        configs.push((name.to_owned(), cfg));
     }
     let (model, tok) = load(&a.model)?;
     let opts = eval::EvalOptions { prefix: a.prefix, continuation: a.continuation, configs };
     let steps = samples.len() as u64;
     let pb = ProgressBar::new(steps);
-    pb.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} samples [{elapsed}<{eta}] {msg}").expect("valid template"));
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} samples [{elapsed}<{eta}] {msg}")
+            .expect("valid template"),
+    );
     let mut results = Vec::new();
     for s in &samples {
-        let r = eval::eval_sample(&model, &tok, s, &opts, |step| pb.set_message(format!("{}/{}: {step}", s.genre, s.name)))?;
+        let r = eval::eval_sample(&model, &tok, s, &opts, |step| {
+            pb.set_message(format!("{}/{}: {step}", s.genre, s.name))
+        })?;
         for x in &r {
-            pb.println(format!(
-                "{:<10} {:<28} {:<14} ppl {:>8.3} -> {:>8.3} ({:+6.2}%)  KL {:.4}  ratio {:>5.1}x / archive {:>5.1}x  {:.3} s",
-                x.genre, x.sample, x.preset, x.ppl_base, x.ppl, x.ppl_delta_pct, x.kld, x.ratio_resident, x.ratio_archive, x.seconds
-            ));
+            pb.suspend(|| {
+                eprintln!(
+                    "{:<10} {:<28} {:<14} ppl {:>8.3} -> {:>8.3} ({:+6.2}%)  KL {:.4}  ratio {:>5.1}x / archive {:>5.1}x  {:.3} s",
+                    x.genre, x.sample, x.preset, x.ppl_base, x.ppl, x.ppl_delta_pct, x.kld, x.ratio_resident, x.ratio_archive, x.seconds
+                );
+            });
         }
         results.extend(r);
         pb.inc(1);
     }
     pb.finish_and_clear();
     let agg = eval::aggregate(&results);
-    println!("{:<10} {:<14} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}", "genre", "preset", "ppl base", "ppl", "delta %", "KL", "ratio", "archive", "seconds");
+    println!(
+        "{:<10} {:<14} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
+        "genre", "preset", "ppl base", "ppl", "delta %", "KL", "ratio", "archive", "seconds"
+    );
     for x in &agg {
         println!(
             "{:<10} {:<14} {:>9.3} {:>9.3} {:>+9.2} {:>8.4} {:>7.1}x {:>7.1}x {:>8.3}",
-            x.genre, x.preset, x.ppl_base, x.ppl, x.ppl_delta_pct, x.kld, x.ratio_resident, x.ratio_archive, x.seconds
+            x.genre,
+            x.preset,
+            x.ppl_base,
+            x.ppl,
+            x.ppl_delta_pct,
+            x.kld,
+            x.ratio_resident,
+            x.ratio_archive,
+            x.seconds
         );
     }
     if a.json {
-        let model_name = Path::new(&a.model).file_stem().map_or(a.model.clone(), |s| s.to_string_lossy().into_owned());
+        let model_name = Path::new(&a.model)
+            .file_stem()
+            .map_or(a.model.clone(), |s| s.to_string_lossy().into_owned());
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nq-bench");
         std::fs::create_dir_all(&dir)?;
         for (name, _) in &opts.configs {
@@ -453,7 +504,8 @@ fn save(a: SaveArgs) -> Result<()> {
     pb.set_message("compress");
     cache.compress()?;
     pb.finish_and_clear();
-    let bytes = archive::save(&a.output, &cache, model.config(), preset.name(), last[0], head.len())?;
+    let bytes =
+        archive::save(&a.output, &cache, model.config(), preset.name(), last[0], head.len())?;
     let s = cache.stats();
     eprintln!(
         "saved {} tokens to {}: {} on disk, {} resident, {} as f16 ({:.1}x on disk, {:.1}x resident)",

@@ -1,0 +1,138 @@
+//! `cargo xtask readme`: regenerate the README's result tables from `target/nq-bench/*.json`
+//! (between `<!-- nq-bench:NAME -->` and `<!-- /nq-bench -->` markers). Tables are never
+//! typed by hand; a table whose results file is missing is left as it is.
+
+use std::fmt::Write as _;
+use std::fs;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::project_root;
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    if let Some(a) = args.first() {
+        bail!("readme takes no arguments, got `{a}`");
+    }
+    let root = project_root();
+    let path = root.join("README.md");
+    let mut text = fs::read_to_string(&path).context("README.md")?;
+    for (name, render) in [("quality", quality as fn(&[Value]) -> String), ("stages", stages)] {
+        let records = load(name)?;
+        let Some(records) = records else {
+            eprintln!("readme: no results for `{name}`, table left as it is");
+            continue;
+        };
+        let open = format!("<!-- nq-bench:{name} -->");
+        let close = "<!-- /nq-bench -->";
+        let Some(a) = text.find(&open) else { continue };
+        let b = text[a..]
+            .find(close)
+            .map(|i| a + i)
+            .with_context(|| format!("{open} has no {close}"))?;
+        text = format!("{}{open}\n{}{}", &text[..a], render(&records), &text[b..]);
+    }
+    fs::write(&path, text)?;
+    eprintln!("readme: updated {}", path.display());
+    Ok(())
+}
+
+fn load(name: &str) -> Result<Option<Vec<Value>>> {
+    let dir = project_root().join("target/nq-bench");
+    let files: Vec<&str> = match name {
+        "quality" => vec!["quality"],
+        _ => vec!["hadamard", "lattice", "entropy", "evict", "rope"],
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let p = dir.join(format!("{f}.json"));
+        let Ok(t) = fs::read_to_string(&p) else { continue };
+        if let Value::Array(items) =
+            serde_json::from_str(&t).with_context(|| format!("{}", p.display()))?
+        {
+            out.extend(items.into_iter().map(|mut r| {
+                r["stage"] = Value::from(f);
+                r
+            }));
+        }
+    }
+    Ok(if out.is_empty() { None } else { Some(out) })
+}
+
+fn num(r: &Value, k: &str) -> String {
+    r.get(k).and_then(Value::as_f64).map_or_else(
+        || "".into(),
+        |v| {
+            if v.abs() >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") }
+        },
+    )
+}
+
+fn quality(records: &[Value]) -> String {
+    let mut s = String::from(
+        "| model | preset | samples | ppl change % | KL (nats) | ratio, resident | ratio, archive | compress s |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in records.iter().filter(|r| r["genre"] == "all") {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:+.2} | {} | {}x | {}x | {} |",
+            r["model"].as_str().unwrap_or("?"),
+            r["preset"].as_str().unwrap_or("?"),
+            r["sample"].as_str().unwrap_or("?"),
+            r["ppl_delta_pct"].as_f64().unwrap_or(f64::NAN),
+            num(r, "kld"),
+            num(r, "ratio_resident"),
+            num(r, "ratio_archive"),
+            num(r, "seconds"),
+        );
+    }
+    s
+}
+
+/// One line per report record of the stage crates, with the figures each carries.
+fn stages(records: &[Value]) -> String {
+    const FIGS: &[&str] = &[
+        "rows_per_s",
+        "melem_per_s",
+        "sqnr_db",
+        "bits_per_dim",
+        "encode_melem_per_s",
+        "decode_melem_per_s",
+        "entropy_bits_per_dim",
+        "coded_bits_per_dim",
+        "encode_gb_per_s",
+        "decode_gb_per_s",
+        "tokens_per_s",
+    ];
+    let mut s = String::from("| stage | record | figures |\n|---|---|---|\n");
+    for r in records.iter().filter(|r| r.get("source").is_none()) {
+        let Some(obj) = r.as_object() else { continue };
+        let params: Vec<String> = obj
+            .iter()
+            .filter(|(k, v)| {
+                !FIGS.contains(&k.as_str())
+                    && k.as_str() != "stage"
+                    && (v.is_string() || v.is_i64() || v.is_u64())
+            })
+            .map(|(k, v)| {
+                format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            })
+            .collect();
+        let figs: Vec<String> = FIGS
+            .iter()
+            .filter(|k| obj.contains_key(**k))
+            .map(|k| format!("{k} {}", num(r, k)))
+            .collect();
+        if figs.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            r["stage"].as_str().unwrap_or("?"),
+            params.join(" "),
+            figs.join(", ")
+        );
+    }
+    s
+}
