@@ -1,6 +1,6 @@
 //! The cache's bookkeeping: budgets, windows, continuous compression, memory honesty.
 
-use nq_core::{CompressedCache, CompressionConfig, KvShape, Preset};
+use nq_core::{CompressedCache, CompressionConfig, KvShape, Preset, Storage};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -55,7 +55,9 @@ fn resident_bytes_are_the_buffers() {
     cache.compress().unwrap();
     let s = cache.stats();
     let d = SHAPE.head_dim;
-    let per_compressed = 2 * (d / 8 * 2) + 2 * 2 + 4; // K and V codes, two f16 scales, a position
+    let code_bytes = |s: Storage| d / 8 * usize::from(s.bits()); // one byte per bit per 8 values
+    // K and V codes, two f16 scales, a position.
+    let per_compressed = code_bytes(cfg.keys) + code_bytes(cfg.values) + 2 * 2 + 4;
     let per_dense_slot = 2 * d * 2 + 4; // f16 K and V, attention-mass score
     let expected = s.compressed_slots * per_compressed
         + s.dense_slots * per_dense_slot
