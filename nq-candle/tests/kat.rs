@@ -147,6 +147,43 @@ fn smollm2_triggers_perplexity_matches_llama_cpp() {
     assert!((ppl / 21.9349 - 1.0).abs() < 0.005, "perplexity {ppl}");
 }
 
+/// llama-perplexity's measurement on the first `n_ctx` tokens of triggers.txt (BOS first when
+/// the model asks for it): logits of positions `n_ctx/2 ..= n_ctx - 2` score the next tokens.
+/// The prefix goes through `forward_last` so the output projection runs on scored rows only.
+fn llama_cpp_style_perplexity(name: &str, n_ctx: usize) -> Option<f64> {
+    let path = model_or_skip(name)?;
+    let tok = GgufTokenizer::from_gguf(&path).unwrap();
+    let model =
+        nq_candle::Model::from_gguf(&path, &candle_core::Device::Cpu, Default::default()).unwrap();
+    let text = std::fs::read_to_string(data("dpkg_triggers.txt")).unwrap();
+    let ids = tok.encode_document(&text).unwrap();
+    let chunk = &ids[..n_ctx];
+    let first = n_ctx / 2;
+    let mut cache = DenseCache::new();
+    model.forward_last(&chunk[..first], 0, &mut cache).unwrap();
+    let logits = model.forward(&chunk[first..n_ctx - 1], first, &mut cache).unwrap();
+    let ppl = perplexity_from_logits(&logits, &chunk[first + 1..]).unwrap();
+    eprintln!("{name} n_ctx {n_ctx}: perplexity {ppl:.4}");
+    Some(ppl)
+}
+
+/// Qwen2 family against llama.cpp (commit 0c1e570, the model requantized to F32 with
+/// llama-quantize, `llama-perplexity -c 512 --chunks 1`: 19.0610; see
+/// tests/data/llama_cpp_perplexity.sh).
+#[test]
+fn qwen05_perplexity_matches_llama_cpp() {
+    let Some(ppl) = llama_cpp_style_perplexity("qwen05", 512) else { return };
+    assert!((ppl / 19.0610 - 1.0).abs() < 0.002, "perplexity {ppl}");
+}
+
+/// Gemma-3 family against llama.cpp (as above, `-c 1024`: 14.7180). 1,024 tokens so that the
+/// 512-token sliding window of the local layers binds.
+#[test]
+fn gemma270m_perplexity_matches_llama_cpp() {
+    let Some(ppl) = llama_cpp_style_perplexity("gemma270m", 1024) else { return };
+    assert!((ppl / 14.7180 - 1.0).abs() < 0.002, "perplexity {ppl}");
+}
+
 /// candle's quantized kernels (activations rounded to 8 bits) stay close to the f32 path.
 #[test]
 fn smollm2_quantized_path_close_to_dequantized() {
