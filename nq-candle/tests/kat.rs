@@ -109,23 +109,28 @@ fn smollm2_special_ids() {
 }
 
 /// shared/corpus/PROVENANCE.md: every sample is 3,600-3,820 SmolLM2 tokens without special
-/// tokens.
+/// tokens; and every model's count equals llama.cpp's (`llama-tokenize`, see
+/// tests/data/make_corpus_token_counts.py), for the corpus and for dpkg_triggers.txt.
 #[test]
-fn corpus_samples_have_documented_token_counts() {
-    let Some((_, tok)) = smollm2() else { return };
+fn corpus_token_counts_match_llama_cpp() {
     let Some(dir) = corpus_or_skip() else { return };
-    let mut n = 0;
-    for genre in ["academic", "technical", "creative"] {
-        let mut files: Vec<_> =
-            std::fs::read_dir(dir.join(genre)).unwrap().map(|e| e.unwrap().path()).collect();
-        files.sort();
-        for f in files {
-            let count = tok.encode(&std::fs::read_to_string(&f).unwrap()).unwrap().len();
-            assert!((3600..=3820).contains(&count), "{}: {count} tokens", f.display());
-            n += 1;
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data("corpus_token_counts.json")).unwrap())
+            .unwrap();
+    for model in ["smollm2", "qwen05", "gemma270m"] {
+        let Some(path) = model_or_skip(model) else { continue };
+        let tok = GgufTokenizer::from_gguf(&path).unwrap();
+        let counts = want[model].as_object().unwrap();
+        assert_eq!(counts.len(), 13);
+        for (file, n) in counts {
+            let text_path = if file == "dpkg_triggers.txt" { data(file) } else { dir.join(file) };
+            let got = tok.encode(&std::fs::read_to_string(&text_path).unwrap()).unwrap().len();
+            assert_eq!(got as u64, n.as_u64().unwrap(), "{model}: {file}");
+            if model == "smollm2" && file != "dpkg_triggers.txt" {
+                assert!((3600..=3820).contains(&got), "{file}: {got} tokens");
+            }
         }
     }
-    assert_eq!(n, 12);
 }
 
 /// llama.cpp: SmolLM2 Q4_1 dequantized to f32, first 2,560 tokens of dpkg's triggers.txt
