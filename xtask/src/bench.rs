@@ -18,10 +18,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut stages = Vec::new();
     let mut criterion = true;
     let mut quick = false;
+    let mut collect = false;
     for a in args {
         match a.as_str() {
             "--no-criterion" => criterion = false,
             "--quick" => quick = true,
+            "--collect" => collect = true,
             s if s.starts_with('-') => bail!("bench: unknown option `{s}`"),
             s if STAGES.contains(&s) || s == "quality" => stages.push(s.to_owned()),
             s => bail!("bench: unknown stage `{s}`; stages are {STAGES:?} and \"quality\""),
@@ -34,7 +36,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     fs::create_dir_all(&out_dir)?;
     for stage in &stages {
         let records = if stage == "quality" {
-            crate::quality::run(quick)?
+            crate::quality::run(quick, collect)?
         } else {
             stage_records(stage, criterion, quick)?
         };

@@ -24,10 +24,12 @@ usage: cargo xtask <command>
 commands:
   fetch-model NAME               install a GGUF model (smollm2, qwen05, gemma270m) into the model
                                  cache ($NQ_MODEL_DIR or ~/.cache/nexusquant/models); no-op if present
-  bench [STAGE...] [--no-criterion] [--quick]
+  bench [STAGE...] [--no-criterion] [--quick] [--collect]
                                  run criterion benches and report examples; stages: hadamard, rope,
                                  lattice, entropy, evict, quality (default: all stage crates);
-                                 writes target/nq-bench/STAGE.json
+                                 writes target/nq-bench/STAGE.json. quality: `nq eval --json` on
+                                 smollm2 and qwen05 (--quick: one sample per genre; --collect:
+                                 merge eval files already written instead of running)
   ci                             run the CI command list (fmt, clippy, tests, scalar tests, docs)
   readme                         regenerate the README's result tables from target/nq-bench/*.json
 ";

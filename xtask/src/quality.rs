@@ -13,10 +13,23 @@ use crate::{cargo, project_root, run_checked};
 const MODELS: &[&str] = &["smollm2", "qwen05"];
 const PRESETS: &[&str] = &["high", "balanced", "max"];
 
-pub(crate) fn run(quick: bool) -> Result<Vec<Value>> {
+/// Run the evaluations (`collect`: only merge the `eval-MODEL-PRESET.json` files already
+/// written by `nq eval --json`, skipping models with none) and merge them.
+pub(crate) fn run(quick: bool, collect: bool) -> Result<Vec<Value>> {
     let out = project_root().join("target/nq-bench");
     let mut records = Vec::new();
     for model in MODELS {
+        if collect {
+            for preset in PRESETS {
+                let path = out.join(format!("eval-{model}-{preset}.json"));
+                let Ok(text) = fs::read_to_string(&path) else { continue };
+                let Value::Array(items) = serde_json::from_str(&text)? else {
+                    bail!("{} is not a JSON array", path.display());
+                };
+                records.extend(aggregates(items, quick));
+            }
+            continue;
+        }
         let mut cmd = cargo();
         cmd.args(["run", "--release", "--quiet", "-p", "nq-candle", "--bin", "nq", "--"]);
         cmd.args(["fetch", model]);
@@ -51,6 +64,17 @@ pub(crate) fn run(quick: bool) -> Result<Vec<Value>> {
     fs::write(out.join("pareto.svg"), pareto_svg(&records))?;
     eprintln!("wrote {}", out.join("pareto.svg").display());
     Ok(records)
+}
+
+/// The per-genre and overall aggregates of an eval file; per-sample records stay there.
+fn aggregates(items: Vec<Value>, quick: bool) -> impl Iterator<Item = Value> {
+    items.into_iter().filter(|r| r["sample"].as_str().is_some_and(|s| s.ends_with("samples"))).map(
+        move |mut r| {
+            r["bench"] = json!("quality");
+            r["quick"] = json!(quick);
+            r
+        },
+    )
 }
 
 /// Resident ratio (log x) against perplexity change (y), one series per model.
