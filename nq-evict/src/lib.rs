@@ -80,7 +80,7 @@ mod scorers;
 pub use error::{Error, Result};
 pub use input::{Dims, GroupReduce, Protect, ScoreInput, Scorer};
 pub use kernel::Pool;
-pub use policy::{Budget, Policy, Shape, Shortfall, Split, gather, select};
+pub use policy::{Budget, HeadNorm, Policy, Shape, Shortfall, Split, gather, select};
 pub use scorers::combine::{Blend, ValueNorm};
 pub use scorers::expected::{ExpectedAttention, RopeLayout, RopeSpec};
 pub use scorers::observed::ObservedAttention;

@@ -103,6 +103,23 @@ pub enum Split {
     Global,
 }
 
+/// How pooled splits ([`Split::PerLayer`], [`Split::Global`]) make the scores of different heads
+/// comparable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HeadNorm {
+    /// Divide each head's scores by their sum over its candidate (evictable) tokens: every
+    /// head's candidates form a distribution.
+    #[default]
+    Candidates,
+    /// Divide each head's scores by their sum over all its tokens, protected ones included:
+    /// a head that puts most of its attention on its sinks and recent window gets small
+    /// candidate scores, and leaves budget to heads that attend to the middle (kvpress
+    /// AdaKV compares raw attention weights this way).
+    All,
+    /// Compare raw scores across heads.
+    None,
+}
+
 /// What [`select`] does when a head's budget is smaller than its protected tokens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Shortfall {
@@ -136,15 +153,17 @@ pub enum Shortfall {
 ///   every entry `< t`. Indices are into the head's token axis; map them to positions with
 ///   the positions you scored with.
 ///
-/// The scores of protected tokens are never read.
+/// The scores of protected tokens are never read, except by [`HeadNorm::All`] sums.
 ///
 /// ## Per-head minimum of pooled splits
 ///
 /// In `PerLayer` and `Global`, every head keeps at least
 /// `m = clamp(round(min_head_fraction * b), p, b)` tokens: its protected tokens and its best
 /// `m - p` candidates (kvpress AdaKV's `alpha_safeguard`, default 0.2). The rest of the pooled
-/// budget goes to the highest normalized scores `s_i / sum(candidate scores of the head)`
-/// across the pooled heads; those need finite scores `>= 0` (NaN allowed, ranked lowest).
+/// budget goes to the highest normalized scores `s_i / sum` across the pooled heads, the sum
+/// of the head's scores being taken as [`HeadNorm`] says (over its candidates by default);
+/// the summed scores must be finite and `>= 0` (NaN allowed, ranked lowest, left out of
+/// sums). With [`HeadNorm::None`] raw scores are compared and any value is allowed.
 ///
 /// ## Pyramid
 ///
@@ -187,6 +206,8 @@ pub struct Policy {
     pub pyramid: Option<f32>,
     /// What to do when the budget is below the protected tokens (default `Error`).
     pub shortfall: Shortfall,
+    /// How pooled splits normalize each head's scores (default `Candidates`).
+    pub head_norm: HeadNorm,
 }
 
 impl Default for Policy {
@@ -199,6 +220,7 @@ impl Default for Policy {
             min_head_fraction: 0.2,
             pyramid: None,
             shortfall: Shortfall::Error,
+            head_norm: HeadNorm::Candidates,
         }
     }
 }
@@ -333,7 +355,8 @@ fn pyramid(layers: usize, r: f32, lo: usize, b: usize, hi: usize) -> Vec<usize> 
 ///
 /// [`Error::Shape`] / [`Error::TooManyTokens`] from [`Shape::elements`], [`Error::Len`] if
 /// `scores.len()` disagrees with the shape, the errors of [`Policy::layer_budgets`], and
-/// [`Error::BadScore`] for a negative or infinite candidate score under a pooled split.
+/// [`Error::BadScore`] for a negative or infinite score in a normalizing sum of a pooled
+/// split (see [`HeadNorm`]).
 ///
 /// # Examples
 ///
@@ -362,10 +385,15 @@ pub fn select(scores: &[f32], shape: Shape, policy: &Policy) -> Result<Vec<Vec<u
     let cand = policy.protect().candidates(t);
     let p = t - cand.len();
     let unit = |u: usize| &scores[u * t..(u + 1) * t];
-    if policy.split != Split::PerHead {
+    let norm_range = match policy.head_norm {
+        HeadNorm::Candidates => Some(cand.clone()),
+        HeadNorm::All => Some(0..t),
+        HeadNorm::None => None,
+    };
+    if let (true, Some(range)) = (policy.split != Split::PerHead, &norm_range) {
         for u in 0..layers * heads {
             let s = unit(u);
-            if let Some(i) = cand.clone().find(|&i| s[i] < 0.0 || s[i] == f32::INFINITY) {
+            if let Some(i) = range.clone().find(|&i| s[i] < 0.0 || s[i] == f32::INFINITY) {
                 return Err(Error::BadScore { op: OP, index: u * t + i, value: s[i] });
             }
         }
@@ -384,13 +412,16 @@ pub fn select(scores: &[f32], shape: Shape, policy: &Policy) -> Result<Vec<Vec<u
         Split::PerLayer => {
             for (l, &b) in budgets.iter().enumerate() {
                 let units: Vec<&[f32]> = (0..heads).map(|h| unit(l * heads + h)).collect();
-                out.extend(pooled(&units, l * heads, cand.clone(), t, b, policy.min_head_fraction));
+                let base = l * heads;
+                let n = norm_range.clone();
+                out.extend(pooled(&units, base, cand.clone(), n, t, b, policy.min_head_fraction));
             }
         }
         Split::Global => {
             let b = budgets.first().copied().unwrap_or(0);
             let units: Vec<&[f32]> = (0..layers * heads).map(unit).collect();
-            out.extend(pooled(&units, 0, cand.clone(), t, b, policy.min_head_fraction));
+            let n = norm_range.clone();
+            out.extend(pooled(&units, 0, cand.clone(), n, t, b, policy.min_head_fraction));
         }
     }
     Ok(out)
@@ -431,11 +462,13 @@ fn finish(kept: &mut Vec<u32>, cand: std::ops::Range<usize>, t: usize) {
 }
 
 /// Ada-KV selection over `units` heads sharing `units.len() * b` tokens; `base` is the flat
-/// head index of the first unit (for tie-breaking).
+/// head index of the first unit (for tie-breaking); scores are divided by their sum over
+/// `norm_range` (not at all for `None`).
 fn pooled(
     units: &[&[f32]],
     base: usize,
     cand: std::ops::Range<usize>,
+    norm_range: Option<std::ops::Range<usize>>,
     t: usize,
     b: usize,
     min_fraction: f32,
@@ -454,7 +487,10 @@ fn pooled(
     for (u, s) in units.iter().enumerate() {
         let (head, rest) = top_candidates(s, cand.clone(), m - p);
         kept.push(head);
-        let sum: f64 = cand.clone().map(|i| s[i]).filter(|x| !x.is_nan()).map(f64::from).sum();
+        // None: raw scores (a unit divisor keeps their order, -inf and +inf included)
+        let sum: f64 = norm_range
+            .clone()
+            .map_or(1.0, |r| r.map(|i| s[i]).filter(|x| !x.is_nan()).map(f64::from).sum());
         #[allow(clippy::cast_possible_truncation)] // at most layers * heads units: usize
         let unit = (base + u) as u32;
         pool.extend(rest.into_iter().map(|i| {

@@ -3,8 +3,8 @@
 //! full sorts. The tests check the fast paths against them.
 
 use crate::{
-    Budget, Error, ExpectedAttention, GroupReduce, ObservedAttention, Policy, Pool, Protect,
-    Result, ScoreInput, Shape, Shortfall, Split,
+    Budget, Error, ExpectedAttention, GroupReduce, HeadNorm, ObservedAttention, Policy, Pool,
+    Protect, Result, ScoreInput, Shape, Shortfall, Split,
 };
 
 fn row(x: &[f32], i: usize, d: usize) -> Vec<f64> {
@@ -400,7 +400,13 @@ pub fn select(scores: &[f32], shape: Shape, policy: &Policy) -> Result<Vec<Vec<u
         let mut rest = Vec::new();
         for (k, &u) in units.iter().enumerate() {
             let s = &scores[u * t..(u + 1) * t];
-            let sum: f64 = (start..end).map(|i| s[i]).filter(|x| !x.is_nan()).map(f64::from).sum();
+            let sum: f64 = match policy.head_norm {
+                HeadNorm::Candidates => {
+                    (start..end).map(|i| s[i]).filter(|x| !x.is_nan()).map(f64::from).sum()
+                }
+                HeadNorm::All => s.iter().filter(|x| !x.is_nan()).map(|&x| f64::from(x)).sum(),
+                HeadNorm::None => 1.0,
+            };
             for (r, i) in sorted(u).into_iter().enumerate() {
                 if r < m - p {
                     #[allow(clippy::cast_possible_truncation)]

@@ -1,7 +1,7 @@
 //! Every `Error` variant is reachable from bad input, and nothing panics.
 
 use nq_evict::{
-    Blend, Budget, Error, ExpectedAttention, KeyKey, KeyNorm, ObservedAttention, Policy,
+    Blend, Budget, Error, ExpectedAttention, HeadNorm, KeyKey, KeyNorm, ObservedAttention, Policy,
     RopeLayout, RopeSpec, ScoreInput, Scorer, Shape, Split, ValueNorm, gather, select,
 };
 
@@ -162,10 +162,18 @@ fn pooled_splits_reject_negative_and_infinite_candidates() {
         // per head, any ordering works
         let per_head = Policy { split: Split::PerHead, ..policy };
         assert!(select(&scores, shape, &per_head).is_ok());
-        // protected scores are never read
+        // protected scores are not read, except by HeadNorm::All sums
         let mut scores = vec![1.0f32; 20];
         scores[10] = bad;
         assert!(select(&scores, shape, &policy).is_ok());
+        let all = Policy { head_norm: HeadNorm::All, ..policy };
+        assert_eq!(
+            select(&scores, shape, &all),
+            Err(Error::BadScore { op: "select", index: 10, value: bad })
+        );
+        // raw comparison accepts anything
+        let raw = Policy { head_norm: HeadNorm::None, ..policy };
+        assert!(select(&scores, shape, &raw).is_ok());
     }
 }
 

@@ -1,7 +1,7 @@
 //! Properties of `select`: exact budgets, protected tokens, monotonicity, ties, output form;
 //! and `select` against its naive oracle.
 
-use nq_evict::{Budget, Error, Policy, Shape, Shortfall, Split, reference, select};
+use nq_evict::{Budget, Error, HeadNorm, Policy, Shape, Shortfall, Split, reference, select};
 use proptest::prelude::*;
 
 fn score() -> impl Strategy<Value = f32> {
@@ -34,6 +34,7 @@ prop_compose! {
         min_head_fraction in prop_oneof![Just(0.0f32), Just(1.0f32), 0.0f32..=1.0],
         pyramid in prop::option::of(0.25f32..4.0),
         keep_protected in any::<bool>(),
+        head_norm in prop_oneof![Just(HeadNorm::Candidates), Just(HeadNorm::All), Just(HeadNorm::None)],
     ) -> Policy {
         Policy {
             sinks,
@@ -43,6 +44,7 @@ prop_compose! {
             min_head_fraction,
             pyramid: if split == Split::Global { None } else { pyramid },
             shortfall: if keep_protected { Shortfall::KeepProtected } else { Shortfall::Error },
+            head_norm,
         }
     }
 }
@@ -247,6 +249,34 @@ fn ada_kv_moves_budget_to_the_peaked_head() {
     assert_eq!(kept[0], vec![3, 7, 11, 15]);
     assert_eq!(kept[1].len(), 8);
     assert_eq!(kept[1], (12..20).collect::<Vec<u32>>());
+}
+
+#[test]
+fn head_norm_all_moves_budget_away_from_heads_that_attend_to_protected_tokens() {
+    // Two heads, 1 sink, 1 recent; identical candidate scores, but head 0 puts almost all of
+    // its mass on its protected tokens.
+    let t = 10;
+    let mut scores = vec![1.0f32; 2 * t];
+    scores[0] = 100.0;
+    scores[t - 1] = 100.0;
+    let policy = Policy {
+        sinks: 1,
+        recent: 1,
+        budget: Budget::Tokens(5),
+        split: Split::PerLayer,
+        min_head_fraction: 0.0,
+        ..Policy::default()
+    };
+    let shape = Shape { layers: 1, heads: 2, tokens: t };
+    // over candidates the heads are identical: all ties, the lower head wins all 6 slots
+    let kept = select(&scores, shape, &policy).unwrap();
+    assert_eq!(kept[0], vec![0, 1, 2, 3, 4, 5, 6, 9]);
+    assert_eq!(kept[1], vec![0, 9]);
+    // over all tokens, head 0's candidates weigh 1/208 each, head 1's 1/10: head 1 wins them
+    let all = Policy { head_norm: HeadNorm::All, ..policy };
+    let kept = select(&scores, shape, &all).unwrap();
+    assert_eq!(kept[0], vec![0, 9]);
+    assert_eq!(kept[1], vec![0, 1, 2, 3, 4, 5, 6, 9]);
 }
 
 #[test]
