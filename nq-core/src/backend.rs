@@ -68,7 +68,7 @@ pub struct Encoded {
 }
 
 /// A device that runs the compression stages. [`CpuBackend`] lives here; `nq-cuda`
-/// implements it on the GPU, with `CpuBackend` as its oracle (see [`crate::testing`]).
+/// implements it on the GPU, with `CpuBackend` as its oracle (see the `testing` module, feature `testing`).
 ///
 /// Contract, for every implementation:
 /// - `rotate` must match [`Rotation`] on the CPU within `4 * eps * log2(dim) * |row|`.
