@@ -57,8 +57,8 @@ pub struct Generation {
 /// let path = model_path("smollm2")?;
 /// let model = Model::from_gguf(&path, &candle_core::Device::Cpu, LoadOptions::default())?;
 /// let tok = GgufTokenizer::from_gguf(&path)?;
-/// let mut gen = Generator::new(model, tok, Preset::Balanced);
-/// let out = gen.generate("The capital of France is", 32)?;
+/// let mut generator = Generator::new(model, tok, Preset::Balanced);
+/// let out = generator.generate("The capital of France is", 32)?;
 /// println!("{} ({:.1}x smaller cache)", out.text, out.stats.ratio());
 /// # Ok(()) }
 /// ```
