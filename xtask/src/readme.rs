@@ -105,7 +105,21 @@ fn stages(records: &[Value]) -> String {
         "tokens_per_s",
     ];
     let mut s = String::from("| stage | record | figures |\n|---|---|---|\n");
-    for r in records.iter().filter(|r| r.get("source").is_none()) {
+    // The headline records: report examples (not raw criterion groups), no parameter sweeps,
+    // head_dim 128 where a record has one (64 for eviction scoring, SmolLM2's).
+    let headline = |r: &&Value| {
+        let bench = r["bench"].as_str().unwrap_or("");
+        let d = r.get("d").and_then(Value::as_u64);
+        r.get("source").is_none()
+            && !bench.contains("sweep")
+            && !bench.contains("voronoi")
+            && !bench.contains("roundtrip")
+            && match bench {
+                "evict_score" => d == Some(64) && r["t"].as_u64() == Some(8192),
+                _ => d.is_none_or(|d| d == 128),
+            }
+    };
+    for r in records.iter().filter(headline) {
         let Some(obj) = r.as_object() else { continue };
         let params: Vec<String> = obj
             .iter()
