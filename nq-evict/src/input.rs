@@ -242,9 +242,11 @@ pub struct Protect {
 }
 
 impl Default for Protect {
-    /// 4 sinks (StreamingLLM) and a 32-token recent window.
+    /// 4 sinks (StreamingLLM) and a 64-token recent window, as [`Policy::default`].
+    ///
+    /// [`Policy::default`]: crate::Policy
     fn default() -> Self {
-        Protect { sinks: 4, recent: 32 }
+        Protect { sinks: 4, recent: 64 }
     }
 }
 

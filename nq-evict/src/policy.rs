@@ -95,11 +95,13 @@ pub enum Split {
     /// Every head keeps exactly its budget (of its layer, with a pyramid).
     PerHead,
     /// Ada-KV (Feng et al. 2024, arXiv:2407.11550): the heads of a layer share `heads x budget`
-    /// tokens; each head's candidate scores are normalized to a distribution and the layer
-    /// keeps the highest normalized scores across its heads, with a per-head minimum.
-    #[default]
+    /// tokens; each head's scores are normalized ([`HeadNorm`]) and the layer keeps the
+    /// highest normalized scores across its heads, with a per-head minimum.
     PerLayer,
-    /// Like `PerLayer`, but all heads of all layers share `layers x heads x budget` tokens.
+    /// Like `PerLayer`, but all heads of all layers share `layers x heads x budget` tokens, so
+    /// layers with concentrated attention lend budget to the others. The default; needs the
+    /// scores of all layers at once (called one layer at a time, it is `PerLayer`).
+    #[default]
     Global,
 }
 
@@ -109,12 +111,12 @@ pub enum Split {
 pub enum HeadNorm {
     /// Divide each head's scores by their sum over its candidate (evictable) tokens: every
     /// head's candidates form a distribution.
-    #[default]
     Candidates,
     /// Divide each head's scores by their sum over all its tokens, protected ones included:
     /// a head that puts most of its attention on its sinks and recent window gets small
     /// candidate scores, and leaves budget to heads that attend to the middle (kvpress
-    /// AdaKV compares raw attention weights this way).
+    /// AdaKV compares raw attention weights this way). The default.
+    #[default]
     All,
     /// Compare raw scores across heads.
     None,
@@ -192,12 +194,11 @@ pub enum Shortfall {
 pub struct Policy {
     /// Attention sinks: the first tokens of every head, always kept (default 4).
     pub sinks: usize,
-    /// Recent window: the last tokens of every head, always kept (default 32). Make it at
-    /// least the observation window of the scorer.
+    /// Recent window: the last tokens of every head, always kept (default 64).
     pub recent: usize,
     /// Tokens kept per head (default `KeepFraction(0.4)`, i.e. 60% eviction).
     pub budget: Budget,
-    /// How the budget is shared among heads (default `PerLayer`, Ada-KV).
+    /// How the budget is shared among heads (default `Global`).
     pub split: Split,
     /// Per-head minimum of pooled splits, as a fraction of the per-head budget (default 0.2).
     pub min_head_fraction: f32,
@@ -206,7 +207,7 @@ pub struct Policy {
     pub pyramid: Option<f32>,
     /// What to do when the budget is below the protected tokens (default `Error`).
     pub shortfall: Shortfall,
-    /// How pooled splits normalize each head's scores (default `Candidates`).
+    /// How pooled splits normalize each head's scores (default `All`).
     pub head_norm: HeadNorm,
 }
 
@@ -214,13 +215,13 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             sinks: 4,
-            recent: 32,
+            recent: 64,
             budget: Budget::KeepFraction(0.4),
-            split: Split::PerLayer,
+            split: Split::Global,
             min_head_fraction: 0.2,
             pyramid: None,
             shortfall: Shortfall::Error,
-            head_norm: HeadNorm::Candidates,
+            head_norm: HeadNorm::All,
         }
     }
 }

@@ -151,7 +151,13 @@ fn select_errors() {
 #[test]
 fn pooled_splits_reject_negative_and_infinite_candidates() {
     let shape = Shape { layers: 1, heads: 2, tokens: 10 };
-    let policy = Policy { sinks: 1, recent: 1, budget: Budget::Tokens(5), ..Policy::default() };
+    let policy = Policy {
+        sinks: 1,
+        recent: 1,
+        budget: Budget::Tokens(5),
+        head_norm: HeadNorm::Candidates,
+        ..Policy::default()
+    };
     for bad in [-1.0f32, f32::INFINITY, f32::NEG_INFINITY] {
         let mut scores = vec![1.0f32; 20];
         scores[13] = bad;

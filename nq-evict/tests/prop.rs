@@ -177,8 +177,12 @@ proptest! {
 
 #[test]
 fn pyramid_gives_lower_layers_more() {
-    let policy =
-        Policy { budget: Budget::KeepFraction(0.4), pyramid: Some(3.0), ..Policy::default() };
+    let policy = Policy {
+        budget: Budget::KeepFraction(0.4),
+        split: Split::PerLayer,
+        pyramid: Some(3.0),
+        ..Policy::default()
+    };
     let b = policy.layer_budgets(30, 1664).unwrap();
     assert_eq!(b.iter().sum::<usize>(), 30 * 666);
     assert!(b.windows(2).all(|w| w[0] >= w[1]), "{b:?}");
@@ -194,6 +198,7 @@ fn pyramid_respects_protected_floor_and_sequence_cap() {
         sinks: 4,
         recent: 32,
         budget: Budget::Tokens(100),
+        split: Split::PerHead,
         pyramid: Some(50.0),
         ..Policy::default()
     };
@@ -265,6 +270,7 @@ fn head_norm_all_moves_budget_away_from_heads_that_attend_to_protected_tokens() 
         budget: Budget::Tokens(5),
         split: Split::PerLayer,
         min_head_fraction: 0.0,
+        head_norm: HeadNorm::Candidates,
         ..Policy::default()
     };
     let shape = Shape { layers: 1, heads: 2, tokens: t };

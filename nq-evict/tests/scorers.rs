@@ -82,8 +82,11 @@ fn normalized_scores_are_distributions_over_candidates() {
     let protect = Protect { sinks: 4, recent: 16 };
     let range = protect.candidates(90);
     for s in [
-        run(&ObservedAttention { protect, ..Default::default() }, &c),
-        run(&ObservedAttention { protect, pool: Pool::Max, ..Default::default() }, &c),
+        run(&ObservedAttention { protect, normalize: true, ..Default::default() }, &c),
+        run(
+            &ObservedAttention { protect, normalize: true, pool: Pool::Max, ..Default::default() },
+            &c,
+        ),
         run(&ExpectedAttention { protect, ..Default::default() }, &c),
     ] {
         let sum: f32 = s[range.clone()].iter().sum();

@@ -67,7 +67,10 @@ pub struct ObservedAttention {
     pub kernel: usize,
     /// How the query heads of a kv head are combined (default mean).
     pub reduce: GroupReduce,
-    /// Normalize each query head's scores to sum 1 over the candidates (default true).
+    /// Normalize each query head's scores to sum 1 over the candidates (default false: the
+    /// raw attention mass, which sums to the number of window queries over all tokens, keeps
+    /// the information of how much of it a head spends on evictable tokens, which
+    /// [`HeadNorm::All`](crate::HeadNorm::All) uses to share the budget across heads).
     pub normalize: bool,
     /// Tokens left out of pooling and normalization: set to the policy's sinks and recent
     /// window.
@@ -82,7 +85,7 @@ impl Default for ObservedAttention {
             pool: Pool::Avg,
             kernel: 5,
             reduce: GroupReduce::Mean,
-            normalize: true,
+            normalize: false,
             protect: Protect::default(),
         }
     }
