@@ -3,8 +3,8 @@
 use std::ops::Range;
 
 use nq_evict::{
-    Blend, Budget, ExpectedAttention, KeyKey, KeyNorm, ObservedAttention, Policy, Protect,
-    ScoreInput, Scorer, Shape, Split, select,
+    Blend, Budget, ExpectedAttention, HeadNorm, KeyKey, KeyNorm, ObservedAttention, Policy,
+    Protect, ScoreInput, Scorer, Shape, Split, select,
 };
 
 use crate::cache::{KvShape, Layer};
@@ -44,12 +44,16 @@ impl Scoring {
             self.kind
         };
         let scorer: Box<dyn Scorer> = match kind {
-            ScorerKind::Observed => Box::new(ObservedAttention { protect, ..Default::default() }),
+            // Per-query-head normalization before the group mean: the setting the presets were
+            // measured with (nq-evict's own default changed to raw attention later).
+            ScorerKind::Observed => {
+                Box::new(ObservedAttention { protect, normalize: true, ..Default::default() })
+            }
             ScorerKind::Expected => Box::new(ExpectedAttention { protect, ..Default::default() }),
             ScorerKind::Mixed { mix } => Box::new(Blend {
                 protect,
                 ..Blend::new(
-                    ObservedAttention { protect, ..Default::default() },
+                    ObservedAttention { protect, normalize: true, ..Default::default() },
                     ExpectedAttention { protect, ..Default::default() },
                     1.0 - mix,
                 )
@@ -101,6 +105,7 @@ pub(crate) fn choose(
             BudgetSplit::PerHead => Split::PerHead,
             BudgetSplit::PerLayer => Split::PerLayer,
         },
+        head_norm: HeadNorm::Candidates,
         ..Policy::default()
     };
     Ok(select(&flat, Shape { layers: 1, heads: scores.len(), tokens: count }, &policy)?)
