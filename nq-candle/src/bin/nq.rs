@@ -196,10 +196,13 @@ fn preset(name: &str) -> Result<Preset> {
     Ok(name.parse::<Preset>()?)
 }
 
-const DEMO_PROMPT: &str = "The key/value cache of a transformer grows with every token it reads. \
-For long documents it dominates memory: a model that needs a few hundred megabytes for its weights \
-can need gigabytes for the cache of a long conversation. Compressing that cache means three things. \
-First,";
+/// A real document long enough for compression to matter (dpkg's trigger specification,
+/// GPL-2, Debian; shipped as test data), cut at a paragraph, then a question about it.
+fn demo_prompt() -> String {
+    let doc = include_str!("../../tests/data/dpkg_triggers.txt");
+    let cut = doc[..6000.min(doc.len())].rfind("\n\n").unwrap_or(doc.len().min(6000));
+    format!("{}\n\nIn short, a dpkg trigger is", &doc[..cut])
+}
 
 fn demo(a: DemoArgs) -> Result<()> {
     if nq_candle::model::KNOWN_MODELS.iter().any(|m| m.name == a.m.model)
@@ -210,7 +213,7 @@ fn demo(a: DemoArgs) -> Result<()> {
     }
     run_cmd(RunArgs {
         m: a.m,
-        prompt: Some(DEMO_PROMPT.to_owned()),
+        prompt: Some(demo_prompt()),
         prompt_file: None,
         resume: None,
         max_tokens: a.max_tokens,
@@ -255,7 +258,12 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     } else {
         let prompt = read_prompt(a.prompt, a.prompt_file)?;
         if stream {
-            print!("{prompt}");
+            // Long prompts are shown by their last lines only.
+            let tail: Vec<&str> = prompt.lines().rev().take(3).collect();
+            if tail.len() < prompt.lines().count() {
+                println!("[... {} characters of prompt ...]", prompt.len());
+            }
+            print!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         }
         generator.generate_with(&prompt, a.max_tokens, sampling, on_text)?
     };
