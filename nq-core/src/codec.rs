@@ -67,9 +67,7 @@ impl RowCodec {
     pub(crate) fn decode(&self, codes: &[u8], scales: &[f16], out: &mut [f32]) -> Result<()> {
         match self {
             RowCodec::F16 { .. } => {
-                for (o, b) in out.iter_mut().zip(codes.chunks_exact(2)) {
-                    *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                }
+                f16_le_to_f32(codes, out);
             }
             RowCodec::E8 { dim, codec } => codec.decode_rows(codes, scales, *dim, out)?,
         }
@@ -88,9 +86,7 @@ impl RowCodec {
             RowCodec::F16 { dim } => {
                 let mut row = vec![0f32; *dim];
                 for (o, c) in out.iter_mut().zip(codes.chunks_exact(dim * 2)) {
-                    for (r, b) in row.iter_mut().zip(c.chunks_exact(2)) {
-                        *r = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                    }
+                    f16_le_to_f32(c, &mut row);
                     *o = crate::attention::dot(query, &row);
                 }
             }
@@ -114,9 +110,7 @@ impl RowCodec {
             RowCodec::F16 { dim } => {
                 let mut row = vec![0f32; *dim];
                 for (&w, c) in weights.iter().zip(codes.chunks_exact(dim * 2)) {
-                    for (r, b) in row.iter_mut().zip(c.chunks_exact(2)) {
-                        *r = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                    }
+                    f16_le_to_f32(c, &mut row);
                     for (a, r) in acc.iter_mut().zip(&row) {
                         *a += w * r;
                     }
@@ -136,4 +130,11 @@ pub(crate) fn widen(src: &[f16], dst: &mut Vec<f32>) {
     dst.clear();
     dst.resize(src.len(), 0.0);
     src.convert_to_f32_slice(dst);
+}
+
+/// Little-endian f16 bytes to f32 values (`out.len()` of them), as the F16 storage holds rows.
+fn f16_le_to_f32(bytes: &[u8], out: &mut [f32]) {
+    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+    }
 }
