@@ -182,6 +182,16 @@ pub(crate) fn sort8<L: Lanes>(mut w: [L; 8]) -> [L; 8] {
     w
 }
 
+/// Lanes whose sorted values `srt` are strictly decreasing (no ties, no NaN).
+#[inline(always)]
+pub(crate) fn strictly_decreasing<L: Lanes>(srt: &[L; 8]) -> L::M {
+    let mut m = srt[1].lt(srt[0]);
+    for k in 1..7 {
+        m = L::and(m, srt[k + 1].lt(srt[k]));
+    }
+    m
+}
+
 /// Rank of each value in decreasing order, ties broken by position (lower index first),
 /// as exact small floats.
 #[inline(always)]
@@ -232,6 +242,9 @@ pub(crate) fn nearest_shift<L: Lanes>(v: &[L; 8], up: bool) -> ([L; 8], L) {
     }
     let mut best_key = L::splat(f32::INFINITY);
     let (mut best_n3, mut best_n5, mut best_fix) = (zero, zero, L::none());
+    // The values just below the chosen multiset's 3/2 and 5/2 entries in sorted order
+    // (`srt[n]`, or −1 when every entry is 3/2).
+    let (mut best_u3, mut best_u5) = (zero, zero);
     let even = L::not(odd);
     // One step per multiset (unrolled: `TYPES` in order). The number of negative
     // coordinates must have the parity of the multiset's sum; otherwise flip the smallest
@@ -248,6 +261,8 @@ pub(crate) fn nearest_shift<L: Lanes>(v: &[L; 8], up: bool) -> ([L; 8], L) {
             best_key = L::select(better, key, best_key);
             best_n3 = L::select(better, L::splat(f3), best_n3);
             best_n5 = L::select(better, L::splat(f5), best_n5);
+            best_u3 = L::select(better, if n3 < 8 { srt[n3] } else { L::splat(-1.0) }, best_u3);
+            best_u5 = L::select(better, srt[n5], best_u5);
             best_fix = L::mselect(better, fix, best_fix);
         }};
     }
@@ -260,15 +275,25 @@ pub(crate) fn nearest_shift<L: Lanes>(v: &[L; 8], up: bool) -> ([L; 8], L) {
     ty!(6);
     ty!(7);
     ty!(8);
-    let rank = ranks(&w);
     let (half, seven) = (L::splat(0.5), L::splat(7.0));
     let mut p = [zero; 8];
-    for i in 0..8 {
-        let a = half
-            + L::select(rank[i].lt(best_n3), one, zero)
-            + L::select(rank[i].lt(best_n5), one, zero);
-        let flip = L::and(best_fix, rank[i].eq(seven));
-        p[i] = a.neg_if(L::xor(negative[i], flip));
+    if L::all(strictly_decreasing(&srt)) {
+        // No ties (and no NaN): rank_i < n ⟺ w_i > srt[n], and rank 7 is the one w_i
+        // equal to srt[7].
+        for i in 0..8 {
+            let a = half + L::mask_val(best_u3.lt(w[i]), one) + L::mask_val(best_u5.lt(w[i]), one);
+            let flip = L::and(best_fix, w[i].eq(srt[7]));
+            p[i] = a.neg_if(L::xor(negative[i], flip));
+        }
+    } else {
+        let rank = ranks(&w);
+        for i in 0..8 {
+            let a = half
+                + L::mask_val(rank[i].lt(best_n3), one)
+                + L::mask_val(rank[i].lt(best_n5), one);
+            let flip = L::and(best_fix, rank[i].eq(seven));
+            p[i] = a.neg_if(L::xor(negative[i], flip));
+        }
     }
     (p, base + best_key)
 }

@@ -2,7 +2,6 @@
 
 use half::f16;
 
-use crate::e8p::select8;
 use crate::isa::Isa;
 use crate::lanes::{Lanes, ScaledBlocks};
 use crate::scale::{self, ScaleMode};
@@ -58,8 +57,8 @@ impl FixedBits {
     /// first [`bytes_per_block`](FixedBits::bytes_per_block) bytes; the rest are 0) and
     /// the codeword.
     ///
-    /// `B2` finds the exact nearest E8P codeword; `B3`/`B4` take the nearest E8P codeword
-    /// of each shift, code the residual with the second stage, and keep the better pair.
+    /// `B2` finds the exact nearest E8P codeword; `B3`/`B4` then code the residual to it
+    /// with the nearest word of the second stage (greedy two-stage search).
     /// `x` should be finite (a NaN gives some valid code, never a panic).
     ///
     /// # Examples
@@ -82,17 +81,6 @@ impl FixedBits {
     pub fn decode_block(self, code: [u8; 4]) -> [f32; 8] {
         decode_block(self, &code)
     }
-}
-
-/// Sum over the 8 coordinates of `(a_i − b_i)²`, per lane.
-#[inline(always)]
-fn dist2<L: Lanes>(a: &[L; 8], b: &[L; 8]) -> L {
-    let mut d = L::splat(0.0);
-    for i in 0..8 {
-        let e = a[i] - b[i];
-        d = d + e * e;
-    }
-    d
 }
 
 /// Lane values of `x` as an array (lanes `0..L::N`).
@@ -122,83 +110,55 @@ fn put_e8p<L: Lanes>(p: &[L; 8], up: L::M, codes: &mut [u8], stride: usize, offs
 /// Encodes `L::N` blocks at once (lane `l` holds block `l`, already divided by its scale):
 /// writes `bytes_per_block` bytes per block to `codes` and returns the codewords.
 ///
-/// `B2`: the nearest E8P codeword. `B3`/`B4`: for each shift, the nearest E8P codeword
-/// `c1` of that shift, then the nearest second-stage word to the residual (`2 (v − c1)`
-/// in the 256-word codebook, resp. `4 (v − c1)` in E8P); the pair with the smaller
-/// distance wins (the −¼ shift on ties).
+/// Every rate starts with the nearest E8P codeword `c1` (over both shifts). `B3`/`B4` then
+/// code the residual with the nearest second-stage word: `2 (v − c1)` in the 256-word
+/// codebook, resp. `4 (v − c1)` in E8P (greedy: the first stage is not revisited).
 #[inline(always)]
 pub(crate) fn encode_group<L: Lanes>(bits: FixedBits, v: &[L; 8], codes: &mut [u8]) -> [L; 8] {
     let bpb = bits.bytes_per_block();
+    let (p, up, _) = e8p::nearest(v);
+    put_e8p(&p, up, codes, bpb, 0);
+    let c1 = e8p::codeword(&p, up);
     match bits {
-        FixedBits::B2 => {
-            let (p, up, _) = e8p::nearest(v);
-            put_e8p(&p, up, codes, bpb, 0);
-            e8p::codeword(&p, up)
-        }
+        FixedBits::B2 => c1,
         FixedBits::B3 => {
-            let (p_lo, k_lo, c_lo, d_lo) = stage3(v, false);
-            let (p_hi, k_hi, c_hi, d_hi) = stage3(v, true);
-            let up = d_hi.lt(d_lo);
-            put_e8p(&select8(up, &p_hi, &p_lo), up, codes, bpb, 0);
-            let k = lanes_of(L::select(up, k_hi, k_lo));
+            let r = residual(v, &c1, 2.0);
+            let (w, _, k) = e81b::nearest(&r);
+            let k = lanes_of(k);
             for l in 0..L::N {
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 let index = k[l] as u8;
                 codes[l * bpb + 2] = index;
             }
-            select8(up, &c_hi, &c_lo)
+            add_scaled(&c1, &w, 0.5)
         }
         FixedBits::B4 => {
-            let (p_lo, q_lo, u_lo, c_lo, d_lo) = stage4(v, false);
-            let (p_hi, q_hi, u_hi, c_hi, d_hi) = stage4(v, true);
-            let up = d_hi.lt(d_lo);
-            put_e8p(&select8(up, &p_hi, &p_lo), up, codes, bpb, 0);
-            put_e8p(&select8(up, &q_hi, &q_lo), L::mselect(up, u_hi, u_lo), codes, bpb, 2);
-            select8(up, &c_hi, &c_lo)
+            let r = residual(v, &c1, 4.0);
+            let (p2, up2, _) = e8p::nearest(&r);
+            put_e8p(&p2, up2, codes, bpb, 2);
+            add_scaled(&c1, &e8p::codeword(&p2, up2), 0.25)
         }
     }
 }
 
-/// First stage with one shift: the nearest E8P codeword `c1` of that shift (as signed
-/// pattern values and shift) and the residual `r = k (v − c1)`.
+/// The residual `k (v − c1)` of the first stage.
 #[inline(always)]
-fn first_stage<L: Lanes>(v: &[L; 8], up: bool, k: f32) -> ([L; 8], [L; 8], [L; 8]) {
-    let (p, _) = e8p::nearest_shift(v, up);
-    let s = L::splat(if up { 0.25 } else { -0.25 });
-    let mut c1 = p;
-    let mut r = p;
+fn residual<L: Lanes>(v: &[L; 8], c1: &[L; 8], k: f32) -> [L; 8] {
+    let mut r = *c1;
     for i in 0..8 {
-        c1[i] = p[i] + s;
         r[i] = (v[i] - c1[i]) * L::splat(k);
     }
-    (p, c1, r)
+    r
 }
 
-/// The 3-bit code with a given first-stage shift: `(p, residual index, c, |v − c|²)`.
+/// `c1 + f c2` (exact: dyadic values).
 #[inline(always)]
-fn stage3<L: Lanes>(v: &[L; 8], up: bool) -> ([L; 8], L, [L; 8], L) {
-    let (p, c1, r) = first_stage(v, up, 2.0);
-    let (w, _, k) = e81b::nearest(&r);
-    let mut c = c1;
+fn add_scaled<L: Lanes>(c1: &[L; 8], c2: &[L; 8], f: f32) -> [L; 8] {
+    let mut c = *c1;
     for i in 0..8 {
-        c[i] = c1[i] + w[i] * L::splat(0.5);
+        c[i] = c1[i] + c2[i] * L::splat(f);
     }
-    let d = dist2(v, &c);
-    (p, k, c, d)
-}
-
-/// The 4-bit code with a given first-stage shift: `(p, p2, up2, c, |v − c|²)`.
-#[inline(always)]
-fn stage4<L: Lanes>(v: &[L; 8], up: bool) -> ([L; 8], [L; 8], L::M, [L; 8], L) {
-    let (p, c1, r) = first_stage(v, up, 4.0);
-    let (p2, up2, _) = e8p::nearest(&r);
-    let c2 = e8p::codeword(&p2, up2);
-    let mut c = c1;
-    for i in 0..8 {
-        c[i] = c1[i] + c2[i] * L::splat(0.25);
-    }
-    let d = dist2(v, &c);
-    (p, p2, up2, c, d)
+    c
 }
 
 /// The codeword (unscaled) of one block's code.
@@ -277,7 +237,8 @@ pub(crate) fn encode_blocks<L: Lanes>(
 /// Codes of one block (little-endian): `B2` the 16-bit E8P index; `B3` the E8P index, then
 /// one byte indexing the 256-word residual codebook (decoded at half scale); `B4` two E8P
 /// indices, the second decoded at quarter scale. The encoder finds the exact nearest E8P
-/// point for each of the two shifts and keeps the better of the two two-stage results.
+/// point, then the exact nearest second-stage word to the residual (greedy; see the crate
+/// docs for what the search over both first-stage shifts would gain).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FixedCodec {
     bits: FixedBits,

@@ -45,6 +45,8 @@ pub(crate) trait Lanes:
     fn not(a: Self::M) -> Self::M;
     /// Lane-wise mask select.
     fn mselect(m: Self::M, a: Self::M, b: Self::M) -> Self::M;
+    /// Whether every lane of `m` is set.
+    fn all(m: Self::M) -> bool;
     /// Lanes `0..N` written to `out[..N]`.
     fn store(self, out: &mut [f32]);
     /// Lanes `0..N` read from `x[..N]`.
@@ -117,6 +119,10 @@ impl Lanes for f32 {
     #[inline(always)]
     fn mselect(m: bool, a: bool, b: bool) -> bool {
         if m { a } else { b }
+    }
+    #[inline(always)]
+    fn all(m: bool) -> bool {
+        m
     }
     #[inline(always)]
     fn store(self, out: &mut [f32]) {

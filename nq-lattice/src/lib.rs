@@ -71,7 +71,10 @@
 //! **3 and 4 bits: two stages.** 3 bits: E8P, then the residual `2 (x − c1)` coded with a
 //! 256-word codebook (the origin, the 240 roots of E8, 15 of ±2e_i), decoded at half
 //! scale. 4 bits: E8P, then `4 (x − c1)` coded with E8P again, decoded at quarter scale.
-//! The encoder tries the nearest first-stage word of each shift and keeps the better pair.
+//! The encoder is greedy: the nearest first-stage word, then the nearest residual word.
+//! (Trying the nearest first-stage word of each shift and keeping the better pair gains
+//! 0.01 dB at 3 bits and 0.08 dB at 4 bits, `Rms` scale, for a second residual search:
+//! at 4 bits 6 nearest-E8P searches per block instead of 4.)
 //! Decoding is two table lookups. At the best global scale:
 //!
 //! | bits | two-stage (this crate) | Voronoi E8 / qE8, shrink | Voronoi, wrap |

@@ -193,6 +193,37 @@ pub fn e8p_encode_brute(words: &[[f64; 8]], x: &[f64; 8]) -> (u16, f64) {
     (k as u16, d)
 }
 
+/// The fixed codes' encoding rule by brute force, for one block `x` (already divided by
+/// its scale): the nearest E8P word `c1` over all 2^16 (`e8p` from [`e8p_words`]), then for
+/// `B3` the nearest word of [`e81b_words`] to `2 (x − c1)`, for `B4` the nearest E8P word
+/// to `4 (x − c1)` (greedy: the first stage is fixed before the second is searched). Ties
+/// go to the lowest index. Returns the code (first `bytes_per_block` bytes) and the
+/// codeword.
+#[must_use]
+#[allow(clippy::cast_possible_truncation)]
+pub fn fixed_encode_brute(bits: FixedBits, e8p: &[[f64; 8]], x: &[f64; 8]) -> ([u8; 4], [f64; 8]) {
+    let (k1, _) = e8p_encode_brute(e8p, x);
+    let c1 = e8p[usize::from(k1)];
+    let [a, b] = k1.to_le_bytes();
+    match bits {
+        FixedBits::B2 => ([a, b, 0, 0], c1),
+        FixedBits::B3 => {
+            let words = e81b_words();
+            let r: [f64; 8] = std::array::from_fn(|i| 2.0 * (x[i] - c1[i]));
+            let (k2, _) = nearest_word(&words, &r);
+            let w = words[k2];
+            ([a, b, k2 as u8, 0], std::array::from_fn(|i| c1[i] + w[i] / 2.0))
+        }
+        FixedBits::B4 => {
+            let r: [f64; 8] = std::array::from_fn(|i| 4.0 * (x[i] - c1[i]));
+            let (k2, _) = e8p_encode_brute(e8p, &r);
+            let c2 = e8p[usize::from(k2)];
+            let [c, d] = k2.to_le_bytes();
+            ([a, b, c, d], std::array::from_fn(|i| c1[i] + c2[i] / 4.0))
+        }
+    }
+}
+
 /// Decodes rows of a fixed code naively: `out = scale * word`, in `f64` then rounded.
 #[must_use]
 #[allow(clippy::cast_possible_truncation)]

@@ -147,6 +147,10 @@ mod x86 {
             avx!(_mm256_blendv_ps(b, a, m))
         }
         #[inline(always)]
+        fn all(m: __m256) -> bool {
+            avx!(_mm256_movemask_ps(m)) == 0xff
+        }
+        #[inline(always)]
         fn store(self, out: &mut [f32]) {
             let out = &mut out[..8];
             // SAFETY: `out` has 8 elements (sliced above); unaligned store. Features: invariant.
@@ -302,6 +306,10 @@ mod x86 {
         #[inline(always)]
         fn mselect(m: __mmask16, a: __mmask16, b: __mmask16) -> __mmask16 {
             (m & a) | (!m & b)
+        }
+        #[inline(always)]
+        fn all(m: __mmask16) -> bool {
+            m == u16::MAX
         }
         #[inline(always)]
         fn store(self, out: &mut [f32]) {

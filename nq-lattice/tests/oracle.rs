@@ -58,8 +58,9 @@ fn e8p_encoder_is_exact_nearest() {
     }
 }
 
-/// The two-stage encoders: for each shift, the nearest E8P word of that shift, then the
-/// nearest residual word; the better pair wins. Checked against brute force of each stage.
+/// The two-stage encoders (greedy): the exact nearest E8P word `c1`, then the nearest
+/// residual word to `k (x − c1)` for that `c1`. Checked stage by stage against brute force
+/// and against `reference::fixed_encode_brute`.
 #[test]
 fn two_stage_encoders_match_brute_force_stages() {
     let words = e8p_words();
@@ -67,32 +68,28 @@ fn two_stage_encoders_match_brute_force_stages() {
     let g = gauss(8 * 60, 12);
     for bits in [FixedBits::B3, FixedBits::B4] {
         for b in 0..60 {
-            let f = [1.0, 2.5][b % 2];
+            let f = [1.0, 2.5, 0.3][b % 3];
             let x: [f32; 8] = block(&g, b).map(|v| v * f);
             let xd = widen(&x);
-            let mut best = f64::INFINITY;
-            for shift in [0u16, 1] {
-                let half: Vec<[f64; 8]> = (0..1u32 << 15)
-                    .map(|k| words[(k | (u32::from(shift) << 15)) as usize])
-                    .collect();
-                let (k, _) = nearest_word(&half, &xd);
-                let c1 = half[k];
-                let d = match bits {
-                    FixedBits::B3 => {
-                        let r: [f64; 8] = std::array::from_fn(|i| (xd[i] - c1[i]) * 2.0);
-                        nearest_word(&e81b, &r).1 / 4.0
-                    }
-                    _ => {
-                        let r: [f64; 8] = std::array::from_fn(|i| (xd[i] - c1[i]) * 4.0);
-                        nearest_word(&words, &r).1 / 16.0
-                    }
-                };
-                best = best.min(d);
-            }
+            let tol = cmp_tol(&x);
             let (code, c) = bits.encode_block(&x);
             assert_eq!(widen(&c), reference::fixed_word(bits, &code));
+            let c1 = e8p_word(u16::from_le_bytes([code[0], code[1]]));
+            let (_, best1) = reference::e8p_encode_brute(&words, &xd);
+            assert!(dist2(&x, &c1) <= best1 + tol, "{bits:?} block {b}: first stage");
+            // |x − (c1 + w/k)|² = |k (x − c1) − w|² / k².
+            let (k, second): (f64, &[[f64; 8]]) = match bits {
+                FixedBits::B3 => (2.0, &e81b),
+                _ => (4.0, &words),
+            };
+            let r: [f64; 8] = std::array::from_fn(|i| k * (xd[i] - c1[i]));
+            let best2 = nearest_word(second, &r).1 / (k * k);
             let got = dist2(&x, &widen(&c));
-            assert!(got <= best + cmp_tol(&x), "{bits:?} block {b}: {got} vs {best}");
+            assert!(got <= best2 + tol, "{bits:?} block {b}: {got} vs {best2}");
+            let (ref_code, ref_c) = reference::fixed_encode_brute(bits, &words, &xd);
+            if ref_code[..2] == code[..2] {
+                assert!(got <= reference::dist2(&xd, &ref_c) + tol, "{bits:?} block {b}");
+            }
         }
     }
 }

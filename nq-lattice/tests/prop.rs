@@ -12,6 +12,8 @@ const EPS: f64 = f32::EPSILON as f64;
 
 static ROOTS: LazyLock<Vec<[f64; 8]>> = LazyLock::new(reference::e8_roots);
 
+static E8P: LazyLock<Vec<[f64; 8]>> = LazyLock::new(reference::e8p_words);
+
 /// A lattice point from integers: `z (+ ½)`, with `z_0` adjusted for an even sum.
 fn lattice_point(mut z: [i32; 8], half: bool) -> [f64; 8] {
     if z.iter().map(|&v| i64::from(v)).sum::<i64>() % 2 != 0 {
@@ -86,6 +88,32 @@ proptest! {
         check_nearest(x)?;
         let q = nearest_e8(&x).map(f64::from);
         prop_assert_eq!(dist2(&x.map(f64::from), &q), 1.0);
+    }
+
+    /// The fast block encoder follows `reference::fixed_encode_brute`'s rule: its first
+    /// stage is a nearest E8P word and its codeword is as close as the reference's, up to
+    /// f32 rounding (for equal first stages: a different first stage is a near tie, after
+    /// which the greedy second stages are not comparable).
+    #[test]
+    fn block_encoder_follows_the_brute_force_rule(
+        x in prop::array::uniform8(-4.0f32..4.0),
+        b in 0usize..3,
+    ) {
+        let bits = [FixedBits::B2, FixedBits::B3, FixedBits::B4][b];
+        let xd = x.map(f64::from);
+        // Distances are 8-term f32 sums of terms below (|x| + 4)²: 16 ε (|x| + 4)² each.
+        let n = dist2(&xd, &[0.0; 8]).sqrt();
+        let tol = 32.0 * EPS * (n + 4.0).powi(2);
+        let (code, c) = bits.encode_block(&x);
+        let cd = c.map(f64::from);
+        prop_assert_eq!(reference::fixed_word(bits, &code), cd);
+        let (ref_code, ref_c) = reference::fixed_encode_brute(bits, &E8P, &xd);
+        let c1 = reference::e8p_word(u16::from_le_bytes([code[0], code[1]]));
+        let r1 = E8P[usize::from(u16::from_le_bytes([ref_code[0], ref_code[1]]))];
+        prop_assert!(dist2(&xd, &c1) <= dist2(&xd, &r1) + tol);
+        if code[..2] == ref_code[..2] {
+            prop_assert!(dist2(&xd, &cd) <= dist2(&xd, &ref_c) + tol, "{:?} vs {:?}", code, ref_code);
+        }
     }
 
     /// Any finite input (tiny, huge, constant, sparse rows): never an error other than a
