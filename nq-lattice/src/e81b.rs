@@ -10,7 +10,7 @@
 //! Its nearest word is found in closed form: the best root of each kind, the best ±2e_i
 //! and the origin are compared (no search over the 256 words).
 
-use crate::e8p::FLIP8;
+use crate::e8p::{FLIP8, ranks, sort8, strictly_decreasing};
 use crate::lanes::Lanes;
 
 /// The 256 words.
@@ -82,12 +82,25 @@ pub(crate) fn nearest<L: Lanes>(r: &[L; 8]) -> ([L; 8], L, L) {
         odd = L::xor(odd, negative[i]);
         sum = sum + a[i];
     }
-    let rank = crate::e8p::ranks(&a);
+    // The two largest |r_i| (`top`) and the smallest (`low`), by rank (ties: lower index
+    // first); without ties, by comparison with the sorted values.
+    let srt = sort8(a);
     let (two, seven) = (L::splat(2.0), L::splat(7.0));
-    let (mut top2, mut smallest) = (zero, zero);
-    for i in 0..8 {
-        top2 = top2 + L::select(rank[i].lt(two), a[i], zero);
-        smallest = smallest + L::select(rank[i].eq(seven), a[i], zero);
+    let top2 = srt[0] + srt[1];
+    let smallest = srt[7];
+    let mut top = [L::none(); 8];
+    let mut low = [L::none(); 8];
+    if L::all(strictly_decreasing(&srt)) {
+        for i in 0..8 {
+            top[i] = srt[2].lt(a[i]);
+            low[i] = a[i].eq(srt[7]);
+        }
+    } else {
+        let rank = ranks(&a);
+        for i in 0..8 {
+            top[i] = rank[i].lt(two);
+            low[i] = rank[i].eq(seven);
+        }
     }
     // First largest r_i (for +2e_i) and first largest −r_i over i < 7 (for −2e_i).
     let (mut pos, mut pos_at) = (r[0], zero);
@@ -124,8 +137,8 @@ pub(crate) fn nearest<L: Lanes>(r: &[L; 8]) -> ([L; 8], L, L) {
     for i in 0..8 {
         #[allow(clippy::cast_precision_loss)]
         let at = L::splat(i as f32);
-        let root = L::select(rank[i].lt(two), one, zero).neg_if(negative[i]);
-        let flip = L::and(odd, rank[i].eq(seven));
+        let root = L::select(top[i], one, zero).neg_if(negative[i]);
+        let flip = L::and(odd, low[i]);
         let half_root = half.neg_if(L::xor(negative[i], flip));
         let plus = L::select(pos_at.eq(at), two, zero);
         let minus = L::select(neg_at.eq(at), zero - two, zero);
@@ -139,27 +152,25 @@ pub(crate) fn nearest<L: Lanes>(r: &[L; 8]) -> ([L; 8], L, L) {
     // The word's index, in lanes (exact small integers): kind 1 needs the two positions
     // i < j of the rank < 2 entries, kind 2 the negative coordinates 0-6.
     let (mut lo, mut hi) = (zero, zero);
+    let (mut lo_neg, mut hi_neg) = (L::none(), L::none());
     for k in (0..8).rev() {
         #[allow(clippy::cast_precision_loss)]
         let at = L::splat(k as f32);
-        lo = L::select(rank[k].lt(two), at, lo);
+        lo = L::select(top[k], at, lo);
+        lo_neg = L::mselect(top[k], negative[k], lo_neg);
     }
     for k in 0..8 {
         #[allow(clippy::cast_precision_loss)]
         let at = L::splat(k as f32);
-        hi = L::select(rank[k].lt(two), at, hi);
+        hi = L::select(top[k], at, hi);
+        hi_neg = L::mselect(top[k], negative[k], hi_neg);
     }
-    let (mut root_bits, mut half_bits) = (zero, zero);
-    for k in 0..8 {
+    let root_bits = L::mask_val(lo_neg, one) + L::mask_val(hi_neg, two);
+    let mut half_bits = zero;
+    for k in 0..7 {
         #[allow(clippy::cast_precision_loss)]
-        let at = L::splat(k as f32);
-        let neg_top = L::and(rank[k].lt(two), negative[k]);
-        root_bits = root_bits + L::mask_val(neg_top, L::select(at.eq(lo), one, two));
-        if k < 7 {
-            #[allow(clippy::cast_precision_loss)]
-            let bit = (1u32 << k) as f32;
-            half_bits = half_bits + L::mask_val(word[k].lt(zero), L::splat(bit));
-        }
+        let bit = (1u32 << k) as f32;
+        half_bits = half_bits + L::mask_val(word[k].lt(zero), L::splat(bit));
     }
     // pair(i, j) = 7i − i(i − 1)/2 + (j − i − 1), exact in f32.
     let pair = L::splat(7.0) * lo - lo * (lo - one) * L::splat(0.5) + (hi - lo - one);

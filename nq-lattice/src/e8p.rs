@@ -38,8 +38,9 @@ pub(crate) const PATTERNS: [[u8; 8]; 256] = build_patterns();
 /// Number of patterns of squared norm ≤ 10.
 pub(crate) const N_BALL: usize = 227;
 
-/// Base-3 key of a pattern (digit `i` = `(a_i − ½)` in {0, 1, 2}) → pattern id, or `NONE`.
-pub(crate) static KEY_TO_ID: [u16; 6561] = build_key_to_id();
+/// Base-3 key of a pattern (digit `i` = `(a_i − ½)` in {0, 1, 2}) → pattern id, or `NONE`
+/// (padded to 2^13 entries so a 13-bit key needs no bounds check).
+pub(crate) static KEY_TO_ID: [u16; 8192] = build_key_to_id();
 
 /// Marks a key that is no pattern of the codebook.
 pub(crate) const NONE: u16 = u16::MAX;
@@ -103,8 +104,8 @@ const fn key_of(a: &[u8; 8]) -> usize {
     key
 }
 
-const fn build_key_to_id() -> [u16; 6561] {
-    let mut t = [NONE; 6561];
+const fn build_key_to_id() -> [u16; 8192] {
+    let mut t = [NONE; 8192];
     let mut p = 0;
     while p < 256 {
         t[key_of(&PATTERNS[p])] = p as u16;
@@ -217,22 +218,57 @@ pub(crate) fn ranks<L: Lanes>(w: &[L; 8]) -> [L; 8] {
     rank
 }
 
-/// Nearest codeword with the given shift (`up`: +¼, else −¼) to each lane's block `v`:
-/// the signed pattern values `p` (the codeword is `p ± ¼`) and the squared distance,
-/// computed as `|w|² − 2<w, a> + |a|²` (exact up to `f32` rounding).
+/// One shift's nearest codeword, before its values are assigned to coordinates.
+#[derive(Clone, Copy)]
+struct Scored<L: Lanes> {
+    /// `v − s`.
+    t: [L; 8],
+    /// `|t|` sorted decreasingly.
+    srt: [L; 8],
+    /// Squared distance to the nearest codeword of this shift.
+    cost: L,
+    /// Number of entries ≥ 3/2 and = 5/2 of the winning multiset.
+    n3: L,
+    n5: L,
+    /// `srt[n3]` and `srt[n5]` (−1 when `n3` = 8): the largest `|t_i|` left out.
+    u3: L,
+    u5: L,
+    /// Whether the smallest `|t_i|` takes the sign opposite to `t_i` (parity fix).
+    fix: L::M,
+}
+
+impl<L: Lanes> Scored<L> {
+    /// Lane-wise `m ? a : b`.
+    #[inline(always)]
+    fn select(m: L::M, a: &Self, b: &Self) -> Self {
+        Scored {
+            t: select8(m, &a.t, &b.t),
+            srt: select8(m, &a.srt, &b.srt),
+            cost: L::select(m, a.cost, b.cost),
+            n3: L::select(m, a.n3, b.n3),
+            n5: L::select(m, a.n5, b.n5),
+            u3: L::select(m, a.u3, b.u3),
+            u5: L::select(m, a.u5, b.u5),
+            fix: L::mselect(m, a.fix, b.fix),
+        }
+    }
+}
+
+/// Scores the codewords with the given shift (`up`: +¼, else −¼) for each lane's block `v`:
+/// the nearest one's multiset and squared distance, computed as `|w|² − 2<w, a> + |a|²`
+/// with `w = |v − s|` (exact up to `f32` rounding).
 #[inline(always)]
-pub(crate) fn nearest_shift<L: Lanes>(v: &[L; 8], up: bool) -> ([L; 8], L) {
-    let (zero, one) = (L::splat(0.0), L::splat(1.0));
+fn score_shift<L: Lanes>(v: &[L; 8], up: bool) -> Scored<L> {
+    let zero = L::splat(0.0);
     let s = L::splat(if up { 0.25 } else { -0.25 });
+    let mut t = [zero; 8];
     let mut w = [zero; 8];
-    let mut negative = [L::none(); 8];
     let mut odd = L::none();
     let mut base = zero;
     for i in 0..8 {
-        let t = v[i] - s;
-        w[i] = t.abs();
-        negative[i] = t.lt(zero);
-        odd = L::xor(odd, negative[i]);
+        t[i] = v[i] - s;
+        w[i] = t[i].abs();
+        odd = L::xor(odd, t[i].lt(zero));
         base = base + (w[i] * w[i] - w[i]);
     }
     let srt = sort8(w);
@@ -242,8 +278,6 @@ pub(crate) fn nearest_shift<L: Lanes>(v: &[L; 8], up: bool) -> ([L; 8], L) {
     }
     let mut best_key = L::splat(f32::INFINITY);
     let (mut best_n3, mut best_n5, mut best_fix) = (zero, zero, L::none());
-    // The values just below the chosen multiset's 3/2 and 5/2 entries in sorted order
-    // (`srt[n]`, or −1 when every entry is 3/2).
     let (mut best_u3, mut best_u5) = (zero, zero);
     let even = L::not(odd);
     // One step per multiset (unrolled: `TYPES` in order). The number of negative
@@ -275,36 +309,54 @@ pub(crate) fn nearest_shift<L: Lanes>(v: &[L; 8], up: bool) -> ([L; 8], L) {
     ty!(6);
     ty!(7);
     ty!(8);
-    let (half, seven) = (L::splat(0.5), L::splat(7.0));
+    Scored {
+        t,
+        srt,
+        cost: base + best_key,
+        n3: best_n3,
+        n5: best_n5,
+        u3: best_u3,
+        u5: best_u5,
+        fix: best_fix,
+    }
+}
+
+/// The signed pattern values of a scored codeword: the multiset's values assigned by rank
+/// of `|t_i|` (ties: lower index first), signs of `t`, the smallest flipped on a parity fix.
+#[inline(always)]
+fn assign<L: Lanes>(s: &Scored<L>) -> [L; 8] {
+    let (zero, one, half) = (L::splat(0.0), L::splat(1.0), L::splat(0.5));
+    let w = s.t.map(L::abs);
     let mut p = [zero; 8];
-    if L::all(strictly_decreasing(&srt)) {
+    if L::all(strictly_decreasing(&s.srt)) {
         // No ties (and no NaN): rank_i < n ⟺ w_i > srt[n], and rank 7 is the one w_i
         // equal to srt[7].
         for i in 0..8 {
-            let a = half + L::mask_val(best_u3.lt(w[i]), one) + L::mask_val(best_u5.lt(w[i]), one);
-            let flip = L::and(best_fix, w[i].eq(srt[7]));
-            p[i] = a.neg_if(L::xor(negative[i], flip));
+            let a = half + L::mask_val(s.u3.lt(w[i]), one) + L::mask_val(s.u5.lt(w[i]), one);
+            let flip = L::and(s.fix, w[i].eq(s.srt[7]));
+            p[i] = a.neg_if(L::xor(s.t[i].lt(zero), flip));
         }
     } else {
         let rank = ranks(&w);
+        let seven = L::splat(7.0);
         for i in 0..8 {
-            let a = half
-                + L::mask_val(rank[i].lt(best_n3), one)
-                + L::mask_val(rank[i].lt(best_n5), one);
-            let flip = L::and(best_fix, rank[i].eq(seven));
-            p[i] = a.neg_if(L::xor(negative[i], flip));
+            let a = half + L::mask_val(rank[i].lt(s.n3), one) + L::mask_val(rank[i].lt(s.n5), one);
+            let flip = L::and(s.fix, rank[i].eq(seven));
+            p[i] = a.neg_if(L::xor(s.t[i].lt(zero), flip));
         }
     }
-    (p, base + best_key)
+    p
 }
 
 /// The nearest codeword over both shifts: signed pattern values, shift mask (+¼), cost.
+/// Only the winning shift's values are assigned.
 #[inline(always)]
 pub(crate) fn nearest<L: Lanes>(v: &[L; 8]) -> ([L; 8], L::M, L) {
-    let (lo, cost_lo) = nearest_shift(v, false);
-    let (hi, cost_hi) = nearest_shift(v, true);
-    let up = cost_hi.lt(cost_lo);
-    (select8(up, &hi, &lo), up, L::select(up, cost_hi, cost_lo))
+    let lo = score_shift(v, false);
+    let hi = score_shift(v, true);
+    let up = hi.cost.lt(lo.cost);
+    let s = Scored::select(up, &hi, &lo);
+    (assign(&s), up, s.cost)
 }
 
 /// The codeword `p ± ¼` of signed pattern values and a shift mask.
@@ -328,11 +380,12 @@ pub(crate) fn select8<L: Lanes>(m: L::M, a: &[L; 8], b: &[L; 8]) -> [L; 8] {
     out
 }
 
-/// Per-lane index bytes of signed pattern values, as exact small integers in `f32`: the
-/// base-3 key of `|p|` (the low byte is `KEY_TO_ID[key]`) and the high byte (the negative
-/// coordinates 0-6 as bits 0-6, the shift as bit 7).
+/// Per-lane index of signed pattern values, packed as an exact small integer in `f32`:
+/// `key + 8192 hi`, with `key` the base-3 key of `|p|` (the low index byte is
+/// `KEY_TO_ID[key]`) and `hi` the high index byte (the negative coordinates 0-6 as bits
+/// 0-6, the shift as bit 7). Below 2^21, so exact.
 #[inline(always)]
-pub(crate) fn index_parts<L: Lanes>(p: &[L; 8], up: L::M) -> [L; 2] {
+pub(crate) fn index_packed<L: Lanes>(p: &[L; 8], up: L::M) -> L {
     let zero = L::splat(0.0);
     let half = L::splat(0.5);
     let mut key = zero;
@@ -341,22 +394,22 @@ pub(crate) fn index_parts<L: Lanes>(p: &[L; 8], up: L::M) -> [L; 2] {
         key = key + (p[i].abs() - half) * L::splat(pow3);
         pow3 /= 3.0;
     }
-    let mut hi = L::select(up, L::splat(128.0), zero);
+    let mut hi = L::mask_val(up, L::splat(128.0 * 8192.0));
     for i in 0..7 {
         #[allow(clippy::cast_precision_loss)]
-        let bit = (1u32 << i) as f32;
-        hi = hi + L::select(p[i].lt(zero), L::splat(bit), zero);
+        let bit = (1u32 << (i + 13)) as f32;
+        hi = hi + L::mask_val(p[i].lt(zero), L::splat(bit));
     }
-    [key, hi]
+    key + hi
 }
 
-/// The two index bytes from the parts of [`index_parts`].
+/// The two index bytes from a packed index of [`index_packed`] (converted to `u32`).
 #[inline(always)]
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-pub(crate) fn index_bytes(key: f32, hi: f32) -> [u8; 2] {
-    let id = KEY_TO_ID[key as usize];
-    debug_assert!(id != NONE, "key {key} is not a pattern");
-    [id as u8, hi as u8]
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) fn index_bytes(packed: u32) -> [u8; 2] {
+    let id = KEY_TO_ID[(packed & 8191) as usize];
+    debug_assert!(id != NONE, "key {} is not a pattern", packed & 8191);
+    [id as u8, (packed >> 13) as u8]
 }
 
 #[cfg(test)]

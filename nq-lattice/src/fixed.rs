@@ -97,11 +97,11 @@ pub(crate) const MAX_LANES: usize = 16;
 /// Writes the E8P index of each lane (2 bytes per lane, every `stride` bytes).
 #[inline(always)]
 fn put_e8p<L: Lanes>(p: &[L; 8], up: L::M, codes: &mut [u8], stride: usize, offset: usize) {
-    let [k, h] = e8p::index_parts(p, up);
-    let (k, h) = (lanes_of(k), lanes_of(h));
+    let mut packed = [0u32; MAX_LANES];
+    e8p::index_packed(p, up).store_u32(&mut packed);
     let codes = &mut codes[..L::N * stride];
     for l in 0..L::N {
-        let [lo, hi] = e8p::index_bytes(k[l], h[l]);
+        let [lo, hi] = e8p::index_bytes(packed[l]);
         codes[l * stride + offset] = lo;
         codes[l * stride + offset + 1] = hi;
     }

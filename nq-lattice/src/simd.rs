@@ -157,6 +157,12 @@ mod x86 {
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), self.0) }
         }
         #[inline(always)]
+        fn store_u32(self, out: &mut [u32]) {
+            let out = &mut out[..8];
+            // SAFETY: `out` has 8 elements (sliced above); unaligned store. Features: invariant.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), _mm256_cvttps_epi32(self.0)) }
+        }
+        #[inline(always)]
         fn load(x: &[f32]) -> Self {
             let x = &x[..8];
             // SAFETY: `x` has 8 elements (sliced above); unaligned load. Features: invariant.
@@ -316,6 +322,12 @@ mod x86 {
             let out = &mut out[..16];
             // SAFETY: `out` has 16 elements (sliced above); unaligned store. Features: invariant.
             unsafe { _mm512_storeu_ps(out.as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn store_u32(self, out: &mut [u32]) {
+            let out = &mut out[..16];
+            // SAFETY: `out` has 16 elements (sliced above); unaligned store. Features: invariant.
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_cvttps_epu32(self.0)) }
         }
         #[inline(always)]
         fn load(x: &[f32]) -> Self {

@@ -162,6 +162,59 @@ fn simd_encoder_gives_the_scalar_codes() {
     }
 }
 
+/// Blocks with tied magnitudes (grid values, constant blocks) take the encoder's rank
+/// fallback; SIMD groups mixing them with tie-free blocks must still give the scalar codes,
+/// and every codeword must be as close as the brute-force rule's.
+#[test]
+fn simd_encoder_gives_the_scalar_codes_on_ties() {
+    let g = gauss(48 * 64, 24);
+    let x: Vec<f32> = g
+        .chunks_exact(8)
+        .enumerate()
+        .flat_map(|(b, blk)| {
+            let blk: [f32; 8] = blk.try_into().unwrap();
+            let out: [f32; 8] = match b % 4 {
+                0 => blk.map(|v| (v * 4.0).round() / 4.0),
+                1 => [blk[0]; 8],
+                2 => blk.map(|v| (v * 2.0).round() / 2.0 + 0.25),
+                _ => blk,
+            };
+            out
+        })
+        .collect();
+    let words = e8p_words();
+    for bits in [FixedBits::B2, FixedBits::B3, FixedBits::B4] {
+        for mode in [ScaleMode::AbsMax, ScaleMode::Rms] {
+            for &dim in &[8usize, 64] {
+                let scalar = FixedCodec::new(bits, mode).unwrap().with_isa(Isa::Scalar).unwrap();
+                let want = encode(&scalar, &x, dim);
+                for isa in all_isas() {
+                    let codec = scalar.with_isa(isa).unwrap();
+                    assert_eq!(encode(&codec, &x, dim), want, "{bits:?} {mode:?} {isa:?} {dim}");
+                }
+                if dim != 64 || mode != ScaleMode::Rms {
+                    continue;
+                }
+                let (codes, scales) = want;
+                let bpb = bits.bytes_per_block();
+                for (b, code) in codes.chunks_exact(bpb).enumerate().step_by(5) {
+                    let s = scales[b / 8].to_f32();
+                    let v: [f32; 8] = block(&x, b).map(|t| t * (1.0 / s));
+                    let c1 = e8p_word(u16::from_le_bytes([code[0], code[1]]));
+                    let best1 = reference::e8p_encode_brute(&words, &widen(&v)).1;
+                    assert!(dist2(&v, &c1) <= best1 + cmp_tol(&v), "{bits:?} block {b}");
+                    let (ref_code, ref_c) = reference::fixed_encode_brute(bits, &words, &widen(&v));
+                    if ref_code[..2] == code[..2] {
+                        let got = dist2(&v, &reference::fixed_word(bits, code));
+                        let best = reference::dist2(&widen(&v), &ref_c);
+                        assert!(got <= best + cmp_tol(&v), "{bits:?} block {b}: {got} vs {best}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// With `Rms`/`AbsMax` the stored scale is the decision scale: every block's codeword is
 /// the nearest one (B2: exact nearest) to `x / s`, and decoding gives exactly `s * c`.
 #[test]
