@@ -39,8 +39,12 @@ pub(crate) const PATTERNS: [[u8; 8]; 256] = build_patterns();
 pub(crate) const N_BALL: usize = 227;
 
 /// Base-3 key of a pattern (digit `i` = `(a_i − ½)` in {0, 1, 2}) → pattern id, or `NONE`
-/// (padded to 2^13 entries so a 13-bit key needs no bounds check).
-pub(crate) static KEY_TO_ID: [u16; 8192] = build_key_to_id();
+/// (padded past 2^13 entries so a 13-bit key needs no bounds check).
+pub(crate) static KEY_TO_ID: [u16; KEY_TABLE_LEN] = build_key_to_id();
+
+/// Length of [`KEY_TO_ID`]: 2^13 keys plus one entry, so a 32-bit load at any key stays
+/// inside the table.
+pub(crate) const KEY_TABLE_LEN: usize = 8193;
 
 /// Marks a key that is no pattern of the codebook.
 pub(crate) const NONE: u16 = u16::MAX;
@@ -104,8 +108,8 @@ const fn key_of(a: &[u8; 8]) -> usize {
     key
 }
 
-const fn build_key_to_id() -> [u16; 8192] {
-    let mut t = [NONE; 8192];
+const fn build_key_to_id() -> [u16; KEY_TABLE_LEN] {
+    let mut t = [NONE; KEY_TABLE_LEN];
     let mut p = 0;
     while p < 256 {
         t[key_of(&PATTERNS[p])] = p as u16;
@@ -403,13 +407,12 @@ pub(crate) fn index_packed<L: Lanes>(p: &[L; 8], up: L::M) -> L {
     key + hi
 }
 
-/// The two index bytes from a packed index of [`index_packed`] (converted to `u32`).
+/// The 16-bit index of a packed index of [`index_packed`] (converted to `u32`).
 #[inline(always)]
-#[allow(clippy::cast_possible_truncation)]
-pub(crate) fn index_bytes(packed: u32) -> [u8; 2] {
+pub(crate) fn index_of_packed(packed: u32) -> u32 {
     let id = KEY_TO_ID[(packed & 8191) as usize];
     debug_assert!(id != NONE, "key {} is not a pattern", packed & 8191);
-    [id as u8, (packed >> 13) as u8]
+    u32::from(id & 0xff) | ((packed >> 13) << 8)
 }
 
 #[cfg(test)]

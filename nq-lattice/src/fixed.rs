@@ -71,7 +71,11 @@ impl FixedBits {
     #[must_use]
     pub fn encode_block(self, x: &[f32; 8]) -> ([u8; 4], [f32; 8]) {
         let mut code = [0u8; 4];
-        let c = encode_group::<f32>(self, x, &mut code[..self.bytes_per_block()]);
+        let c = match self {
+            FixedBits::B2 => encode_group::<f32, 2>(x, &mut code[..2]),
+            FixedBits::B3 => encode_group::<f32, 3>(x, &mut code[..3]),
+            FixedBits::B4 => encode_group::<f32, 4>(x, &mut code[..4]),
+        };
         (code, c)
     }
 
@@ -94,50 +98,53 @@ fn lanes_of<L: Lanes>(x: L) -> [f32; MAX_LANES] {
 /// Most lanes of any [`Lanes`] implementation.
 pub(crate) const MAX_LANES: usize = 16;
 
-/// Writes the E8P index of each lane (2 bytes per lane, every `stride` bytes).
+/// The E8P index of each lane's codeword (signed pattern values and shift mask).
 #[inline(always)]
-fn put_e8p<L: Lanes>(p: &[L; 8], up: L::M, codes: &mut [u8], stride: usize, offset: usize) {
-    let mut packed = [0u32; MAX_LANES];
-    e8p::index_packed(p, up).store_u32(&mut packed);
-    let codes = &mut codes[..L::N * stride];
-    for l in 0..L::N {
-        let [lo, hi] = e8p::index_bytes(packed[l]);
-        codes[l * stride + offset] = lo;
-        codes[l * stride + offset + 1] = hi;
-    }
+fn e8p_indices<L: Lanes>(p: &[L; 8], up: L::M) -> [u32; MAX_LANES] {
+    let mut index = [0u32; MAX_LANES];
+    e8p::index_packed(p, up).e8p_indices(&mut index);
+    index
 }
 
-/// Encodes `L::N` blocks at once (lane `l` holds block `l`, already divided by its scale):
-/// writes `bytes_per_block` bytes per block to `codes` and returns the codewords.
+/// Encodes `L::N` blocks at once (lane `l` holds block `l`, already divided by its scale)
+/// at `BPB` bytes per block (2, 3, 4: `B2`, `B3`, `B4`): writes the `L::N * BPB` bytes of
+/// `codes` and returns the codewords.
 ///
 /// Every rate starts with the nearest E8P codeword `c1` (over both shifts). `B3`/`B4` then
 /// code the residual with the nearest second-stage word: `2 (v − c1)` in the 256-word
 /// codebook, resp. `4 (v − c1)` in E8P (greedy: the first stage is not revisited).
 #[inline(always)]
-pub(crate) fn encode_group<L: Lanes>(bits: FixedBits, v: &[L; 8], codes: &mut [u8]) -> [L; 8] {
-    let bpb = bits.bytes_per_block();
+pub(crate) fn encode_group<L: Lanes, const BPB: usize>(v: &[L; 8], codes: &mut [u8]) -> [L; 8] {
+    let codes = &mut codes[..L::N * BPB];
     let (p, up, _) = e8p::nearest(v);
-    put_e8p(&p, up, codes, bpb, 0);
+    let first = e8p_indices(&p, up);
     let c1 = e8p::codeword(&p, up);
-    match bits {
-        FixedBits::B2 => c1,
-        FixedBits::B3 => {
-            let r = residual(v, &c1, 2.0);
-            let (w, _, k) = e81b::nearest(&r);
-            let k = lanes_of(k);
-            for l in 0..L::N {
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                let index = k[l] as u8;
-                codes[l * bpb + 2] = index;
-            }
-            add_scaled(&c1, &w, 0.5)
+    if BPB == 2 {
+        for l in 0..L::N {
+            #[allow(clippy::cast_possible_truncation)]
+            let code = (first[l] as u16).to_le_bytes();
+            codes[2 * l..2 * l + 2].copy_from_slice(&code);
         }
-        FixedBits::B4 => {
-            let r = residual(v, &c1, 4.0);
-            let (p2, up2, _) = e8p::nearest(&r);
-            put_e8p(&p2, up2, codes, bpb, 2);
-            add_scaled(&c1, &e8p::codeword(&p2, up2), 0.25)
+        c1
+    } else if BPB == 3 {
+        let r = residual(v, &c1, 2.0);
+        let (w, _, k) = e81b::nearest(&r);
+        let k = lanes_of(k);
+        for l in 0..L::N {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let code = (first[l] | (k[l] as u32) << 16).to_le_bytes();
+            codes[3 * l..3 * l + 3].copy_from_slice(&code[..3]);
         }
+        add_scaled(&c1, &w, 0.5)
+    } else {
+        let r = residual(v, &c1, 4.0);
+        let (p2, up2, _) = e8p::nearest(&r);
+        let second = e8p_indices(&p2, up2);
+        for l in 0..L::N {
+            let code = (first[l] | second[l] << 16).to_le_bytes();
+            codes[4 * l..4 * l + 4].copy_from_slice(&code);
+        }
+        add_scaled(&c1, &e8p::codeword(&p2, up2), 0.25)
     }
 }
 
@@ -195,14 +202,31 @@ pub(crate) fn encode_blocks<L: Lanes>(
     xc: &mut [f32],
     cc: &mut [f32],
 ) {
-    let bpb = bits.bytes_per_block();
+    match bits {
+        FixedBits::B2 => encode_rate::<L, 2>(x, first, blocks_per_row, inv, codes, xc, cc),
+        FixedBits::B3 => encode_rate::<L, 3>(x, first, blocks_per_row, inv, codes, xc, cc),
+        FixedBits::B4 => encode_rate::<L, 4>(x, first, blocks_per_row, inv, codes, xc, cc),
+    }
+}
+
+/// [`encode_blocks`] at `BPB` bytes per block.
+#[inline(always)]
+fn encode_rate<L: Lanes, const BPB: usize>(
+    x: &[f32],
+    first: usize,
+    blocks_per_row: usize,
+    inv: &[f32],
+    codes: &mut [u8],
+    xc: &mut [f32],
+    cc: &mut [f32],
+) {
     let nb = x.len() / 8;
     let full = nb / L::N * L::N;
     let mut blocks = ScaledBlocks::new(inv, first, blocks_per_row);
     let mut b = 0;
     while b < full {
         let v = blocks.next::<L>(&x[8 * b..8 * (b + L::N)]);
-        let c = encode_group(bits, &v, &mut codes[b * bpb..(b + L::N) * bpb]);
+        let c = encode_group::<L, BPB>(&v, &mut codes[b * BPB..(b + L::N) * BPB]);
         let (mut d, mut n) = (L::splat(0.0), L::splat(0.0));
         for i in 0..8 {
             d = d + v[i] * c[i];
@@ -213,13 +237,12 @@ pub(crate) fn encode_blocks<L: Lanes>(
         b += L::N;
     }
     if b < nb {
-        encode_blocks::<f32>(
-            bits,
+        encode_rate::<f32, BPB>(
             &x[8 * b..],
             first + b,
             blocks_per_row,
             inv,
-            &mut codes[b * bpb..],
+            &mut codes[b * BPB..],
             &mut xc[b..],
             &mut cc[b..],
         );

@@ -49,8 +49,9 @@ pub(crate) trait Lanes:
     fn all(m: Self::M) -> bool;
     /// Lanes `0..N` written to `out[..N]`.
     fn store(self, out: &mut [f32]);
-    /// Lanes `0..N`, exact integers in `0..2^24`, written to `out[..N]` as `u32`.
-    fn store_u32(self, out: &mut [u32]);
+    /// The E8P indices of lanes `0..N` holding indices packed by `e8p::index_packed`,
+    /// written to `out[..N]` (see `e8p::index_of_packed`).
+    fn e8p_indices(self, out: &mut [u32]);
     /// Lanes `0..N` read from `x[..N]`.
     fn load(x: &[f32]) -> Self;
     /// `N` blocks of 8 values (`x[8l..8l + 8]` for lane `l`), transposed: element `i` of
@@ -132,8 +133,8 @@ impl Lanes for f32 {
     }
     #[inline(always)]
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    fn store_u32(self, out: &mut [u32]) {
-        out[0] = self as u32;
+    fn e8p_indices(self, out: &mut [u32]) {
+        out[0] = crate::e8p::index_of_packed(self as u32);
     }
     #[inline(always)]
     fn load(x: &[f32]) -> Self {

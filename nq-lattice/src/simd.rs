@@ -3,6 +3,7 @@
 //! Encoding runs the crate's lane-generic encoder (`crate::lanes`) on 8 blocks at once
 //! (AVX2, one block per 32-bit lane, blocks transposed in registers) or 16 (AVX-512F);
 //! it performs exactly the scalar encoder's IEEE operations, so the codes are identical.
+//! The pattern ids of the E8P indices come from one gather per group from `e8p::KEY_TO_ID`.
 //!
 //! Decoding, `dot_rows` and `axpy_rows` hold one E8 block in one 256-bit register: the
 //! pattern's base point is one 32-byte load from `e8p::BASE` (8 KiB), the signs one 32-byte
@@ -157,10 +158,18 @@ mod x86 {
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), self.0) }
         }
         #[inline(always)]
-        fn store_u32(self, out: &mut [u32]) {
+        fn e8p_indices(self, out: &mut [u32]) {
             let out = &mut out[..8];
+            let packed = avx!(_mm256_cvttps_epi32(self.0));
+            let key = avx!(_mm256_and_si256(packed, _mm256_set1_epi32(8191)));
+            // SAFETY: each lane reads 4 bytes at `KEY_TO_ID + 2 key` with key < 2^13, inside
+            // the table of 2^13 + 1 entries. Features: invariant.
+            let id = unsafe { _mm256_i32gather_epi32::<2>(e8p::KEY_TO_ID.as_ptr().cast(), key) };
+            let id = avx!(_mm256_and_si256(id, _mm256_set1_epi32(0xff)));
+            let hi = avx!(_mm256_slli_epi32::<8>(_mm256_srli_epi32::<13>(packed)));
+            let index = avx!(_mm256_or_si256(id, hi));
             // SAFETY: `out` has 8 elements (sliced above); unaligned store. Features: invariant.
-            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), _mm256_cvttps_epi32(self.0)) }
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), index) }
         }
         #[inline(always)]
         fn load(x: &[f32]) -> Self {
@@ -324,10 +333,18 @@ mod x86 {
             unsafe { _mm512_storeu_ps(out.as_mut_ptr(), self.0) }
         }
         #[inline(always)]
-        fn store_u32(self, out: &mut [u32]) {
+        fn e8p_indices(self, out: &mut [u32]) {
             let out = &mut out[..16];
+            let packed = avx!(_mm512_cvttps_epu32(self.0));
+            let key = avx!(_mm512_and_si512(packed, _mm512_set1_epi32(8191)));
+            // SAFETY: each lane reads 4 bytes at `KEY_TO_ID + 2 key` with key < 2^13, inside
+            // the table of 2^13 + 1 entries. Features: invariant.
+            let id = unsafe { _mm512_i32gather_epi32::<2>(key, e8p::KEY_TO_ID.as_ptr().cast()) };
+            let id = avx!(_mm512_and_si512(id, _mm512_set1_epi32(0xff)));
+            let hi = avx!(_mm512_slli_epi32::<8>(_mm512_srli_epi32::<13>(packed)));
+            let index = avx!(_mm512_or_si512(id, hi));
             // SAFETY: `out` has 16 elements (sliced above); unaligned store. Features: invariant.
-            unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_cvttps_epu32(self.0)) }
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), index) }
         }
         #[inline(always)]
         fn load(x: &[f32]) -> Self {
