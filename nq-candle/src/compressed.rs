@@ -145,8 +145,13 @@ impl KvCache for CompressedKvCache {
             // matmuls are much faster here), then store the chunk.
             let mut dense = DenseCache::new();
             let spec = AttnSpec { scale: (1.0 / (d as f64).sqrt()) as f32, ..*spec };
-            let out = dense.attend_with(0, &q, k, v, positions, &spec)?;
+            let window = self.inner.config().evict.window;
+            let (out, mass) = dense.attend_with_mass(0, &q, k, v, positions, &spec, window)?;
             self.inner.append(layer, &kv, &vv, positions).map_err(wrap)?;
+            if let Some(mass) = mass {
+                // The window's attention, for the observed-attention scorer at compression.
+                self.inner.observe_attention(layer, &to_vec(&mass)?).map_err(wrap)?;
+            }
             return Ok(out);
         }
         self.inner.append(layer, &kv, &vv, positions).map_err(wrap)?;

@@ -465,11 +465,40 @@ impl KvCache for DenseCache {
             );
         }
         l.append(&k.to_dtype(dtype)?, &v.to_dtype(dtype)?, positions)?;
-        dense_attention(l, q, &shape, positions, spec, chunk)
+        Ok(dense_attention(l, q, &shape, positions, spec, chunk, 0)?.0)
     }
 }
 
-/// Attention of `q` (`[q_heads, t, d]`, the newest `t` tokens of `l`) over the buffers of `l`.
+impl DenseCache {
+    /// [`KvCache::attend_with`], also returning the attention mass that the last
+    /// `window` queries paid every key of the layer: `[q_heads, keys]` f32, row `h` the sum of
+    /// query head `h`'s attention probabilities over those queries (SnapKV's observation
+    /// window, taken from the attention the model computes anyway).
+    #[allow(clippy::too_many_arguments)] // the trait method's arguments, plus the window
+    pub(crate) fn attend_with_mass(
+        &mut self,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        positions: &[u32],
+        spec: &AttnSpec,
+        window: usize,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let shape = AttendShape::check(q, k, v, positions)?;
+        let (chunk, dtype) = (self.query_chunk, self.dtype);
+        let l = self.layer_mut(layer, &shape, q.device())?;
+        if !l.positions.is_empty() {
+            candle_core::bail!("attend_with_mass: layer {layer} is not empty");
+        }
+        l.append(&k.to_dtype(dtype)?, &v.to_dtype(dtype)?, positions)?;
+        dense_attention(l, q, &shape, positions, spec, chunk, window)
+    }
+}
+
+/// Attention of `q` (`[q_heads, t, d]`, the newest `t` tokens of `l`) over the buffers of `l`,
+/// and with `window > 0` the attention mass the last `window` queries paid each key
+/// (`[q_heads, keys]`).
 fn dense_attention(
     l: &LayerKv,
     q: &Tensor,
@@ -477,11 +506,15 @@ fn dense_attention(
     positions: &[u32],
     spec: &AttnSpec,
     chunk: usize,
-) -> candle_core::Result<Tensor> {
+    window: usize,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let group = s.q_heads / s.kv_heads;
     let past = l.len - s.t_new;
     let q4 = q.reshape((s.kv_heads, group, s.t_new, s.head_dim))?;
     let mut outs = Vec::with_capacity(s.t_new.div_ceil(chunk));
+    // Queries from this index on are in the observation window.
+    let w0 = s.t_new - window.min(s.t_new);
+    let mut mass: Option<Tensor> = None;
     let mut c0 = 0;
     while c0 < s.t_new {
         let c = chunk.min(s.t_new - c0);
@@ -519,12 +552,25 @@ fn dense_attention(
                 .reshape((s.kv_heads, group * c, n_keys))?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        if window > 0 && c0 + c > w0 {
+            let from = w0.max(c0);
+            let part = probs
+                .reshape((s.kv_heads, group, c, n_keys))?
+                .narrow(2, from - c0, c0 + c - from)?
+                .sum(2)?
+                .reshape((s.q_heads, n_keys))?
+                .pad_with_zeros(1, lo, l.len - hi)?;
+            mass = Some(match mass {
+                Some(m) => (m + part)?,
+                None => part,
+            });
+        }
         let out = probs.matmul(&vc)?;
         outs.push(out.reshape((s.kv_heads, group, c, s.head_dim))?);
         c0 += c;
     }
     let out = if outs.len() == 1 { outs.swap_remove(0) } else { Tensor::cat(&outs, 2)? };
-    out.reshape((s.q_heads, s.t_new, s.head_dim))
+    Ok((out.reshape((s.q_heads, s.t_new, s.head_dim))?, mass))
 }
 
 /// Additive mask `[queries, keys]`: 0 where key position <= query position (and inside the

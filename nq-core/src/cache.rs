@@ -7,7 +7,7 @@ use nq_rope::Rope;
 
 use crate::attention::{axpy, dot, exp_normalize};
 use crate::codec::{RowCodec, widen};
-use crate::config::{CompressionConfig, Preset};
+use crate::config::{BudgetSplit, CompressionConfig, Preset};
 use crate::error::{Error, Result};
 use crate::evict::{Scoring, choose};
 use crate::rotation::{Rotation, splitmix};
@@ -120,6 +120,10 @@ pub(crate) struct Layer {
     pub(crate) evicted: usize,
     pub(crate) compressed_once: bool,
     pub(crate) queries: QueryWindow,
+    /// Attention mass the observation window paid each dense token, `[q_heads][dense]`, when
+    /// the caller computed it with the prompt's attention ([`CompressedCache::observe_attention`]);
+    /// dropped by any later append, and with the queries at the first compression.
+    pub(crate) window_mass: Option<Vec<f32>>,
 }
 
 /// A KV cache whose resident form is compressed.
@@ -173,6 +177,7 @@ impl CompressedCache {
                     evicted: 0,
                     compressed_once: false,
                     queries: QueryWindow { rows: vec![Vec::new(); shape.q_heads], pos: Vec::new() },
+                    window_mass: None,
                 })
             })
             .collect::<Result<_>>()?;
@@ -209,6 +214,10 @@ impl CompressedCache {
             new.queries.pos = old.queries.pos[old.queries.pos.len() - w..].to_vec();
             new.queries.rows =
                 old.queries.rows.iter().map(|r| r[r.len() - w * d..].to_vec()).collect();
+            // The mass is a sum over the window's queries: valid for the same window only.
+            if w == old.queries.pos.len() {
+                new.window_mass.clone_from(&old.window_mass);
+            }
         }
         Ok(out)
     }
@@ -284,6 +293,7 @@ impl CompressedCache {
             head.dense_mass.resize(head.dense_mass.len() + t, 0.0);
         }
         lay.dense_pos.extend_from_slice(positions);
+        lay.window_mass = None;
         let new_sinks = self.cfg.evict.sinks.saturating_sub(lay.seen).min(t);
         lay.sinks += new_sinks;
         lay.seen += t;
@@ -320,6 +330,33 @@ impl CompressedCache {
         Ok(())
     }
 
+    /// Record the attention mass that the observation window (the last `window` queries passed
+    /// to [`observe_queries`](Self::observe_queries)) paid every token `layer` holds:
+    /// `mass` is `[q_heads, len]`, row `h` holding `sum_j softmax_i(q_{h,j} . k_i)` over those
+    /// queries under the causal mask. A model computes this for free during prefill; with it,
+    /// [`ScorerKind::Observed`](crate::ScorerKind::Observed) does not recompute the window's
+    /// attention at [`compress`](Self::compress) time. Call it after the last append of the
+    /// prompt; any later append discards it.
+    ///
+    /// # Errors
+    /// [`Error::Layer`], [`Error::Len`], or [`Error::NonFinite`] (nothing is recorded then).
+    pub fn observe_attention(&mut self, layer: usize, mass: &[f32]) -> Result<()> {
+        const OP: &str = "CompressedCache::observe_attention";
+        self.layer_index(OP, layer)?;
+        let lay = &mut self.layers[layer];
+        let expected = self.shape.q_heads * lay.dense_pos.len();
+        if mass.len() != expected {
+            return Err(Error::Len { op: OP, what: "mass", got: mass.len(), expected });
+        }
+        if let Some((index, &value)) = mass.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return Err(Error::NonFinite { op: OP, index, value });
+        }
+        if !lay.compressed_once {
+            lay.window_mass = Some(mass.to_vec());
+        }
+        Ok(())
+    }
+
     /// Compress what is due: after prefill, every token between the sink and recent windows;
     /// later, each full block of `block` tokens that left the recent window.
     ///
@@ -329,60 +366,112 @@ impl CompressedCache {
         if self.identity {
             return Ok(());
         }
+        self.compress_prompt()?;
+        let (recent, block, keep) = (self.cfg.evict.recent, self.cfg.block, self.cfg.evict.keep);
+        let kept = ((keep as f64 * block as f64).round() as usize).min(block);
         for layer in 0..self.layers.len() {
-            let (recent, block, keep) =
-                (self.cfg.evict.recent, self.cfg.block, self.cfg.evict.keep);
             loop {
                 let lay = &self.layers[layer];
-                let pending = lay.dense_pos.len().saturating_sub(lay.sinks + recent);
-                let (count, kept) = if !lay.compressed_once {
-                    let budget = (keep as f64 * lay.seen as f64).round() as usize;
-                    (pending, budget.saturating_sub(lay.sinks + recent).min(pending))
-                } else if pending >= block {
-                    (block, ((keep as f64 * block as f64).round() as usize).min(block))
+                if !lay.compressed_once
+                    || lay.dense_pos.len().saturating_sub(lay.sinks + recent) < block
+                {
+                    break;
+                }
+                let range = lay.sinks..lay.sinks + block;
+                let keep_idx = if kept >= block {
+                    vec![(0..block as u32).collect(); self.shape.kv_heads]
                 } else {
-                    break;
+                    // Blocks are scored by the attention mass they received while dense.
+                    let scores: Vec<Vec<f32>> =
+                        lay.heads.iter().map(|h| h.dense_mass.clone()).collect();
+                    let mut evict = self.cfg.evict;
+                    if evict.split == BudgetSplit::Global {
+                        evict.split = BudgetSplit::PerLayer;
+                    }
+                    choose(&scores, 1, range, kept, &evict)?
                 };
-                self.compress_range(layer, count, kept)?;
-                let lay = &mut self.layers[layer];
-                if !lay.compressed_once {
-                    // From now on blocks are scored by the attention mass they receive.
-                    lay.compressed_once = true;
-                    lay.queries =
-                        QueryWindow { rows: vec![Vec::new(); self.shape.q_heads], pos: Vec::new() };
-                }
-                if count == 0 {
-                    break;
-                }
+                self.compress_range(layer, block, &keep_idx)?;
             }
         }
         Ok(())
     }
 
+    /// The first compression of every layer that has not had it: all tokens between the sink
+    /// and recent windows, `keep` of everything seen kept. With [`BudgetSplit::Global`] and
+    /// layers of equal length, all layers share one selection.
+    fn compress_prompt(&mut self) -> Result<()> {
+        let (recent, keep) = (self.cfg.evict.recent, self.cfg.evict.keep);
+        let due: Vec<usize> =
+            (0..self.layers.len()).filter(|&l| !self.layers[l].compressed_once).collect();
+        let plan = |lay: &Layer| {
+            let count = lay.dense_pos.len().saturating_sub(lay.sinks + recent);
+            let budget = (keep as f64 * lay.seen as f64).round() as usize;
+            let kept = budget.saturating_sub(lay.dense_pos.len() - count).min(count);
+            (lay.sinks..lay.sinks + count, kept)
+        };
+        let all_keep = |count: usize| vec![(0..count as u32).collect(); self.shape.kv_heads];
+        let global = self.cfg.evict.split == BudgetSplit::Global
+            && due.windows(2).all(|w| {
+                let (a, b) = (&self.layers[w[0]], &self.layers[w[1]]);
+                a.dense_pos.len() == b.dense_pos.len() && a.sinks == b.sinks
+            });
+        let mut keep_idx: Vec<Vec<Vec<u32>>> = Vec::with_capacity(due.len());
+        if global && let Some(&first) = due.first() {
+            let (range, kept) = plan(&self.layers[first]);
+            if kept >= range.len() {
+                keep_idx = vec![all_keep(range.len()); due.len()];
+            } else {
+                let mut scores = Vec::with_capacity(due.len() * self.shape.kv_heads);
+                for &l in &due {
+                    let scoring = Scoring::new(&self.cfg.evict, self.shape);
+                    scores.extend(scoring.score_layer(&self.layers[l], range.clone())?);
+                }
+                let mut units = choose(&scores, due.len(), range, kept, &self.cfg.evict)?;
+                while !units.is_empty() {
+                    let rest = units.split_off(self.shape.kv_heads);
+                    keep_idx.push(units);
+                    units = rest;
+                }
+            }
+        } else {
+            for &l in &due {
+                let lay = &self.layers[l];
+                let (range, kept) = plan(lay);
+                keep_idx.push(if kept >= range.len() {
+                    all_keep(range.len())
+                } else {
+                    let scores = Scoring::new(&self.cfg.evict, self.shape)
+                        .score_layer(lay, range.clone())?;
+                    choose(&scores, 1, range, kept, &self.cfg.evict)?
+                });
+            }
+        }
+        for (&l, idx) in due.iter().zip(&keep_idx) {
+            let (range, _) = plan(&self.layers[l]);
+            self.compress_range(l, range.len(), idx)?;
+            // From now on blocks are scored by the attention mass they receive.
+            let lay = &mut self.layers[l];
+            lay.compressed_once = true;
+            lay.queries =
+                QueryWindow { rows: vec![Vec::new(); self.shape.q_heads], pos: Vec::new() };
+            lay.window_mass = None;
+        }
+        Ok(())
+    }
+
     /// Move the `count` oldest non-sink dense tokens of `layer` to compressed form, keeping
-    /// `kept` of them per head (on average over heads, for a per-layer budget).
-    fn compress_range(&mut self, layer: usize, count: usize, kept: usize) -> Result<()> {
+    /// the tokens `keep_idx[head]` (indices into `0..count`) of each head.
+    fn compress_range(&mut self, layer: usize, count: usize, keep_idx: &[Vec<u32>]) -> Result<()> {
         if count == 0 {
             return Ok(());
         }
         let d = self.shape.head_dim;
         let start = self.layers[layer].sinks;
         let range = start..start + count;
-        let keep_idx: Vec<Vec<u32>> = if kept >= count {
-            vec![(0..count as u32).collect(); self.shape.kv_heads]
-        } else {
-            let lay = &self.layers[layer];
-            let scores = if lay.compressed_once {
-                lay.heads.iter().map(|h| h.dense_mass[range.clone()].to_vec()).collect()
-            } else {
-                Scoring::new(&self.cfg.evict, self.shape).score_layer(lay, range.clone())?
-            };
-            choose(&scores, count, kept, &self.cfg.evict)?
-        };
         let lay = &mut self.layers[layer];
         let positions: Vec<u32> = lay.dense_pos[range.clone()].to_vec();
         let mut rows = Vec::new();
-        for (head, idx) in lay.heads.iter_mut().zip(&keep_idx) {
+        for (head, idx) in lay.heads.iter_mut().zip(keep_idx) {
             for (src, codec, rot, codes, scales, mean, is_key) in [
                 (
                     &head.dense_k,
@@ -530,6 +619,7 @@ impl CompressedCache {
             s.resident_bytes += lay.dense_pos.len() * 4
                 + lay.queries.pos.len() * 4
                 + lay.queries.rows.iter().map(|r| r.len() * 4).sum::<usize>()
+                + lay.window_mass.as_ref().map_or(0, |m| m.len() * 4)
                 + 2 * d * 4; // the two rotations' sign vectors
             for head in &lay.heads {
                 s.compressed_slots += head.pos.len();

@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use nq_evict::{
     Blend, Budget, ExpectedAttention, HeadNorm, KeyKey, KeyNorm, ObservedAttention, Policy,
-    Protect, ScoreInput, Scorer, Shape, Split, select,
+    Protect, ScoreInput, Scorer, Shape, Split, ValueNorm, select,
 };
 
 use crate::cache::{KvShape, Layer};
@@ -12,61 +12,78 @@ use crate::codec::widen;
 use crate::config::{BudgetSplit, EvictConfig, ScorerKind};
 use crate::error::Result;
 
-/// Scores every token of a layer's `range` (indices into its dense tokens), per kv head.
+/// Scores the dense tokens of a layer, per kv head.
 pub(crate) struct Scoring {
-    kind: ScorerKind,
+    cfg: EvictConfig,
     shape: KvShape,
 }
 
 impl Scoring {
     pub(crate) fn new(cfg: &EvictConfig, shape: KvShape) -> Self {
-        Scoring { kind: cfg.scorer, shape }
+        Scoring { cfg: *cfg, shape }
     }
 
-    /// One score vector of `range.len()` per kv head; higher is more worth keeping.
+    /// One score vector per kv head over all `n` dense tokens of the layer; higher is more
+    /// worth keeping. `range` (the candidates) is what pooling and normalization look at; the
+    /// tokens around it stay in the softmax, as in the model's attention.
     pub(crate) fn score_layer(&self, lay: &Layer, range: Range<usize>) -> Result<Vec<Vec<f32>>> {
         let d = self.shape.head_dim;
         let group = self.shape.group();
         let n = lay.dense_pos.len();
-        // Normalise and pool over the candidates only; the tokens around them stay in the
-        // softmax, as in the model's attention.
         let protect = Protect { sinks: range.start, recent: n - range.end };
         let w = lay.queries.pos.len();
         let kind = if w == 0
             && matches!(
-                self.kind,
+                self.cfg.scorer,
                 ScorerKind::Observed | ScorerKind::Expected | ScorerKind::Mixed { .. }
             ) {
             // No queries were observed (the caller never called `observe_queries`): fall back
             // to the one scorer that needs neither queries nor values.
             ScorerKind::KeyNorm
         } else {
-            self.kind
+            self.cfg.scorer
         };
+        let observed = ObservedAttention { protect, ..Default::default() };
+        let expected = ExpectedAttention { protect, ..Default::default() };
         let scorer: Box<dyn Scorer> = match kind {
-            // Per-query-head normalization before the group mean: the setting the presets were
-            // measured with (nq-evict's own default changed to raw attention later).
-            ScorerKind::Observed => {
-                Box::new(ObservedAttention { protect, normalize: true, ..Default::default() })
+            ScorerKind::Observed => Box::new(observed),
+            ScorerKind::Expected => Box::new(expected),
+            ScorerKind::Mixed { mix } => {
+                Box::new(Blend { protect, ..Blend::new(observed, expected, 1.0 - mix) })
             }
-            ScorerKind::Expected => Box::new(ExpectedAttention { protect, ..Default::default() }),
-            ScorerKind::Mixed { mix } => Box::new(Blend {
-                protect,
-                ..Blend::new(
-                    ObservedAttention { protect, normalize: true, ..Default::default() },
-                    ExpectedAttention { protect, ..Default::default() },
-                    1.0 - mix,
-                )
-            }),
             ScorerKind::KeyKey => Box::new(KeyKey),
             ScorerKind::KeyNorm => Box::new(KeyNorm),
         };
-        let mut keys = Vec::new();
+        let scorer = if self.cfg.value_norm { Box::new(ValueNorm::new(scorer)) } else { scorer };
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
         let mut queries = Vec::with_capacity(group * w * d);
-        let mut scores = vec![0f32; n];
         let mut out = Vec::with_capacity(lay.heads.len());
+        if let (ScorerKind::Observed, Some(mass)) = (kind, &lay.window_mass) {
+            // The window's attention came with the prompt's own attention: finish it.
+            for (h, head) in lay.heads.iter().enumerate() {
+                let mut scores = vec![0f32; n];
+                observed.score_mass(
+                    &mass[h * group * n..(h + 1) * group * n],
+                    group,
+                    &mut scores,
+                )?;
+                if self.cfg.value_norm {
+                    widen(&head.dense_v, &mut values);
+                    for (s, v) in scores.iter_mut().zip(values.chunks_exact(d)) {
+                        // As nq-evict's `ValueNorm`: the norm summed in f64.
+                        let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
+                        *s *= norm.sqrt() as f32;
+                    }
+                }
+                out.push(scores);
+            }
+            return Ok(out);
+        }
         for (h, head) in lay.heads.iter().enumerate() {
             widen(&head.dense_k, &mut keys);
+            if self.cfg.value_norm {
+                widen(&head.dense_v, &mut values);
+            }
             queries.clear();
             if w > 0 {
                 for rows in &lay.queries.rows[h * group..(h + 1) * group] {
@@ -75,38 +92,57 @@ impl Scoring {
             }
             let input = ScoreInput {
                 keys: &keys,
-                values: None,
+                values: self.cfg.value_norm.then_some(values.as_slice()),
                 queries: &queries,
                 query_positions: if w > 0 { &lay.queries.pos } else { &[] },
                 key_positions: &lay.dense_pos,
                 d,
             };
+            let mut scores = vec![0f32; n];
             scorer.score(&input, &mut scores)?;
-            out.push(scores[range.clone()].to_vec());
+            out.push(scores);
         }
         Ok(out)
     }
 }
 
-/// Kept indices (into `0..count`) per head: `kept` per head on average, shared among the
-/// heads of the layer as the configuration says.
+/// Kept indices per unit (into `range`, i.e. `0..range.len()`), from `scores[unit][n]`: the
+/// units are the heads of `layers` layers of `n` dense tokens each, whose candidates are
+/// `range` (the tokens before and after it are protected, and kept elsewhere). Every unit
+/// keeps `kept` candidates on average, shared among units as the configuration's split says.
 pub(crate) fn choose(
     scores: &[Vec<f32>],
-    count: usize,
+    layers: usize,
+    range: Range<usize>,
     kept: usize,
     cfg: &EvictConfig,
 ) -> Result<Vec<Vec<u32>>> {
+    let n = scores.first().map_or(0, Vec::len);
     let flat: Vec<f32> = scores.iter().flatten().copied().collect();
+    let protected = n - range.len();
     let policy = Policy {
-        sinks: 0,
-        recent: 0,
-        budget: Budget::Tokens(kept),
+        sinks: range.start,
+        recent: n - range.end,
+        budget: Budget::Tokens(kept + protected),
         split: match cfg.split {
             BudgetSplit::PerHead => Split::PerHead,
             BudgetSplit::PerLayer => Split::PerLayer,
+            BudgetSplit::Global => Split::Global,
         },
-        head_norm: HeadNorm::Candidates,
+        // Normalizing over all tokens, protected ones included, leaves more budget to the
+        // heads that attend to the middle of the sequence.
+        head_norm: HeadNorm::All,
         ..Policy::default()
     };
-    Ok(select(&flat, Shape { layers: 1, heads: scores.len(), tokens: count }, &policy)?)
+    let shape = Shape { layers, heads: scores.len() / layers.max(1), tokens: n };
+    let kept = select(&flat, shape, &policy)?;
+    Ok(kept
+        .into_iter()
+        .map(|unit| {
+            unit.into_iter()
+                .filter(|&i| range.contains(&(i as usize)))
+                .map(|i| i - range.start as u32)
+                .collect()
+        })
+        .collect())
 }

@@ -150,3 +150,65 @@ fn none_preset_keeps_everything_dense() {
     assert_eq!(s.compressed_slots, 0);
     assert_eq!(s.dense_slots, SHAPE.layers * SHAPE.kv_heads * 400);
 }
+
+#[test]
+fn window_mass_from_the_model_selects_like_the_queries() {
+    // A model can hand over the window's attention (computed during its prefill) instead of
+    // letting `compress` recompute it from the queries: the kept tokens must be the same.
+    let (t, d, group) = (600usize, SHAPE.head_dim, SHAPE.group());
+    let cfg = Preset::Balanced.config();
+    let w = cfg.evict.window;
+    let pos: Vec<u32> = (0..t as u32).collect();
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut plain = CompressedCache::new(SHAPE, cfg, None).unwrap();
+    let mut with_mass = plain.clone();
+    for layer in 0..SHAPE.layers {
+        let k = gauss(&mut rng, SHAPE.kv_heads * t * d);
+        let v = gauss(&mut rng, SHAPE.kv_heads * t * d);
+        let q = gauss(&mut rng, SHAPE.q_heads * w * d);
+        // The reference mass, in f64 over the f16 keys the cache holds.
+        let mut mass = vec![0f32; SHAPE.q_heads * t];
+        for (h, row) in mass.chunks_exact_mut(t).enumerate() {
+            let keys = &k[(h / group) * t * d..][..t * d];
+            let mut acc = vec![0f64; t];
+            for (j, qj) in q[h * w * d..][..w * d].chunks_exact(d).enumerate() {
+                let qp = t - w + j;
+                let logits: Vec<f64> = keys
+                    .chunks_exact(d)
+                    .take(qp + 1)
+                    .map(|kr| {
+                        let dot: f64 = kr
+                            .iter()
+                            .zip(qj)
+                            .map(|(&a, &b)| f64::from(half::f16::from_f32(a)) * f64::from(b))
+                            .sum();
+                        dot / (d as f64).sqrt()
+                    })
+                    .collect();
+                let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = logits.iter().map(|l| (l - max).exp()).sum();
+                for (a, l) in acc.iter_mut().zip(&logits) {
+                    *a += (l - max).exp() / sum;
+                }
+            }
+            row.iter_mut().zip(&acc).for_each(|(m, a)| *m = *a as f32);
+        }
+        for cache in [&mut plain, &mut with_mass] {
+            cache.observe_queries(layer, &q, &pos[t - w..]).unwrap();
+            cache.append(layer, &k, &v, &pos).unwrap();
+        }
+        with_mass.observe_attention(layer, &mass).unwrap();
+        assert!(with_mass.observe_attention(layer, &mass[1..]).is_err(), "short mass");
+    }
+    let before = with_mass.stats().resident_bytes;
+    assert_eq!(before, plain.stats().resident_bytes + SHAPE.layers * SHAPE.q_heads * t * 4);
+    plain.compress().unwrap();
+    with_mass.compress().unwrap();
+    for layer in 0..SHAPE.layers {
+        for head in 0..SHAPE.kv_heads {
+            assert_eq!(plain.positions(layer, head), with_mass.positions(layer, head));
+        }
+    }
+    // The mass is transient: gone with the queries once the prompt is compressed.
+    assert_eq!(with_mass.stats().resident_bytes, plain.stats().resident_bytes);
+}

@@ -190,3 +190,38 @@ fn window_option_equals_passing_only_the_last_queries() {
     // a window at least w is all of it
     assert_eq!(run(&ObservedAttention { window: Some(99), ..obs }, &c), run(&obs, &c));
 }
+
+#[test]
+fn scores_from_mass_equal_scores_from_queries() {
+    // The mass of each query head alone is what an unpooled, unnormalized group-of-one scorer
+    // returns; `score_mass` must then finish it exactly as `score` does.
+    let c = prefill(31, 90, 12, 3, 16);
+    let (w, d) = (12usize, 16usize);
+    let raw = ObservedAttention { kernel: 1, protect: Protect::NONE, ..Default::default() };
+    let mut mass = Vec::new();
+    for h in 0..3 {
+        let mut one = c.clone();
+        one.queries = c.queries[h * w * d..(h + 1) * w * d].to_vec();
+        mass.extend(run(&raw, &one));
+    }
+    let protect = Protect { sinks: 4, recent: 16 };
+    for scorer in [
+        ObservedAttention { protect, ..Default::default() },
+        ObservedAttention { protect, normalize: true, ..Default::default() },
+        ObservedAttention {
+            protect,
+            reduce: GroupReduce::Max,
+            pool: Pool::Max,
+            kernel: 7,
+            ..Default::default()
+        },
+    ] {
+        let mut from_mass = vec![f32::NAN; c.t()];
+        scorer.score_mass(&mass, 3, &mut from_mass).expect("valid mass");
+        // identical arithmetic on identical data: bit-equal
+        assert_eq!(from_mass, run(&scorer, &c), "{scorer:?}");
+    }
+    let mut out = vec![0.0; c.t()];
+    assert!(raw.score_mass(&mass, 0, &mut out).is_err(), "zero group");
+    assert!(raw.score_mass(&mass[1..], 3, &mut out).is_err(), "short mass");
+}

@@ -112,8 +112,9 @@ struct EvalArgs {
     #[arg(long)]
     json: bool,
     /// Override configuration fields of every preset: KEY=VALUE, repeatable. Keys: keep, sinks,
-    /// recent, window, scorer (observed|expected|mixed:W|keykey|keynorm), split (head|layer),
-    /// kbits, vbits (2|3|4|16), rope (remove RoPE: true|false), center, cands, block.
+    /// recent, window, scorer (observed|expected|mixed:W|keykey|keynorm), vnorm (weight scores
+    /// by value norms: true|false), split (head|layer|global), kbits, vbits (2|3|4|16), rope
+    /// (remove RoPE: true|false), center, cands, block.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Evaluate an extra named configuration: NAME=PRESET[,KEY=VALUE...], repeatable.
@@ -364,11 +365,13 @@ fn apply_override(cfg: &mut CompressionConfig, kv: &str) -> Result<()> {
         "vbits" => cfg.values = storage(v)?,
         "rope" => cfg.remove_rope = flag(v)?,
         "center" => cfg.center = flag(v)?,
+        "vnorm" => cfg.evict.value_norm = flag(v)?,
         "split" => {
             cfg.evict.split = match v {
                 "head" => nq_core::BudgetSplit::PerHead,
                 "layer" => nq_core::BudgetSplit::PerLayer,
-                _ => bail!("split: `{v}` is not head or layer"),
+                "global" => nq_core::BudgetSplit::Global,
+                _ => bail!("split: `{v}` is not head, layer or global"),
             }
         }
         "scorer" => {

@@ -131,6 +131,70 @@ impl Scorer for ObservedAttention {
 }
 
 impl ObservedAttention {
+    /// Scores from attention mass the caller already has, typically from the model's own
+    /// prefill attention: `mass` is `[group, t]`, row `h` holding step 1 of the definition
+    /// above, `sum_j c_j a_h[j, i]`, for query head `h` of the kv head. Applies steps 2 to 4
+    /// (pooling, normalization, group reduction) into `out` (`t` values), which gives what
+    /// [`Scorer::score`] gives on the input the mass came from. `window` and `decay` are the
+    /// caller's business here (they shape the mass).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] for `group == 0`, [`Error::Len`] when `mass` is not `group * t`
+    /// long, [`Error::Config`] as for [`Scorer::score`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nq_evict::{ObservedAttention, Protect};
+    /// let scorer = ObservedAttention { kernel: 1, protect: Protect::NONE, ..Default::default() };
+    /// // Two query heads over three tokens; mean over the group.
+    /// let mass = [0.5f32, 0.25, 0.25, 0.0, 0.5, 0.5];
+    /// let mut scores = [0.0f32; 3];
+    /// scorer.score_mass(&mass, 2, &mut scores)?;
+    /// assert_eq!(scores, [0.25, 0.375, 0.375]);
+    /// # Ok::<(), nq_evict::Error>(())
+    /// ```
+    pub fn score_mass(&self, mass: &[f32], group: usize, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "ObservedAttention::score_mass";
+        self.check_config(OP)?;
+        let t = out.len();
+        if group == 0 {
+            return Err(Error::Shape { op: OP, layers: 1, heads: 0, tokens: t });
+        }
+        if Some(mass.len()) != group.checked_mul(t) {
+            return Err(Error::Len {
+                op: OP,
+                what: "mass",
+                expected: group.saturating_mul(t),
+                got: mass.len(),
+            });
+        }
+        let mut pooled = vec![0.0f32; t];
+        for (h, head) in mass.chunks_exact(t.max(1)).take(group).enumerate() {
+            self.finish_head(head, &mut pooled, out, group, h);
+        }
+        Ok(())
+    }
+
+    /// Steps 2 to 4 for query head `h` of `group`: pool `head` into `pooled`, normalize, and
+    /// reduce into `out`.
+    fn finish_head(
+        &self,
+        head: &[f32],
+        pooled: &mut [f32],
+        out: &mut [f32],
+        group: usize,
+        h: usize,
+    ) {
+        let range = self.protect.norm_range(head.len());
+        kernel::pool(head, range.clone(), self.kernel, self.pool, pooled);
+        if self.normalize {
+            kernel::normalize(pooled, range);
+        }
+        kernel::reduce_into(out, pooled, self.reduce, group, h == 0);
+    }
+
     /// [`Scorer::score`] on a validated input.
     fn score_valid(&self, input: &ScoreInput<'_>, out: &mut [f32]) -> Result<()> {
         const OP: &str = "ObservedAttention::score";
@@ -151,15 +215,10 @@ impl ObservedAttention {
         let mut logits = vec![0.0f32; wt];
         let mut head = vec![0.0f32; t];
         let mut pooled = vec![0.0f32; t];
-        let range = self.protect.norm_range(t);
         let weights = query_weights(input.query_positions, self.decay);
         for h in 0..dims.group {
             observed_head(input, &kb, h, &weights, &mut logits, &mut head);
-            kernel::pool(&head, range.clone(), self.kernel, self.pool, &mut pooled);
-            if self.normalize {
-                kernel::normalize(&mut pooled, range.clone());
-            }
-            kernel::reduce_into(out, &pooled, self.reduce, dims.group, h == 0);
+            self.finish_head(&head, &mut pooled, out, dims.group, h);
         }
         Ok(())
     }
