@@ -259,6 +259,8 @@ fn main() -> anyhow::Result<()> {
             for d in [64, 128] {
                 out.push(fixed_record(&x, d, bits, ScaleMode::default(), runs)?);
             }
+            // The fast rule at the smaller head size (d = 128: in `modes`).
+            out.push(fixed_record(&x, 64, bits, ScaleMode::Rms, runs)?);
         }
     }
     if want("modes") {

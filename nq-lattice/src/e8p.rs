@@ -23,8 +23,10 @@
 //! number of negative `v_i` has the wrong parity the cheapest fix is flipping the sign of
 //! the smallest `w_i` (it is matched with the multiset's smallest value). Each multiset's
 //! distance is then a closed form in the prefix sums of the sorted `w`; the winner's
-//! values are assigned by rank. No branch depends on the data, so the same code runs on
-//! one block (`f32`) or one block per SIMD lane.
+//! values are assigned by rank. No branch depends on one block's data, so the same code
+//! runs on one block (`f32`) or one block per SIMD lane: the ranks are comparisons with
+//! the sorted values when those are strictly decreasing in every lane, and are counted
+//! pairwise otherwise (ties; both give the same ranks where both apply).
 
 use crate::lanes::Lanes;
 

@@ -65,8 +65,9 @@
 //! ((3/2)^5, ½^3); here the last 29 are the 28 permutations of (5/2, 5/2, ½^6) and
 //! (3/2)^8, so the codebook is closed under coordinate permutations and the exact nearest
 //! codeword has a closed form (sort `|x ∓ ¼|`, score 9 multisets from prefix sums, assign
-//! by rank) with no search and no data-dependent branch, so the same code runs one block
-//! per SIMD lane. Both choices give 10.38 dB at 2 bits (10.384 vs 10.386 dB, 300k vectors).
+//! by rank) with no search and no per-block branch, so the same code runs one block per
+//! SIMD lane (one branch per group of lanes takes a rank-based path when a block has tied
+//! magnitudes). Both choices give 10.38 dB at 2 bits (10.384 vs 10.386 dB, 300k vectors).
 //!
 //! **3 and 4 bits: two stages.** 3 bits: E8P, then the residual `2 (x − c1)` coded with a
 //! 256-word codebook (the origin, the 240 roots of E8, 15 of ±2e_i), decoded at half
@@ -79,10 +80,10 @@
 //!
 //! | bits | two-stage (this crate) | Voronoi E8 / qE8, shrink | Voronoi, wrap |
 //! |---|---|---|---|
-//! | 3 | 15.28 dB | 15.44 dB (q = 8) | 12.57 dB |
-//! | 4 | 20.80 dB | 20.91 dB (q = 16) | 18.50 dB |
+//! | 3 | 15.27 dB | 15.44 dB (q = 8) | 12.57 dB |
+//! | 4 | 20.73 dB | 20.91 dB (q = 16) | 18.50 dB |
 //!
-//! With the shrink rule the Voronoi codes are 0.1 to 0.16 dB better at one global scale,
+//! With the shrink rule the Voronoi codes are 0.17 to 0.18 dB better at one global scale,
 //! but every decoded block costs a nearest-E8 computation (and an overloaded block up to
 //! 12 of them to encode), where the two-stage codes decode, and feed `dot_rows`, with two
 //! table loads: for the resident cache read at every decoding step, speed wins. (The
@@ -101,8 +102,8 @@
 //! | bits | AbsMax | Rms | BestOf 1 | BestOf 2 | BestOf 4 (default) | BestOf 8 |
 //! |---|---|---|---|---|---|---|
 //! | 2 | 10.16 | 10.45 | 10.48 | 10.50 | 10.51 | 10.51 |
-//! | 3 | 12.98 | 15.40 | 15.44 | 15.51 | 15.56 | 15.56 |
-//! | 4 | 16.96 | 20.94 | 20.98 | 21.14 | 21.28 | 21.30 |
+//! | 3 | 12.96 | 15.39 | 15.43 | 15.50 | 15.54 | 15.55 |
+//! | 4 | 16.93 | 20.86 | 20.90 | 21.06 | 21.19 | 21.22 |
 //!
 //! Per-row scales beat the single global scale (gain-shape coding), and the search gains
 //! most at 4 bits. `BestOf { candidates: n }` costs `n` encodings: the default (4) encodes

@@ -65,7 +65,7 @@ impl ScaleMode {
 
 /// The RMS factor `k` of each fixed code: the scale `k * σ` that maximizes the SQNR of
 /// N(0, σ²) data with one global scale (the best point of a 0.025-step sweep over 2^17
-/// blocks: `examples/report.rs`, records `lattice_scale_sweep`; 10.38, 15.28 and 20.80 dB).
+/// blocks: `examples/report.rs`, records `lattice_scale_sweep`; 10.38, 15.27 and 20.73 dB).
 #[must_use]
 pub fn rms_factor(bits: FixedBits) -> f32 {
     match bits {
