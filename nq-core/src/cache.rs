@@ -493,9 +493,10 @@ impl CompressedCache {
                 ),
             ] {
                 rows.clear();
-                for &i in idx {
+                rows.resize(idx.len() * d, 0.0);
+                for (&i, row) in idx.iter().zip(rows.chunks_exact_mut(d)) {
                     let at = (start + i as usize) * d;
-                    rows.extend(src[at..at + d].iter().map(|x| x.to_f32()));
+                    src[at..at + d].convert_to_f32_slice(row);
                 }
                 if is_key
                     && let Some(rope) = &self.rope

@@ -14,6 +14,20 @@ use crate::{cargo, project_root, run_checked};
 /// Stages whose crate has criterion benches and maybe an `examples/report.rs`.
 const STAGES: &[&str] = &["hadamard", "rope", "lattice", "entropy", "evict"];
 
+/// Stages beyond the stage crates, run on request: `core` (nq-core's compression and attention
+/// benches and its `compress_time` example) and `decode` (nq-candle's `decode_speed` example:
+/// decode tokens/s at 8K context, f16 cache against compressed caches, on the default model).
+const EXTRA: &[&str] = &["core", "decode"];
+
+/// How a stage is run: package, cargo features, whether it has criterion benches, report example.
+fn spec(stage: &str) -> (String, &'static [&'static str], bool, &'static str) {
+    match stage {
+        "core" => ("nq-core".into(), &["testing"], true, "compress_time"),
+        "decode" => ("nq-candle".into(), &[], false, "decode_speed"),
+        _ => (format!("nq-{stage}"), &[], true, "report"),
+    }
+}
+
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut stages = Vec::new();
     let mut criterion = true;
@@ -25,8 +39,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "--quick" => quick = true,
             "--collect" => collect = true,
             s if s.starts_with('-') => bail!("bench: unknown option `{s}`"),
-            s if STAGES.contains(&s) || s == "quality" => stages.push(s.to_owned()),
-            s => bail!("bench: unknown stage `{s}`; stages are {STAGES:?} and \"quality\""),
+            s if STAGES.contains(&s) || EXTRA.contains(&s) || s == "quality" => {
+                stages.push(s.to_owned());
+            }
+            s => bail!(
+                "bench: unknown stage `{s}`; stages are {STAGES:?}, {EXTRA:?} and \"quality\""
+            ),
         }
     }
     if stages.is_empty() {
@@ -49,36 +67,42 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 }
 
 fn stage_records(stage: &str, criterion: bool, quick: bool) -> Result<Vec<Value>> {
-    let package = format!("nq-{stage}");
+    let (package, features, has_criterion, report) = spec(stage);
     let mut records = Vec::new();
-    if criterion {
+    if criterion && has_criterion {
         let started = SystemTime::now();
         let mut cmd = cargo();
-        cmd.args(["bench", "-p", &package, "--bench", "bench_main", "--"]);
+        cmd.args(["bench", "-p", &package, "--bench", "bench_main"]);
+        for f in features {
+            cmd.args(["--features", f]);
+        }
+        cmd.arg("--");
         if quick {
             cmd.args(["--warm-up-time", "0.5", "--measurement-time", "1"]);
         }
         run_checked(&mut cmd)?;
         records.extend(criterion_records(&project_root().join("target/criterion"), started)?);
     }
-    let report = project_root().join(&package).join("examples/report.rs");
-    if report.exists() {
+    if project_root().join(&package).join(format!("examples/{report}.rs")).exists() {
         let mut cmd = cargo();
-        cmd.args(["run", "--release", "--quiet", "-p", &package, "--example", "report"]);
-        eprintln!("$ cargo run --release -p {package} --example report");
+        cmd.args(["run", "--release", "--quiet", "-p", &package, "--example", report]);
+        for f in features {
+            cmd.args(["--features", f]);
+        }
+        eprintln!("$ cargo run --release -p {package} --example {report}");
         let out = cmd.output().context("could not run the report example")?;
         if !out.status.success() {
             bail!(
-                "report example of {package} failed ({}):\n{}",
+                "{report} example of {package} failed ({}):\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
         }
         let parsed: Value = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("report example of {package} did not print a JSON array"))?;
+            .with_context(|| format!("{report} example of {package} did not print a JSON array"))?;
         match parsed {
             Value::Array(items) => records.extend(items),
-            _ => bail!("report example of {package} printed JSON that is not an array"),
+            _ => bail!("{report} example of {package} printed JSON that is not an array"),
         }
     }
     Ok(records)

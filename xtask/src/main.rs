@@ -26,8 +26,11 @@ commands:
                                  cache ($NQ_MODEL_DIR or ~/.cache/nexusquant/models); no-op if present
   bench [STAGE...] [--no-criterion] [--quick] [--collect]
                                  run criterion benches and report examples; stages: hadamard, rope,
-                                 lattice, entropy, evict, quality (default: all stage crates);
-                                 writes target/nq-bench/STAGE.json. quality: `nq eval --json` on
+                                 lattice, entropy, evict, core, decode, quality (default: the
+                                 five stage crates); writes target/nq-bench/STAGE.json. core:
+                                 nq-core's compression/attention benches and compress_time;
+                                 decode: decode tok/s at 8K, f16 vs compressed (needs smollm2);
+                                 quality: `nq eval --json` on
                                  smollm2 and qwen05 (--quick: one sample per genre; --collect:
                                  merge eval files already written instead of running)
   ci                             run the CI command list (fmt, clippy, tests, scalar tests, docs)

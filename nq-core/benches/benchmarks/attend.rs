@@ -12,7 +12,7 @@ fn attend(c: &mut Criterion) {
     for t in [2048usize, 8192] {
         g.throughput(Throughput::Elements((SMOLLM2.layers * SMOLLM2.kv_heads * t) as u64));
         for preset in [Preset::None, Preset::High, Preset::Balanced, Preset::Max] {
-            let mut cache = filled(SMOLLM2, preset.config(), t);
+            let mut cache = filled(SMOLLM2, preset.config(), t, true);
             cache.compress().expect("compresses");
             let q = nq_core::testing::test_rows(SMOLLM2.q_heads, SMOLLM2.head_dim, 7);
             let mut out = vec![0f32; q.len()];

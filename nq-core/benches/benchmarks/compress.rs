@@ -1,5 +1,7 @@
 //! Compressing the cache of a 2,000-token SmolLM2 prefix (30 layers x 3 kv heads x 64, K and
-//! V: 23 M values) on one core, per preset.
+//! V: 23 M values) on one core, per preset: `scores=prefill` with the window's attention
+//! handed over by the model (what nq-candle does), `scores=queries` recomputing it from the 128
+//! window queries.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use nq_core::{CompressionConfig, EvictConfig, Preset};
@@ -22,10 +24,14 @@ fn compress(c: &mut Criterion) {
         ("max", Preset::Max.config()),
         ("quant-only", quant_only),
     ];
-    for (name, cfg) in configs {
-        let cache = filled(SMOLLM2, cfg, t);
+    for ((name, cfg), scores) in configs
+        .into_iter()
+        .map(|c| (c, "prefill"))
+        .chain([(("balanced", Preset::Balanced.config()), "queries")])
+    {
+        let cache = filled(SMOLLM2, cfg, t, scores == "prefill");
         g.bench_function(
-            criterion::BenchmarkId::from_parameter(format!("preset={name},t={t}")),
+            criterion::BenchmarkId::from_parameter(format!("preset={name},t={t},scores={scores}")),
             |b| {
                 b.iter_batched(
                     || cache.clone(),

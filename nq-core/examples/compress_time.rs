@@ -1,0 +1,80 @@
+//! Time of one `compress()` of a 2,000-token SmolLM2-shaped cache, per preset, in this thread's
+//! CPU time (so a busy machine does not inflate it) and wall time, mean CPU time and best wall time of `N` runs.
+//!
+//! `cargo run --release -p nq-core --features testing --example compress_time -- [T] [N]`
+//! (defaults 2000 and 20). The window's attention is handed over as nq-candle does from the
+//! prefill (`scores=prefill`); `balanced` is also timed recomputing it from the 128 window
+//! queries (`scores=queries`). Prints JSON records (bench `cpu_compress_once`).
+
+use std::time::Instant;
+
+use nq_core::testing::test_rows;
+use nq_core::{CompressedCache, CompressionConfig, KvShape, Preset};
+
+const SMOLLM2: KvShape = KvShape { layers: 30, q_heads: 9, kv_heads: 3, head_dim: 64 };
+
+/// This thread's CPU time in seconds (Linux `/proc/thread-self/stat`, 100 ticks/s).
+fn thread_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+fn filled(cfg: CompressionConfig, t: usize, mass: bool) -> nq_core::Result<CompressedCache> {
+    let s = SMOLLM2;
+    let mut cache = CompressedCache::new(s, cfg, None)?;
+    let (d, w) = (s.head_dim, cfg.evict.window.min(t));
+    let pos: Vec<u32> = (0..t as u32).collect();
+    for layer in 0..s.layers {
+        let seed = 10 * layer as u64;
+        cache.observe_queries(layer, &test_rows(s.q_heads * w, d, seed), &pos[t - w..])?;
+        let (k, v) =
+            (test_rows(s.kv_heads * t, d, seed + 1), test_rows(s.kv_heads * t, d, seed + 2));
+        cache.append(layer, &k, &v, &pos)?;
+        if mass {
+            let mut m = test_rows(s.q_heads, t, seed + 3);
+            for row in m.chunks_exact_mut(t) {
+                row.iter_mut().for_each(|x| *x = x.abs());
+                let sum: f32 = row.iter().sum();
+                row.iter_mut().for_each(|x| *x *= w as f32 / sum);
+            }
+            cache.observe_attention(layer, &m)?;
+        }
+    }
+    Ok(cache)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let t: usize = args.first().map_or(Ok(2000), |s| s.parse())?;
+    let n: usize = args.get(1).map_or(Ok(20), |s| s.parse())?;
+    let mut records = Vec::new();
+    let runs = Preset::ALL.iter().map(|&p| (p, true)).chain([(Preset::Balanced, false)]);
+    for (preset, mass) in runs {
+        let cache = filled(preset.config(), t, mass)?;
+        // CPU time ticks at 10 ms: take the mean over the runs; wall time: the best run.
+        let (mut cpu, mut wall) = (0.0, f64::INFINITY);
+        for _ in 0..n {
+            let mut c = cache.clone();
+            let (w0, c0) = (Instant::now(), thread_cpu_seconds());
+            c.compress()?;
+            cpu += (thread_cpu_seconds() - c0) / n as f64;
+            wall = wall.min(w0.elapsed().as_secs_f64());
+        }
+        let scores = if mass { "prefill" } else { "queries" };
+        eprintln!(
+            "{:>9} scores={scores:<8} cpu {:6.1} ms  wall {:6.1} ms",
+            preset.name(),
+            cpu * 1e3,
+            wall * 1e3
+        );
+        records.push(format!(
+            r#"{{"bench": "cpu_compress_once", "preset": "{}", "scores": "{scores}", "t": {t}, "cpu_seconds": {cpu}, "seconds": {wall}}}"#,
+            preset.name()
+        ));
+    }
+    println!("[\n  {}\n]", records.join(",\n  "));
+    Ok(())
+}
