@@ -3,8 +3,8 @@
 //! `cargo run --release -p nq-candle --example decode_speed -- [MODEL] [CONTEXT] [DECODE]
 //! [PRESET...]` (defaults: smollm2, 8000, 32, balanced max). The prompt is the shared corpus,
 //! concatenated and cut at CONTEXT tokens. The same prompt is prefilled once into candle's dense
-//! f16 cache ([`DenseCache`], the uncompressed baseline) and once into a compressed cache, which
-//! is compressed once per preset; then DECODE tokens are generated greedily from each cache
+//! f16 cache ([`DenseCache`], the uncompressed baseline; also copied to f32, which needs no
+//! widening per step) and once into a compressed cache, which is compressed once per preset; then DECODE tokens are generated greedily from each cache
 //! and timed (wall clock; the first step is a warm-up and not timed). Writes a JSON array of
 //! records (bench `cpu_decode`, fields `cache`, `context`, `tok_per_s`, `ms_per_token`,
 //! `resident_bytes`) to stdout and `target/nq-bench/decode.json`.
@@ -86,10 +86,16 @@ fn main() -> Result<()> {
     let last = model.forward_last(prompt, 0, &mut dense)?;
     eprintln!("  {:.1} s", started.elapsed().as_secs_f64());
     let first = last.argmax(0)?.to_scalar::<u32>()?;
+    // The same prompt in an f32 cache too: twice the memory, but no widening per step.
+    let mut dense_f32 = dense.to_dtype(DType::F32)?;
     let dense_bytes = dense.used_bytes();
     let s = decode(&model, &mut dense, first, context, n)?;
     record("f16".into(), s, dense_bytes);
     drop(dense);
+    let dense_bytes = dense_f32.used_bytes();
+    let s = decode(&model, &mut dense_f32, first, context, n)?;
+    record("f32".into(), s, dense_bytes);
+    drop(dense_f32);
 
     eprintln!("prefill {context} tokens into the compressed cache...");
     let window = presets.iter().map(|p| p.config().evict.window).max().unwrap_or(1);

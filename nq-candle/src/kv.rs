@@ -380,6 +380,31 @@ impl DenseCache {
     /// # Errors
     /// A candle error from copying.
     pub fn deep_clone(&self) -> candle_core::Result<Self> {
+        self.copy_as(self.dtype)
+    }
+
+    /// A deep copy storing K/V as `dtype` (f32 or f16), e.g. to compare storage types on one
+    /// prefill.
+    ///
+    /// # Errors
+    /// [`Error::Shape`](crate::Error::Shape) for a dtype other than f32 or f16, a candle error
+    /// from converting.
+    ///
+    /// # Examples
+    /// ```
+    /// use candle_core::DType;
+    /// let c = nq_candle::DenseCache::with_dtype(DType::F16)?;
+    /// assert_eq!(c.to_dtype(DType::F32)?.dtype(), DType::F32);
+    /// assert!(c.to_dtype(DType::BF16).is_err());
+    /// # Ok::<(), nq_candle::Error>(())
+    /// ```
+    pub fn to_dtype(&self, dtype: DType) -> crate::Result<Self> {
+        Self::with_dtype(dtype)?;
+        Ok(self.copy_as(dtype)?)
+    }
+
+    fn copy_as(&self, dtype: DType) -> candle_core::Result<Self> {
+        let convert = |t: &Tensor| if t.dtype() == dtype { t.copy() } else { t.to_dtype(dtype) };
         let layers = self
             .layers
             .iter()
@@ -387,8 +412,8 @@ impl DenseCache {
                 l.as_ref()
                     .map(|l| {
                         Ok::<_, candle_core::Error>(LayerKv {
-                            k: l.k.copy()?,
-                            v: l.v.copy()?,
+                            k: convert(&l.k)?,
+                            v: convert(&l.v)?,
                             len: l.len,
                             positions: l.positions.clone(),
                         })
@@ -396,7 +421,7 @@ impl DenseCache {
                     .transpose()
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Self { dtype: self.dtype, query_chunk: self.query_chunk, layers })
+        Ok(Self { dtype, query_chunk: self.query_chunk, layers })
     }
 
     fn layer_mut(

@@ -18,8 +18,8 @@
 //! let t = 2048;
 //! let k: Vec<f32> = (0..t * 64).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
 //! let positions: Vec<u32> = (0..t as u32).collect();
-//! let q = vec![0.1f32; 2 * 32 * 64];
-//! cache.observe_queries(0, &q, &positions[t - 32..])?;
+//! let q = vec![0.1f32; 2 * 128 * 64];
+//! cache.observe_queries(0, &q, &positions[t - 128..])?;
 //! cache.append(0, &k, &k, &positions)?;
 //! cache.compress()?;
 //! let stats = cache.stats();
@@ -51,3 +51,8 @@ pub use cache::{CacheStats, CompressedCache, KvShape};
 pub use config::{BudgetSplit, CompressionConfig, EvictConfig, Preset, ScorerKind, Storage};
 pub use error::{Error, Result};
 pub use rotation::Rotation;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -17,7 +17,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let root = project_root();
     let path = root.join("README.md");
     let mut text = fs::read_to_string(&path).context("README.md")?;
-    for (name, render) in [("quality", quality as fn(&[Value]) -> String), ("stages", stages)] {
+    let tables =
+        [("quality", quality as fn(&[Value]) -> String), ("speed", speed), ("stages", stages)];
+    for (name, render) in tables {
         let records = load(name)?;
         let Some(records) = records else {
             eprintln!("readme: no results for `{name}`, table left as it is");
@@ -41,6 +43,7 @@ fn load(name: &str) -> Result<Option<Vec<Value>>> {
     let dir = project_root().join("target/nq-bench");
     let files: Vec<&str> = match name {
         "quality" => vec!["quality"],
+        "speed" => vec!["core", "decode"],
         _ => vec!["hadamard", "lattice", "entropy", "evict", "rope"],
     };
     let mut out = Vec::new();
@@ -84,6 +87,36 @@ fn quality(records: &[Value]) -> String {
             num(r, "ratio_resident"),
             num(r, "ratio_archive"),
             num(r, "seconds"),
+        );
+    }
+    s
+}
+
+/// Compression time (nq-core's `compress_time`) and decode speed at long context
+/// (nq-candle's `decode_speed`).
+fn speed(records: &[Value]) -> String {
+    let mut s = String::from("| measurement | setting | figures |\n|---|---|---|\n");
+    let ms = |r: &Value, k: &str| r.get(k).and_then(Value::as_f64).map_or(f64::NAN, |v| v * 1e3);
+    for r in records.iter().filter(|r| r["bench"] == "cpu_compress_once") {
+        let _ = writeln!(
+            s,
+            "| compress a {}-token SmolLM2-shaped cache, one core | preset={} scores={} | CPU {:.1} ms, wall {:.1} ms |",
+            r["t"],
+            r["preset"].as_str().unwrap_or("?"),
+            r["scores"].as_str().unwrap_or("?"),
+            ms(r, "cpu_seconds"),
+            ms(r, "seconds"),
+        );
+    }
+    for r in records.iter().filter(|r| r["bench"] == "cpu_decode") {
+        let mib = r["resident_bytes"].as_f64().unwrap_or(f64::NAN) / f64::from(1u32 << 20);
+        let _ = writeln!(
+            s,
+            "| decode at {} tokens of context, {} | cache={} | {} tok/s, cache {mib:.1} MiB |",
+            r["context"],
+            r["model"].as_str().unwrap_or("?"),
+            r["cache"].as_str().unwrap_or("?"),
+            num(r, "tok_per_s"),
         );
     }
     s
