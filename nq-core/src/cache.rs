@@ -318,6 +318,8 @@ impl CompressedCache {
         }
         let w = self.cfg.evict.window;
         let take = t.min(w);
+        // The window changes: attention mass recorded for the old one no longer applies.
+        self.layers[layer].window_mass = None;
         let win = &mut self.layers[layer].queries;
         for (h, rows) in win.rows.iter_mut().enumerate() {
             rows.extend_from_slice(&q[(h * t + t - take) * d..(h + 1) * t * d]);
