@@ -93,3 +93,35 @@ fn corrupt_archives_are_errors() {
         assert!(CompressedCache::load(&b[..], &model(), None).is_err(), "case {i} loaded");
     }
 }
+
+#[test]
+fn config_bytes_round_trip_and_read_version_2() {
+    use nq_core::{BudgetSplit, CompressionConfig, Preset};
+    let mut configs: Vec<CompressionConfig> = Preset::ALL.iter().map(|p| p.config()).collect();
+    let mut other = Preset::Balanced.config();
+    other.evict.split = BudgetSplit::PerLayer;
+    other.evict.value_norm = false;
+    configs.push(other);
+    for cfg in configs {
+        assert_eq!(CompressionConfig::from_bytes(&cfg.to_bytes()).unwrap(), cfg);
+    }
+    // Version 2 had no value-norm byte: read as `value_norm: false`.
+    let mut v2 = Preset::Balanced.config().to_bytes();
+    v2[0] = 2;
+    v2.pop();
+    let read = CompressionConfig::from_bytes(&v2).unwrap();
+    assert!(!read.evict.value_norm);
+    assert_eq!(read.evict.split, BudgetSplit::Global);
+    // A bad value-norm byte, a bad split tag, a truncated or future version: errors.
+    let mut bad = Preset::Balanced.config().to_bytes();
+    *bad.last_mut().unwrap() = 7;
+    assert!(CompressionConfig::from_bytes(&bad).is_err());
+    let mut bad = Preset::Balanced.config().to_bytes();
+    bad[42] = 9;
+    assert!(CompressionConfig::from_bytes(&bad).is_err());
+    let good = Preset::Balanced.config().to_bytes();
+    assert!(CompressionConfig::from_bytes(&good[..good.len() - 2]).is_err());
+    let mut future = good.clone();
+    future[0] = 4;
+    assert!(CompressionConfig::from_bytes(&future).is_err());
+}
