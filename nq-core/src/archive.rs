@@ -81,16 +81,18 @@ impl CompressedCache {
         let d = self.shape.head_dim;
         let codes = |storage, codes| code_ref(storage, codes, d);
         for (li, l) in self.layers.iter().enumerate() {
-            let names: Vec<[String; 10]> = (0..l.heads.len())
+            let names: Vec<[String; 11]> = (0..l.heads.len())
                 .map(|h| {
-                    ["pos", "k", "ks", "v", "vs", "dk", "dv", "mass", "km", "vm"]
+                    ["pos", "k", "ks", "v", "vs", "dk", "dv", "mass", "km", "vm", "ksm"]
                         .map(|s| format!("h{h}.{s}"))
                 })
                 .collect();
-            let masses: Vec<[Vec<u8>; 3]> = l
+            let masses: Vec<[Vec<u8>; 4]> = l
                 .heads
                 .iter()
-                .map(|h| [f32_bytes(&h.dense_mass), f32_bytes(&h.k_mean), f32_bytes(&h.v_mean)])
+                .map(|h| {
+                    [h.dense_mass.as_slice(), &h.k_mean, &h.v_mean, &h.k_smooth].map(f32_bytes)
+                })
                 .collect();
             let queries: Vec<Vec<u8>> =
                 l.queries.rows.iter().filter(|r| !r.is_empty()).map(|r| f32_bytes(r)).collect();
@@ -126,6 +128,7 @@ impl CompressedCache {
                     StreamRef { name: &n[7], data: DataRef::Raw(&mass[0]) },
                     StreamRef { name: &n[8], data: DataRef::Raw(&mass[1]) },
                     StreamRef { name: &n[9], data: DataRef::Raw(&mass[2]) },
+                    StreamRef { name: &n[10], data: DataRef::Raw(&mass[3]) },
                 ]);
             }
             ar.write_section(u32::try_from(li + 1).unwrap_or(u32::MAX), &s)?;
@@ -222,6 +225,11 @@ impl CompressedCache {
                     dense_mass: floats(&raw(&sec, &name("mass"))?)?,
                     k_mean: floats(&raw(&sec, &name("km"))?)?,
                     v_mean: floats(&raw(&sec, &name("vm"))?)?,
+                    // Absent from archives of configurations without key smoothing.
+                    k_smooth: match cache.cfg.smooth_keys {
+                        true => floats(&raw(&sec, &name("ksm"))?)?,
+                        false => Vec::new(),
+                    },
                     pos,
                 };
                 let with_scales =
@@ -233,7 +241,10 @@ impl CompressedCache {
                     && head.dense_k.len() == n_dense * d
                     && head.dense_v.len() == n_dense * d
                     && head.dense_mass.len() == n_dense
-                    && [head.k_mean.len(), head.v_mean.len()].iter().all(|&m| m == 0 || m == d)
+                    && [head.k_mean.len(), head.v_mean.len(), head.k_smooth.len()]
+                        .iter()
+                        .all(|&m| m == 0 || m == d)
+                    && head.k_smooth.iter().all(|s| s.is_finite() && *s > 0.0)
                     && head.pos.windows(2).all(|w| w[0] < w[1]);
                 if !fits {
                     return Err(bad(format!(

@@ -99,6 +99,10 @@ pub(crate) struct Head {
     /// exactly (`q . mean` per query, `sum p * mean` per output).
     pub(crate) k_mean: Vec<f32>,
     pub(crate) v_mean: Vec<f32>,
+    /// Per-channel key scale `s` (`CompressionConfig::smooth_keys`; empty when off or before
+    /// the first compression): compressed keys store `(k - mean) * s`, queries are divided by
+    /// `s`.
+    pub(crate) k_smooth: Vec<f32>,
 }
 
 /// The last `window` queries of a layer, `[q_heads][<= window][d]`, oldest first.
@@ -473,7 +477,8 @@ impl CompressedCache {
         let lay = &mut self.layers[layer];
         let positions: Vec<u32> = lay.dense_pos[range.clone()].to_vec();
         let mut rows = Vec::new();
-        for (head, idx) in lay.heads.iter_mut().zip(keep_idx) {
+        let group = self.shape.group();
+        for (hi, (head, idx)) in lay.heads.iter_mut().zip(keep_idx).enumerate() {
             for (src, codec, rot, codes, scales, mean, is_key) in [
                 (
                     &head.dense_k,
@@ -513,6 +518,17 @@ impl CompressedCache {
                     }
                     for row in rows.chunks_exact_mut(d) {
                         row.iter_mut().zip(mean.iter()).for_each(|(x, m)| *x -= m);
+                    }
+                }
+                if is_key && self.cfg.smooth_keys {
+                    if head.k_smooth.is_empty() && !idx.is_empty() && !lay.queries.pos.is_empty() {
+                        let queries = &lay.queries.rows[hi * group..(hi + 1) * group];
+                        head.k_smooth = key_smoothing(queries, &rows, d);
+                    }
+                    if !head.k_smooth.is_empty() {
+                        for row in rows.chunks_exact_mut(d) {
+                            row.iter_mut().zip(&head.k_smooth).for_each(|(x, s)| *x *= s);
+                        }
                     }
                 }
                 rot.forward_rows(&mut rows)?;
@@ -633,7 +649,7 @@ impl CompressedCache {
                     + (head.k_scales.len() + head.v_scales.len()) * 2
                     + (head.dense_k.len() + head.dense_v.len()) * 2
                     + head.dense_mass.len() * 4
-                    + (head.k_mean.len() + head.v_mean.len()) * 4;
+                    + (head.k_mean.len() + head.v_mean.len() + head.k_smooth.len()) * 4;
             }
             s.fp16_bytes += 2 * self.shape.kv_heads * lay.seen * d * 2;
         }
@@ -694,6 +710,9 @@ impl HeadCtx<'_> {
                     for (r, &x) in qr.iter_mut().zip(qv) {
                         *r = x * scale;
                     }
+                    if !head.k_smooth.is_empty() {
+                        qr.iter_mut().zip(&head.k_smooth).for_each(|(r, s)| *r /= s);
+                    }
                     self.key_rot.forward(&mut qr)?;
                     let scales = if self.keys.has_scales() { &head.k_scales[c0..] } else { &[] };
                     self.keys.dot(&qr, &head.k_codes[c0 * kb..], scales, sc)?;
@@ -741,11 +760,37 @@ impl HeadCtx<'_> {
         self.keys.decode(&head.k_codes, &head.k_scales, &mut keys)?;
         for row in keys.chunks_exact_mut(d) {
             self.key_rot.inverse(row)?;
+            if !head.k_smooth.is_empty() {
+                row.iter_mut().zip(&head.k_smooth).for_each(|(x, s)| *x /= s);
+            }
             row.iter_mut().zip(&head.k_mean).for_each(|(x, m)| *x += m);
         }
         rope.apply(&mut keys, &head.pos)?;
         Ok(keys)
     }
+}
+
+/// SmoothQuant-style per-channel key scale with exponent 1/2: `s_c = sqrt(rms(q_c) /
+/// rms(k_c))` over the window's queries of the kv head's group and the (centered) keys,
+/// normalized to geometric mean 1 so the codes' scales stay where they were.
+fn key_smoothing(queries: &[Vec<f32>], keys: &[f32], d: usize) -> Vec<f32> {
+    let sum_squares = |rows: &mut dyn Iterator<Item = &[f32]>| {
+        let mut acc = vec![0f64; d];
+        for row in rows {
+            acc.iter_mut().zip(row).for_each(|(a, &x)| *a += f64::from(x) * f64::from(x));
+        }
+        acc
+    };
+    let q = sum_squares(&mut queries.iter().flat_map(|r| r.chunks_exact(d)));
+    let k = sum_squares(&mut keys.chunks_exact(d));
+    let raw: Vec<f64> = q
+        .iter()
+        .zip(&k)
+        // tiny floors keep all-zero channels finite; the counts cancel in the normalization
+        .map(|(q, k)| ((q + 1e-30) / (k + 1e-30)).sqrt().sqrt())
+        .collect();
+    let log_mean = raw.iter().map(|x| x.ln()).sum::<f64>() / d as f64;
+    raw.iter().map(|x| (x / log_mean.exp()).clamp(1e-3, 1e3) as f32).collect()
 }
 
 /// Mean of the rows of `d` values, per column, summed in f64.

@@ -105,23 +105,31 @@ fn config_bytes_round_trip_and_read_version_2() {
     for cfg in configs {
         assert_eq!(CompressionConfig::from_bytes(&cfg.to_bytes()).unwrap(), cfg);
     }
-    // Version 2 had no value-norm byte: read as `value_norm: false`.
-    let mut v2 = Preset::Balanced.config().to_bytes();
+    // Version 3 had no key-smoothing byte, version 2 no value-norm byte either.
+    let mut v3 = Preset::Balanced.config().to_bytes();
+    v3[0] = 3;
+    v3.pop();
+    let read = CompressionConfig::from_bytes(&v3).unwrap();
+    assert!(read.evict.value_norm && !read.smooth_keys);
+    let mut v2 = v3.clone();
     v2[0] = 2;
     v2.pop();
     let read = CompressionConfig::from_bytes(&v2).unwrap();
-    assert!(!read.evict.value_norm);
+    assert!(!read.evict.value_norm && !read.smooth_keys);
     assert_eq!(read.evict.split, BudgetSplit::Global);
     // A bad value-norm byte, a bad split tag, a truncated or future version: errors.
-    let mut bad = Preset::Balanced.config().to_bytes();
-    *bad.last_mut().unwrap() = 7;
-    assert!(CompressionConfig::from_bytes(&bad).is_err());
+    for at in 1..=2 {
+        let mut bad = Preset::Balanced.config().to_bytes();
+        let n = bad.len();
+        bad[n - at] = 7;
+        assert!(CompressionConfig::from_bytes(&bad).is_err(), "flag byte {at} from the end");
+    }
     let mut bad = Preset::Balanced.config().to_bytes();
     bad[42] = 9;
     assert!(CompressionConfig::from_bytes(&bad).is_err());
     let good = Preset::Balanced.config().to_bytes();
     assert!(CompressionConfig::from_bytes(&good[..good.len() - 2]).is_err());
     let mut future = good.clone();
-    future[0] = 4;
+    future[0] = 5;
     assert!(CompressionConfig::from_bytes(&future).is_err());
 }

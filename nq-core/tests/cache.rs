@@ -63,7 +63,8 @@ fn resident_bytes_are_the_buffers() {
         + s.dense_slots * per_dense_slot
         + SHAPE.layers * (cfg.evict.sinks + cfg.evict.recent) * 4 // dense positions, per layer
         + SHAPE.layers * 2 * d * 4 // rotation signs
-        + SHAPE.layers * SHAPE.kv_heads * 2 * d * 4; // key and value means (centering)
+        + SHAPE.layers * SHAPE.kv_heads * 2 * d * 4 // key and value means (centering)
+        + SHAPE.layers * SHAPE.kv_heads * d * 4; // per-channel key smoothing
     assert_eq!(s.resident_bytes, expected, "{s:?}");
     assert_eq!(s.fp16_bytes, 2 * SHAPE.layers * SHAPE.kv_heads * 1000 * d * 2);
     assert!(s.ratio() > 5.0, "balanced ratio {}", s.ratio());
@@ -211,4 +212,50 @@ fn window_mass_from_the_model_selects_like_the_queries() {
     }
     // The mass is transient: gone with the queries once the prompt is compressed.
     assert_eq!(with_mass.stats().resident_bytes, plain.stats().resident_bytes);
+}
+
+#[test]
+fn key_smoothing_protects_the_channels_queries_weigh_most() {
+    // Keys whose largest channels are the ones queries ignore, and queries that lean on a
+    // small key channel (Qwen-like): smoothing moves quantization error off that channel, so
+    // the attention logits of the compressed keys are closer to the exact ones.
+    let (t, d) = (400usize, SHAPE.head_dim);
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut k = gauss(&mut rng, SHAPE.kv_heads * t * d);
+    let mut q = gauss(&mut rng, SHAPE.q_heads * 128 * d);
+    for row in k.chunks_exact_mut(d) {
+        row[1..8].iter_mut().for_each(|x| *x *= 20.0);
+        row[0] *= 0.05;
+    }
+    for row in q.chunks_exact_mut(d) {
+        row[0] *= 50.0;
+    }
+    let pos: Vec<u32> = (0..t as u32).collect();
+    // One query per query head: the first window query of each.
+    let probe: Vec<f32> = q.chunks_exact(128 * d).flat_map(|h| h[..d].to_vec()).collect();
+    let mut errs = Vec::new();
+    for smooth_keys in [false, true] {
+        let cfg = CompressionConfig {
+            evict: nq_core::EvictConfig { keep: 1.0, ..Preset::Balanced.config().evict },
+            keys: Storage::E8 { bits: 3 },
+            values: Storage::F16,
+            smooth_keys,
+            ..Preset::Balanced.config()
+        };
+        let mut cache = CompressedCache::new(SHAPE, cfg, None).unwrap();
+        for layer in 0..SHAPE.layers {
+            cache.observe_queries(layer, &q, &pos[t - 128..]).unwrap();
+            cache.append(layer, &k, &k, &pos).unwrap();
+        }
+        cache.compress().unwrap();
+        // Values are the keys (kept in f16): the output is a softmax-weighted key, compared
+        // with the exact attention.
+        let mut out = vec![0f32; SHAPE.q_heads * d];
+        cache.attend(0, &probe, &[t as u32], None, &mut out).unwrap();
+        let reference = nq_core::reference::attention(&probe, &[t as u32], &k, &k, &pos, SHAPE);
+        let err: f64 =
+            out.iter().zip(&reference).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+        errs.push(err);
+    }
+    assert!(errs[1] < 0.5 * errs[0], "smoothing should cut the error: {errs:?}");
 }
