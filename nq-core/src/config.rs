@@ -97,7 +97,8 @@ pub struct CompressionConfig {
     /// exact in `q . k`): keys are multiplied by `s_c = sqrt(rms(q_c) / rms(k_c))` (geometric
     /// mean 1, from the observation window and the first compressed keys) and queries divided
     /// by it, so quantization error lands less on the channels queries weigh most. Without it
-    /// a few Qwen2.5-0.5B samples blew up (+76% and +96% perplexity where +4% and +5% with it).
+    /// a few Qwen2.5-Coder-0.5B samples blew up (+76% and +96% perplexity where +4% and +5%
+    /// with it).
     pub smooth_keys: bool,
     /// Tokens compressed at a time once they leave the recent window during decoding.
     pub block: usize,
@@ -109,15 +110,16 @@ pub struct CompressionConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Preset {
     /// Half the tokens kept, 4-bit keys, 3-bit values, best-of-4 scales (measured ratio in
-    /// the README). Over the whole corpus the scale search measured better than the RMS rule
-    /// on both models (SmolLM2 +3.06% vs +3.27%, Qwen2.5-0.5B +9.55% vs +13.68%), though it
-    /// doubles compression time.
+    /// the README). Over the whole corpus, before key smoothing, the scale search measured
+    /// better than the RMS rule on both models (SmolLM2 +3.06% vs +3.27%, Qwen2.5-Coder-0.5B
+    /// +9.55% vs +13.68%), though it doubles compression time.
     High,
     /// 35% of the tokens kept, 4-bit keys, 2-bit values.
     Balanced,
-    /// 20% of the tokens kept, 4-bit keys, 2-bit values. Fewer key bits break Qwen2.5-0.5B
-    /// (2 kv heads) on some samples: on Mansfield Park 3-bit keys gave +95.6% against +5.8%
-    /// with 4-bit keys and +4.2% with f16 keys; 2-bit keys +113% on a technical sample.
+    /// 20% of the tokens kept, 4-bit keys, 2-bit values. Before key smoothing, fewer key bits
+    /// broke Qwen2.5-Coder-0.5B (2 kv heads) on some samples (Mansfield Park, 3-bit keys:
+    /// +95.6% against +5.8% with 4-bit keys); with smoothing 3-bit keys gave +4.7% there, but
+    /// the whole corpus was measured with 4-bit keys only.
     Max,
     /// No compression: f16 cache with every token. The baseline every figure is compared to.
     None,
