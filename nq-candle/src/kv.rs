@@ -478,25 +478,13 @@ impl KvCache for DenseCache {
         positions: &[u32],
         spec: &AttnSpec,
     ) -> candle_core::Result<Tensor> {
-        let shape = AttendShape::check(q, k, v, positions)?;
-        let chunk = self.query_chunk;
-        let dtype = self.dtype;
-        let l = self.layer_mut(layer, &shape, q.device())?;
-        if let (Some(&last), Some(&first)) = (l.positions.last(), positions.first())
-            && first <= last
-        {
-            candle_core::bail!(
-                "attend: layer {layer}: new position {first} is not after stored position {last}"
-            );
-        }
-        l.append(&k.to_dtype(dtype)?, &v.to_dtype(dtype)?, positions)?;
-        Ok(dense_attention(l, q, &shape, positions, spec, chunk, 0)?.0)
+        Ok(self.attend_with_mass(layer, q, k, v, positions, spec, 0)?.0)
     }
 }
 
 impl DenseCache {
-    /// [`KvCache::attend_with`], also returning the attention mass that the last
-    /// `window` queries paid every key of the layer: `[q_heads, keys]` f32, row `h` the sum of
+    /// [`KvCache::attend_with`], also returning (with `window > 0`) the attention mass that
+    /// the last `window` queries paid every key of the layer: `[q_heads, keys]` f32, row `h` the sum of
     /// query head `h`'s attention probabilities over those queries (SnapKV's observation
     /// window, taken from the attention the model computes anyway).
     #[allow(clippy::too_many_arguments)] // the trait method's arguments, plus the window
@@ -513,8 +501,12 @@ impl DenseCache {
         let shape = AttendShape::check(q, k, v, positions)?;
         let (chunk, dtype) = (self.query_chunk, self.dtype);
         let l = self.layer_mut(layer, &shape, q.device())?;
-        if !l.positions.is_empty() {
-            candle_core::bail!("attend_with_mass: layer {layer} is not empty");
+        if let (Some(&last), Some(&first)) = (l.positions.last(), positions.first())
+            && first <= last
+        {
+            candle_core::bail!(
+                "attend: layer {layer}: new position {first} is not after stored position {last}"
+            );
         }
         l.append(&k.to_dtype(dtype)?, &v.to_dtype(dtype)?, positions)?;
         dense_attention(l, q, &shape, positions, spec, chunk, window)

@@ -69,9 +69,7 @@ impl Scoring {
                 )?;
                 if self.cfg.value_norm {
                     widen(&head.dense_v, &mut values);
-                    for (s, v) in scores.iter_mut().zip(values.chunks_exact(d)) {
-                        *s *= norm(v);
-                    }
+                    ValueNorm::new(observed).weigh(&values, d, &mut scores)?;
                 }
                 out.push(scores);
             }
@@ -143,17 +141,4 @@ pub(crate) fn choose(
                 .collect()
         })
         .collect())
-}
-
-/// Euclidean norm, in eight independent f32 lanes so that it vectorizes.
-fn norm(v: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = v.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
-    for c in chunks {
-        for (a, x) in acc.iter_mut().zip(c) {
-            *a += x * x;
-        }
-    }
-    (acc.iter().sum::<f32>() + tail).sqrt()
 }

@@ -56,6 +56,14 @@ fn scorer_requirements() {
     assert!(score(&KeyKey, &no_q, 10).is_ok());
     let no_v = ScoreInput { values: None, ..c.input() };
     assert!(matches!(score(&ValueNorm::new(KeyNorm), &no_v, 10), Err(Error::NoValues { .. })));
+    // weighing scores the caller has: values must be `[scores, d]`, d > 0, epsilon >= 0
+    let mut s = [1.0f32; 3];
+    let vn = ValueNorm::new(KeyNorm);
+    assert!(matches!(vn.weigh(&[1.0; 5], 2, &mut s), Err(Error::Len { got: 5, expected: 6, .. })));
+    assert!(matches!(vn.weigh(&[], 0, &mut s), Err(Error::ZeroDim { .. })));
+    let bad = ValueNorm { epsilon: -1.0, ..ValueNorm::new(KeyNorm) };
+    assert!(matches!(bad.weigh(&[1.0; 6], 2, &mut s), Err(Error::Config { .. })));
+    assert_eq!(s, [1.0; 3], "nothing is written on error");
 }
 
 #[test]

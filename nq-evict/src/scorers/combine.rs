@@ -54,19 +54,67 @@ impl<S: Scorer> Scorer for ValueNorm<S> {
         const OP: &str = "ValueNorm::score";
         let dims = input.check(OP, out, false)?;
         let Some(values) = input.values else { return Err(Error::NoValues { op: OP }) };
+        self.check_epsilon(OP)?;
+        self.inner.score(input, out)?;
+        self.weigh_valid(values, dims.d, out);
+        Ok(())
+    }
+}
+
+impl<S> ValueNorm<S> {
+    /// Weights scores the caller already has (for example from
+    /// [`ObservedAttention::score_mass`](crate::ObservedAttention::score_mass)) by the value
+    /// norms, as [`Scorer::score`] does after the inner scorer: `scores[i] -> (scores[i] +
+    /// epsilon) * ||values[i]||`, `values` being `[scores.len(), d]`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroDim`] for `d == 0`, [`Error::Len`] when `values` is not `scores.len() * d`
+    /// long, [`Error::Config`] for a negative or non-finite `epsilon`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nq_evict::{KeyNorm, ValueNorm};
+    /// let mut scores = [1.0f32, 2.0];
+    /// ValueNorm::new(KeyNorm).weigh(&[3.0, 4.0, 0.0, 1.0], 2, &mut scores)?;
+    /// assert_eq!(scores, [5.0, 2.0]);
+    /// # Ok::<(), nq_evict::Error>(())
+    /// ```
+    pub fn weigh(&self, values: &[f32], d: usize, scores: &mut [f32]) -> Result<()> {
+        const OP: &str = "ValueNorm::weigh";
+        if d == 0 {
+            return Err(Error::ZeroDim { op: OP });
+        }
+        if Some(values.len()) != scores.len().checked_mul(d) {
+            return Err(Error::Len {
+                op: OP,
+                what: "values",
+                expected: scores.len().saturating_mul(d),
+                got: values.len(),
+            });
+        }
+        self.check_epsilon(OP)?;
+        self.weigh_valid(values, d, scores);
+        Ok(())
+    }
+
+    fn check_epsilon(&self, op: &'static str) -> Result<()> {
         if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
             return Err(Error::Config {
-                op: OP,
+                op,
                 what: "epsilon",
                 value: f64::from(self.epsilon),
                 expected: "finite, >= 0",
             });
         }
-        self.inner.score(input, out)?;
-        for (o, v) in out.iter_mut().zip(values.chunks_exact(dims.d)) {
+        Ok(())
+    }
+
+    fn weigh_valid(&self, values: &[f32], d: usize, scores: &mut [f32]) {
+        for (o, v) in scores.iter_mut().zip(values.chunks_exact(d)) {
             *o = (*o + self.epsilon) * norm(v);
         }
-        Ok(())
     }
 }
 
