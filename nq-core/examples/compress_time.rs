@@ -8,8 +8,8 @@
 
 use std::time::Instant;
 
-use nq_core::testing::test_rows;
-use nq_core::{CompressedCache, CompressionConfig, KvShape, Preset};
+use nq_core::testing::filled_cache;
+use nq_core::{KvShape, Preset};
 
 const SMOLLM2: KvShape = KvShape { layers: 30, q_heads: 9, kv_heads: 3, head_dim: 64 };
 
@@ -22,30 +22,6 @@ fn thread_cpu_seconds() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
-fn filled(cfg: CompressionConfig, t: usize, mass: bool) -> nq_core::Result<CompressedCache> {
-    let s = SMOLLM2;
-    let mut cache = CompressedCache::new(s, cfg, None)?;
-    let (d, w) = (s.head_dim, cfg.evict.window.min(t));
-    let pos: Vec<u32> = (0..t as u32).collect();
-    for layer in 0..s.layers {
-        let seed = 10 * layer as u64;
-        cache.observe_queries(layer, &test_rows(s.q_heads * w, d, seed), &pos[t - w..])?;
-        let (k, v) =
-            (test_rows(s.kv_heads * t, d, seed + 1), test_rows(s.kv_heads * t, d, seed + 2));
-        cache.append(layer, &k, &v, &pos)?;
-        if mass {
-            let mut m = test_rows(s.q_heads, t, seed + 3);
-            for row in m.chunks_exact_mut(t) {
-                row.iter_mut().for_each(|x| *x = x.abs());
-                let sum: f32 = row.iter().sum();
-                row.iter_mut().for_each(|x| *x *= w as f32 / sum);
-            }
-            cache.observe_attention(layer, &m)?;
-        }
-    }
-    Ok(cache)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let t: usize = args.first().map_or(Ok(2000), |s| s.parse())?;
@@ -53,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut records = Vec::new();
     let runs = Preset::ALL.iter().map(|&p| (p, true)).chain([(Preset::Balanced, false)]);
     for (preset, mass) in runs {
-        let cache = filled(preset.config(), t, mass)?;
+        let cache = filled_cache(SMOLLM2, preset.config(), t, mass)?;
         // CPU time ticks at 10 ms: take the mean over the runs; wall time: the best run.
         let (mut cpu, mut wall) = (0.0, f64::INFINITY);
         for _ in 0..n {

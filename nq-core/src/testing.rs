@@ -1,9 +1,51 @@
 //! Backend conformance harness (feature `testing`): runs every [`Backend`] operation on a
 //! backend and checks it against [`CpuBackend`], the oracle. `nq-cuda` instantiates it with
-//! [`backend_tests!`](crate::backend_tests).
+//! [`backend_tests!`](crate::backend_tests). Also the deterministic data the benchmarks and
+//! timing examples use.
 
 use crate::backend::{Backend, CpuBackend, Rows};
+use crate::cache::{CompressedCache, KvShape};
+use crate::config::CompressionConfig;
+use crate::error::Result;
 use crate::rotation::{Rotation, splitmix};
+
+/// A cache of `shape` filled with `t` tokens of [`test_rows`] keys and values per layer and an
+/// observation window of `cfg.evict.window` queries, not yet compressed. With `mass`, the
+/// window's attention mass is also handed over, as a model does from its prefill's own
+/// attention (positive values summing to the window length per query head).
+///
+/// # Errors
+/// [`Error::Shape`](crate::Error::Shape) or [`Error::Config`](crate::Error::Config) for a bad
+/// shape or configuration.
+pub fn filled_cache(
+    shape: KvShape,
+    cfg: CompressionConfig,
+    t: usize,
+    mass: bool,
+) -> Result<CompressedCache> {
+    let mut cache = CompressedCache::new(shape, cfg, None)?;
+    let d = shape.head_dim;
+    let w = cfg.evict.window.min(t);
+    let pos: Vec<u32> = (0..t as u32).collect();
+    for layer in 0..shape.layers {
+        let seed = layer as u64;
+        let k = test_rows(shape.kv_heads * t, d, 2 * seed);
+        let v = test_rows(shape.kv_heads * t, d, 2 * seed + 1);
+        let q = test_rows(shape.q_heads * w, d, 1000 + seed);
+        cache.observe_queries(layer, &q, &pos[t - w..])?;
+        cache.append(layer, &k, &v, &pos)?;
+        if mass {
+            let mut m = test_rows(shape.q_heads, t, 2000 + seed);
+            for row in m.chunks_exact_mut(t.max(1)) {
+                row.iter_mut().for_each(|x| *x = x.abs());
+                let sum: f32 = row.iter().sum();
+                row.iter_mut().for_each(|x| *x *= w as f32 / sum);
+            }
+            cache.observe_attention(layer, &m)?;
+        }
+    }
+    Ok(cache)
+}
 
 /// Deterministic test rows: roughly Gaussian values from a seed (sum of uniforms).
 pub fn test_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
