@@ -53,8 +53,8 @@ const DECODE_MAX_GRID: u32 = 1 << 20;
 /// ```
 #[derive(Debug)]
 pub struct CudaBackend {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
     kernels: OnceLock<Arc<Kernels>>,
     /// Scaled sign vectors `D / sqrt(n)` on the device, by (block dim, seed).
     signs: Mutex<SignCache>,
@@ -122,7 +122,7 @@ impl CudaBackend {
     }
 
     /// The compiled kernels and device tables, compiling them on first use.
-    fn kernels(&self) -> Result<&Kernels> {
+    pub(crate) fn kernels(&self) -> Result<&Kernels> {
         if let Some(k) = self.kernels.get() {
             return Ok(k);
         }
@@ -131,7 +131,7 @@ impl CudaBackend {
     }
 
     /// `D / sqrt(n)` of one Hadamard block on the device, uploaded once per (dim, seed).
-    fn scaled_signs(&self, block: &nq_hadamard::RandomizedHadamard) -> Result<Arc<CudaSlice<f32>>> {
+    pub(crate) fn scaled_signs(&self, block: &nq_hadamard::RandomizedHadamard) -> Result<Arc<CudaSlice<f32>>> {
         let key = (block.dim(), block.seed());
         let mut cache = self.signs.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(s) = cache.get(&key) {

@@ -36,9 +36,12 @@
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod attend;
 mod backend;
+pub mod encode;
 mod error;
 mod module;
+pub mod store;
 
 pub use backend::{CudaBackend, DeviceCodes, MAX_BLOCK};
 pub use error::{CudaError, Result};

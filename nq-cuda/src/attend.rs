@@ -1,0 +1,1 @@
+//! Fused decode attention over the compressed storage (in progress).

@@ -1,0 +1,1 @@
+//! The encode pipeline on the device (in progress).

@@ -1,0 +1,1 @@
+//! Device-resident storage of the compressed cache (in progress).
