@@ -70,6 +70,13 @@ pub enum Error {
         /// The number of rows.
         count: usize,
     },
+    /// A mean rotation over no position ([`Rope::apply_mean`](crate::Rope::apply_mean) with
+    /// `count == 0`) is undefined.
+    #[error("{op}: the mean rotation needs at least one position")]
+    NoPositions {
+        /// The operation that refused the input.
+        op: &'static str,
+    },
     /// A [`RopeTable`](crate::RopeTable) must come from a rope with the same `rotary_dim`,
     /// and the buffer must hold a whole number of `table.len()` rows.
     #[error(

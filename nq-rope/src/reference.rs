@@ -158,42 +158,90 @@ pub fn invert(cfg: &RopeConfig, rows: &mut [f32], positions: &[u32]) -> Result<(
     embed(cfg, rows, positions, true)
 }
 
+/// The mean of [`apply`] over positions `first .. first + count`, all in f64: every rotated
+/// row summed position by position, divided by `count`, rounded once to f32. Cost
+/// `O(count)` per row (the fast path's closed form is `O(1)`).
+///
+/// # Errors
+/// As [`RopeConfig::validate`]; [`Error::NoPositions`] if `count == 0`; [`Error::Len`] if
+/// `rows.len()` is not a multiple of `head_dim`.
+pub fn apply_mean(cfg: &RopeConfig, rows: &mut [f32], first: u32, count: u32) -> Result<()> {
+    const OP: &str = "reference::apply_mean";
+    let (inv_freq, attention_factor) = inv_freqs(cfg)?;
+    let hd = cfg.head_dim;
+    if count == 0 {
+        return Err(Error::NoPositions { op: OP });
+    }
+    if !rows.len().is_multiple_of(hd) {
+        return Err(Error::Len {
+            op: OP,
+            got: rows.len(),
+            positions: rows.len() / hd,
+            head_dim: hd,
+        });
+    }
+    for row in rows.chunks_exact_mut(hd) {
+        let x: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+        let mut sum = vec![0.0f64; cfg.rotary_dim];
+        for f in 0..count {
+            let p = f64::from(first) + f64::from(f);
+            let y = rotate(cfg, &inv_freq, &x, p, false);
+            for (s, v) in sum.iter_mut().zip(y) {
+                *s += v;
+            }
+        }
+        for (r, s) in row.iter_mut().zip(sum) {
+            *r = (s / f64::from(count) * attention_factor) as f32;
+        }
+    }
+    Ok(())
+}
+
 fn embed(cfg: &RopeConfig, rows: &mut [f32], positions: &[u32], inverse: bool) -> Result<()> {
     let (inv_freq, attention_factor) = inv_freqs(cfg)?;
-    let (hd, rd) = (cfg.head_dim, cfg.rotary_dim);
+    let hd = cfg.head_dim;
     if positions.len().checked_mul(hd) != Some(rows.len()) {
         let op = if inverse { "reference::invert" } else { "reference::apply" };
         return Err(Error::Len { op, got: rows.len(), positions: positions.len(), head_dim: hd });
     }
     for (row, &p) in rows.chunks_exact_mut(hd).zip(positions) {
-        let x: Vec<f64> = row[..rd].iter().map(|&v| f64::from(v)).collect();
-        // Per element j: its frequency index and its rotate_half / rotate_every_two partner.
-        let (freq_of, rotated): (Vec<usize>, Vec<f64>) = (0..rd)
-            .map(|j| match cfg.layout {
-                // emb = cat(freqs, freqs); rotate_half(x) = cat(-x2, x1)
-                RopeLayout::SplitHalf => {
-                    let h = rd / 2;
-                    if j < h { (j, -x[j + h]) } else { (j - h, x[j - h]) }
-                }
-                // repeat_interleave(freqs, 2); rotate_every_two(x) = stack(-x[1::2], x[::2])
-                RopeLayout::Interleaved => {
-                    if j % 2 == 0 {
-                        (j / 2, -x[j + 1])
-                    } else {
-                        (j / 2, x[j - 1])
-                    }
-                }
-            })
-            .unzip();
-        for j in 0..rd {
-            let theta = f64::from(p) * inv_freq[freq_of[j]];
-            let (sin, cos) = theta.sin_cos();
-            row[j] = if inverse {
-                ((x[j] * cos - rotated[j] * sin) / attention_factor) as f32
-            } else {
-                ((x[j] * cos + rotated[j] * sin) * attention_factor) as f32
-            };
+        let x: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+        let y = rotate(cfg, &inv_freq, &x, f64::from(p), inverse);
+        for (r, v) in row.iter_mut().zip(y) {
+            *r =
+                if inverse { (v / attention_factor) as f32 } else { (v * attention_factor) as f32 };
         }
     }
     Ok(())
+}
+
+/// The first `rotary_dim` values of `x` rotated to position `p` (`R(p) x`, or `R(p)^T x` when
+/// `inverse`), in f64, without the attention factor.
+fn rotate(cfg: &RopeConfig, inv_freq: &[f64], x: &[f64], p: f64, inverse: bool) -> Vec<f64> {
+    let rd = cfg.rotary_dim;
+    // Per element j: its frequency index and its rotate_half / rotate_every_two partner.
+    let (freq_of, rotated): (Vec<usize>, Vec<f64>) = (0..rd)
+        .map(|j| match cfg.layout {
+            // emb = cat(freqs, freqs); rotate_half(x) = cat(-x2, x1)
+            RopeLayout::SplitHalf => {
+                let h = rd / 2;
+                if j < h { (j, -x[j + h]) } else { (j - h, x[j - h]) }
+            }
+            // repeat_interleave(freqs, 2); rotate_every_two(x) = stack(-x[1::2], x[::2])
+            RopeLayout::Interleaved => {
+                if j % 2 == 0 {
+                    (j / 2, -x[j + 1])
+                } else {
+                    (j / 2, x[j - 1])
+                }
+            }
+        })
+        .unzip();
+    (0..rd)
+        .map(|j| {
+            let theta = p * inv_freq[freq_of[j]];
+            let (sin, cos) = theta.sin_cos();
+            if inverse { x[j] * cos - rotated[j] * sin } else { x[j] * cos + rotated[j] * sin }
+        })
+        .collect()
 }

@@ -83,6 +83,19 @@ impl RopeTable {
         self.pairs
     }
 
+    /// Every entry's cosines, row-major `[len, pairs]`: entry `i` holds `cos(p_i f_k)` at
+    /// `i * pairs + k` (what a GPU rotation kernel takes as its cos table).
+    #[must_use]
+    pub fn cos(&self) -> &[f32] {
+        &self.cos
+    }
+
+    /// Every entry's sines, laid out as [`cos`](RopeTable::cos).
+    #[must_use]
+    pub fn sin(&self) -> &[f32] {
+        &self.sin
+    }
+
     /// `(cos, sin)` of entry `i` (one value per pair), or `None` past the end.
     #[must_use]
     pub fn entry(&self, i: usize) -> Option<(&[f32], &[f32])> {
@@ -210,6 +223,62 @@ impl Rope {
     pub fn invert_row(&self, row: &mut [f32], pos: u32) -> Result<()> {
         self.check_row("Rope::invert_row", row.len())?;
         self.run(Dir::Invert, row, std::iter::once(pos));
+        Ok(())
+    }
+
+    /// Multiplies every row by the mean of the rotations at positions
+    /// `first, first + 1, ..., first + count - 1`: `A = (1/n) sum_f R(first + f)`, the average
+    /// [`apply`](Rope::apply) (attention factor included).
+    ///
+    /// Per pair `A` is `[[C, -S], [S, C]]` with `(C, S)` the mean `(cos, sin)` of the angles
+    /// `(first + f) f_k`, which the Dirichlet kernel gives in closed form:
+    /// `sum_{f<n} e^{i(a + f)w} = e^{i(a + (n-1)/2)w} sin(n w / 2) / sin(w / 2)`, evaluated in
+    /// f64 (cost independent of `count`). `A` shrinks the fast-rotating pairs, which average
+    /// out over the range, and turns the slow ones to the middle of the range: it is how
+    /// kvpress's Expected Attention moves window queries to the next `count` positions
+    /// (`first = last_position + 1`) after [`invert`](Rope::invert) took them back to position
+    /// 0. Positions past `u32::MAX` are fine: they are only numbers in the formula.
+    ///
+    /// # Errors
+    /// [`Error::NoPositions`] if `count == 0`; [`Error::Len`] if `rows.len()` is not a multiple
+    /// of `head_dim`.
+    ///
+    /// # Examples
+    /// ```
+    /// use nq_rope::{Rope, RopeConfig};
+    /// let rope = Rope::new(RopeConfig::new(4, 10_000.0))?;
+    /// // Pair (0, 2) turns by 1 rad per position: the mean of R(10) and R(11) is R(10.5)
+    /// // shrunk by cos(0.5).
+    /// let mut q = vec![1.0f32, 0.0, 0.0, 0.0];
+    /// rope.apply_mean(&mut q, 10, 2)?;
+    /// let (s, c) = 10.5f64.sin_cos();
+    /// assert!((f64::from(q[0]) - c * 0.5f64.cos()).abs() < 1e-6);
+    /// assert!((f64::from(q[2]) - s * 0.5f64.cos()).abs() < 1e-6);
+    /// # Ok::<(), nq_rope::Error>(())
+    /// ```
+    pub fn apply_mean(&self, rows: &mut [f32], first: u32, count: u32) -> Result<()> {
+        const OP: &str = "Rope::apply_mean";
+        if count == 0 {
+            return Err(Error::NoPositions { op: OP });
+        }
+        let head_dim = self.cfg.head_dim;
+        self.check_len(OP, rows.len(), rows.len() / head_dim)?;
+        let n = f64::from(count);
+        let mid = f64::from(first) + (n - 1.0) / 2.0;
+        let (cos, sin): (Vec<f32>, Vec<f32>) = self
+            .inv_freq
+            .iter()
+            .map(|&w| {
+                let half = (w / 2.0).sin();
+                // sin(n w / 2) / (n sin(w / 2)) -> 1 as w -> 0 (f64 sin is exact-relative there).
+                let shrink = if half == 0.0 { 1.0 } else { (n * w / 2.0).sin() / (n * half) };
+                let (s, c) = (mid * w).sin_cos();
+                ((c * shrink) as f32, (s * shrink) as f32)
+            })
+            .unzip();
+        for row in rows.chunks_exact_mut(head_dim) {
+            self.rotate(Dir::Apply, row, &cos, &sin);
+        }
         Ok(())
     }
 

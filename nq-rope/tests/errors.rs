@@ -125,6 +125,24 @@ fn position_overflow() {
 }
 
 #[test]
+fn mean_rotation() {
+    let rope = Rope::new(RopeConfig::new(8, 1e4)).unwrap();
+    let mut x = vec![1.0f32; 20];
+    assert_eq!(
+        rope.apply_mean(&mut x[..16], 5, 0),
+        Err(Error::NoPositions { op: "Rope::apply_mean" })
+    );
+    assert_eq!(
+        rope.apply_mean(&mut x, 5, 3),
+        Err(Error::Len { op: "Rope::apply_mean", got: 20, positions: 2, head_dim: 8 })
+    );
+    let cfg = rope.config();
+    assert!(matches!(reference::apply_mean(cfg, &mut x, 5, 0), Err(Error::NoPositions { .. })));
+    assert!(matches!(reference::apply_mean(cfg, &mut x, 5, 3), Err(Error::Len { .. })));
+    assert!(x.iter().all(|&v| v == 1.0), "input untouched on error");
+}
+
+#[test]
 fn table_mismatch() {
     let rope = Rope::new(RopeConfig::new(8, 1e4)).unwrap();
     let other = Rope::new(RopeConfig::new(8, 1e4).with_rotary_dim(4)).unwrap();

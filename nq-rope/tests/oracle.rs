@@ -106,3 +106,36 @@ fn table_cycles_over_heads() {
     assert_eq!((c[0], s[0]), (theta.cos() as f32, theta.sin() as f32));
     assert!(table.entry(5).is_none());
 }
+
+/// The closed-form mean rotation against the position-by-position f64 sum, from one position
+/// (where it is `apply`) to ranges that wrap the fast pairs many times, near `u32::MAX` too.
+#[test]
+fn apply_mean_matches_reference() {
+    for (n, cfg) in configs().into_iter().enumerate() {
+        let rope = Rope::new(cfg).unwrap();
+        let hd = cfg.head_dim;
+        let x = random(300 + n as u64, 3 * hd);
+        let af = rope.attention_factor();
+        for (first, count) in
+            [(0, 1), (17, 1), (0, 7), (4_000, 512), (1_000_000, 300), (u32::MAX, 40)]
+        {
+            let (mut got, mut want) = (x.clone(), x.clone());
+            rope.apply_mean(&mut got, first, count).unwrap();
+            reference::apply_mean(&cfg, &mut want, first, count).unwrap();
+            for (r, ((g, w), xr)) in
+                got.chunks(hd).zip(want.chunks(hd)).zip(x.chunks(hd)).enumerate()
+            {
+                // |C|, |S| <= 1 and rounded once to f32: the bound of one rotation.
+                let (e, b) = (dist(g, w), apply_bound(af, norm(xr) * af));
+                assert!(e <= b, "{cfg:?} first {first} count {count} row {r}: {e:e} > {b:e}");
+                assert_eq!(g[cfg.rotary_dim..], xr[cfg.rotary_dim..], "tail passes through");
+            }
+        }
+        // One position is a plain rotation.
+        let (mut mean, mut one) = (x.clone(), x.clone());
+        rope.apply_mean(&mut mean, 12_345, 1).unwrap();
+        rope.apply(&mut one, &[12_345; 3]).unwrap();
+        let b = apply_bound(af, 2.0 * norm(&x) * af);
+        assert!(dist(&mean, &one) <= b, "{cfg:?}");
+    }
+}
