@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use nq_evict::{
-    Blend, Budget, ExpectedAttention, KeyKey, KeyNorm, ObservedAttention, Policy, RopeLayout,
-    RopeSpec, ScoreInput, Scorer, Shape, Split, ValueNorm, select,
+    Blend, Budget, ExpectedAttention, KeyKey, KeyNorm, ObservedAttention, Policy, ScoreInput,
+    Scorer, Shape, Split, ValueNorm, select,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -36,16 +36,11 @@ fn time<F: FnMut() -> Result<()>>(mut f: F) -> Result<f64> {
 fn main() -> Result<()> {
     let mut records: Vec<Value> = Vec::new();
     for d in [64usize, 128] {
-        let rope = RopeSpec::standard(100_000.0, d, RopeLayout::Interleaved)?;
         let observed = ObservedAttention::default();
         let expected = ExpectedAttention::default();
         let scorers: Vec<(&str, Box<dyn Scorer>)> = vec![
             ("observed", Box::new(observed)),
             ("expected", Box::new(expected.clone())),
-            (
-                "expected_rope",
-                Box::new(ExpectedAttention { rope: Some(rope), ..ExpectedAttention::default() }),
-            ),
             ("expected_vnorm", Box::new(ValueNorm::new(expected.clone()))),
             ("blend", Box::new(Blend::new(observed, expected, 0.5))),
             ("keynorm", Box::new(KeyNorm)),

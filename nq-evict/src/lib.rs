@@ -10,7 +10,7 @@
 //! | type | method | reads |
 //! |---|---|---|
 //! | [`ObservedAttention`] | SnapKV: causal attention of the last `w` prompt queries, pooled | keys, queries, positions |
-//! | [`ExpectedAttention`] | kvpress Expected Attention: Gaussian model of future queries | keys, queries (positions with RoPE) |
+//! | [`ExpectedAttention`] | kvpress Expected Attention: Gaussian model of future queries | keys, queries |
 //! | [`KeyNorm`] | low key norm = keep (Devoto et al. 2024) | keys |
 //! | [`KeyKey`] | the Python original's: keys as queries, no mask (for comparison) | keys |
 //! | [`Recency`] | StreamingLLM: latest first (for comparison) | positions |
@@ -82,7 +82,7 @@ pub use input::{Dims, GroupReduce, Protect, ScoreInput, Scorer};
 pub use kernel::Pool;
 pub use policy::{Budget, HeadNorm, Policy, Shape, Shortfall, Split, gather, select};
 pub use scorers::combine::{Blend, ValueNorm};
-pub use scorers::expected::{ExpectedAttention, RopeLayout, RopeSpec};
+pub use scorers::expected::ExpectedAttention;
 pub use scorers::observed::ObservedAttention;
 pub use scorers::simple::{KeyKey, KeyNorm, Recency};
 

@@ -142,35 +142,8 @@ pub fn observed_attention(input: &ScoreInput<'_>, cfg: &ObservedAttention) -> Re
     Ok(reduce(&heads, cfg.reduce))
 }
 
-/// The rotary matrix `R(p)` (`d x d`) of `rope` at position `p`.
-fn rope_matrix(rope: &crate::RopeSpec, p: u32, d: usize) -> Vec<Vec<f64>> {
-    let mut m = vec![vec![0.0; d]; d];
-    for i in 0..d / 2 {
-        let (a, b) = match rope.layout {
-            crate::RopeLayout::SplitHalf => (i, i + d / 2),
-            crate::RopeLayout::Interleaved => (2 * i, 2 * i + 1),
-        };
-        #[allow(clippy::cast_precision_loss)]
-        let th = f64::from(p as f32 * rope.inv_freq[i]);
-        m[a][a] = th.cos();
-        m[a][b] = -th.sin();
-        m[b][a] = th.sin();
-        m[b][b] = th.cos();
-    }
-    m
-}
-
-fn matvec(m: &[Vec<f64>], x: &[f64]) -> Vec<f64> {
-    m.iter().map(|r| dot(r, x)).collect()
-}
-
-fn transpose(m: &[Vec<f64>]) -> Vec<Vec<f64>> {
-    let n = m.len();
-    (0..n).map(|i| (0..n).map(|j| m[j][i]).collect()).collect()
-}
-
 /// [`ExpectedAttention`] by its formula: explicit `mu`, explicit `d x d` covariance
-/// `Sigma`, explicit rotation matrices (`A` summed position by position), then
+/// `Sigma`, then
 /// `softmax(mu.k / sqrt d + c k^T Sigma k / 2d)` over the candidates.
 ///
 /// # Errors
@@ -187,38 +160,12 @@ pub fn expected_attention(input: &ScoreInput<'_>, cfg: &ExpectedAttention) -> Re
     if t == 0 {
         return Ok(Vec::new());
     }
-    let avg_rot = cfg.rope.as_ref().map(|rope| {
-        let p_max = input.query_positions.iter().copied().max().unwrap_or(0);
-        let mut a = vec![vec![0.0; d]; d];
-        for f in 1..=cfg.future {
-            #[allow(clippy::cast_possible_truncation)]
-            let r = rope_matrix(rope, p_max + f as u32, d);
-            for (ar, rr) in a.iter_mut().zip(&r) {
-                for (x, y) in ar.iter_mut().zip(rr) {
-                    #[allow(clippy::cast_precision_loss)]
-                    let n = cfg.future as f64;
-                    *x += y / n;
-                }
-            }
-        }
-        a
-    });
     let range = norm_range(cfg.protect, t);
     #[allow(clippy::cast_precision_loss)]
     let (wf, df) = (w as f64, d as f64);
     let mut heads = Vec::new();
     for h in 0..dims.group {
-        let qs: Vec<Vec<f64>> = (0..w)
-            .map(|j| {
-                let q = row(input.queries, h * w + j, d);
-                match &cfg.rope {
-                    Some(rope) => {
-                        matvec(&transpose(&rope_matrix(rope, input.query_positions[j], d)), &q)
-                    }
-                    None => q,
-                }
-            })
-            .collect();
+        let qs: Vec<Vec<f64>> = (0..w).map(|j| row(input.queries, h * w + j, d)).collect();
         let mut mu = vec![0.0; d];
         for q in &qs {
             for (m, x) in mu.iter_mut().zip(q) {
@@ -232,15 +179,6 @@ pub fn expected_attention(input: &ScoreInput<'_>, cfg: &ExpectedAttention) -> Re
                     sigma[a][b] += (q[a] - mu[a]) * (q[b] - mu[b]) / wf;
                 }
             }
-        }
-        if let Some(a) = &avg_rot {
-            mu = matvec(a, &mu);
-            // row k of Sigma A^T is A sigma_k (Sigma is symmetric)
-            let sa: Vec<Vec<f64>> = sigma.iter().map(|r| matvec(a, r)).collect();
-            sigma = a
-                .iter()
-                .map(|ar| (0..d).map(|j| (0..d).map(|k| ar[k] * sa[k][j]).sum()).collect())
-                .collect();
         }
         let z: Vec<f64> = (0..t)
             .map(|i| {

@@ -2,7 +2,7 @@
 
 use nq_evict::{
     Blend, Budget, Error, ExpectedAttention, HeadNorm, KeyKey, KeyNorm, ObservedAttention, Policy,
-    RopeLayout, RopeSpec, ScoreInput, Scorer, Shape, Split, ValueNorm, gather, select,
+    ScoreInput, Scorer, Shape, Split, ValueNorm, gather, select,
 };
 
 use crate::common::prefill;
@@ -84,31 +84,8 @@ fn config_errors() {
         score(&ExpectedAttention { covariance: f32::NAN, ..Default::default() }, &i, 10),
         "covariance",
     );
-    let short = RopeSpec { inv_freq: vec![1.0; 3], layout: RopeLayout::SplitHalf };
-    cfg(
-        score(&ExpectedAttention { rope: Some(short), ..Default::default() }, &i, 10),
-        "rope.inv_freq.len()",
-    );
-    let nan = RopeSpec { inv_freq: vec![f32::NAN; 4], layout: RopeLayout::SplitHalf };
-    cfg(
-        score(&ExpectedAttention { rope: Some(nan), ..Default::default() }, &i, 10),
-        "rope.inv_freq",
-    );
-    let good = RopeSpec::standard(10_000.0, 8, RopeLayout::SplitHalf).unwrap();
-    cfg(
-        score(&ExpectedAttention { rope: Some(good), future: 0, ..Default::default() }, &i, 10),
-        "future",
-    );
     cfg(score(&ValueNorm { inner: KeyNorm, epsilon: -0.5 }, &i, 10), "epsilon");
     cfg(score(&Blend::new(KeyNorm, KeyKey, 1.5), &i, 10), "weight");
-    assert!(matches!(
-        RopeSpec::standard(10_000.0, 7, RopeLayout::SplitHalf),
-        Err(Error::Config { what: "d", .. })
-    ));
-    assert!(matches!(
-        RopeSpec::standard(0.5, 8, RopeLayout::SplitHalf),
-        Err(Error::Config { what: "base", .. })
-    ));
     let scores = vec![1.0f32; 100];
     let shape = Shape { layers: 1, heads: 1, tokens: 100 };
     let bad = |p: Policy, what: &str| cfg(select(&scores, shape, &p).map(|_| ()), what);

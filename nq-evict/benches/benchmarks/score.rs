@@ -4,9 +4,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use nq_evict::{
-    ExpectedAttention, KeyKey, KeyNorm, ObservedAttention, RopeLayout, RopeSpec, Scorer, reference,
-};
+use nq_evict::{ExpectedAttention, KeyKey, KeyNorm, ObservedAttention, Scorer, reference};
 
 use super::data::{GROUP, Unit, WINDOW};
 
@@ -38,15 +36,6 @@ fn expected(c: &mut Criterion) {
     group_of(c, "cpu_expected_f32", &ExpectedAttention::default(), SIZES);
 }
 
-fn expected_rope(c: &mut Criterion) {
-    let rope = |d| ExpectedAttention {
-        rope: Some(RopeSpec::standard(100_000.0, d, RopeLayout::Interleaved).expect("even d")),
-        ..ExpectedAttention::default()
-    };
-    group_of(c, "cpu_expectedrope_f32", &rope(64), &[(8192, 64)]);
-    group_of(c, "cpu_expectedrope_f32", &rope(128), &[(8192, 128)]);
-}
-
 fn key_norm(c: &mut Criterion) {
     group_of(c, "cpu_keynorm_f32", &KeyNorm, SIZES);
 }
@@ -76,4 +65,4 @@ fn reference_observed(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, observed, expected, expected_rope, key_norm, key_key, reference_observed);
+criterion_group!(benches, observed, expected, key_norm, key_key, reference_observed);
