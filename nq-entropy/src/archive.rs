@@ -7,7 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::bytes::{Cursor, put_varint};
-use crate::stream::{Stream, StreamRef, read_stream, write_stream};
+use crate::stream::{DecodeBudget, Stream, StreamRef, read_stream, write_stream};
 use crate::{EncodeOptions, Error, Limits, Result};
 
 /// First 8 bytes of every archive (PNG-style: a high byte, the name, CR LF, EOF, so transfers
@@ -354,6 +354,7 @@ pub struct ArchiveReader<R: Read> {
     r: R,
     fingerprint: Fingerprint,
     limits: Limits,
+    budget: DecodeBudget,
     sections: u64,
     done: bool,
 }
@@ -414,7 +415,8 @@ impl<R: Read> ArchiveReader<R> {
             return Err(Error::Checksum { op: "archive header", stored, computed });
         }
         let fingerprint = Fingerprint::read(&mut Cursor::new(&fp))?;
-        Ok(Self { r, fingerprint, limits, sections: 0, done: false })
+        let budget = DecodeBudget { limit: limits.decoded_bytes(&fingerprint), used: 0 };
+        Ok(Self { r, fingerprint, limits, budget, sections: 0, done: false })
     }
 
     /// The model fingerprint stored in the header.
@@ -440,8 +442,10 @@ impl<R: Read> ArchiveReader<R> {
     ///
     /// [`Error::Truncated`] if the input ends early (including before the trailer),
     /// [`Error::Checksum`] if a section header, payload or the trailer does not match its
-    /// checksum, [`Error::Limit`] if a section is larger than `max_section_bytes` or a stream
-    /// decodes to more than `max_stream_elements`, [`Error::Corrupt`] on malformed contents,
+    /// checksum, [`Error::Limit`] if a section is larger than `max_section_bytes`, a stream
+    /// decodes to more than `max_stream_elements`, or the streams of the archive together
+    /// would decode to more than [`Limits::decoded_bytes`] (checked before each stream is
+    /// allocated), [`Error::Corrupt`] on malformed contents,
     /// [`Error::Io`] if reading fails.
     pub fn next_section(&mut self) -> Result<Option<Section>> {
         const OP: &str = "read section";
@@ -520,11 +524,17 @@ impl<R: Read> ArchiveReader<R> {
         let mut cur = Cursor::new(&payload);
         let mut streams = Vec::with_capacity(count as usize);
         for _ in 0..count {
-            streams.push(read_stream(&mut cur, &self.limits)?);
+            streams.push(read_stream(&mut cur, &self.limits, &mut self.budget)?);
         }
         cur.finish(OP)?;
         self.sections += 1;
         Ok(Some(Section { id, streams }))
+    }
+
+    /// Bytes the streams read so far decoded to, and the bound on them
+    /// ([`Limits::decoded_bytes`] of the header).
+    pub fn decoded_bytes(&self) -> (u64, u64) {
+        (self.budget.used, self.budget.limit)
     }
 
     /// Returns the underlying reader (positioned after the last record read).

@@ -98,7 +98,7 @@ pub use archive::{ArchiveReader, ArchiveWriter, FORMAT_VERSION, Fingerprint, MAG
 pub use block::{Codec, Summary};
 pub use coords::{decode_coords, encode_coords};
 pub use error::{Error, Result};
-pub use options::{Effort, EncodeOptions, Limits};
+pub use options::{Effort, EncodeOptions, Limits, SECTION_ALLOWANCE_BYTES, TOKEN_METADATA_BYTES};
 pub use planes::{
     decode_bytes, decode_f16, decode_fixed_codes, decode_positions, encode_bytes, encode_f16,
     encode_fixed_codes, encode_positions,

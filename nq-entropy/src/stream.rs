@@ -39,6 +39,17 @@ pub enum StreamKind {
 }
 
 impl StreamKind {
+    /// Bytes one decoded element takes in memory, in eighths of a byte (a coordinate is an
+    /// `i32` plus one coset byte per 8 coordinates).
+    fn decoded_eighths_per_element(self) -> u64 {
+        match self {
+            Self::Coords => 33,
+            Self::FixedCodes | Self::Raw => 8,
+            Self::Scales | Self::WindowF16 => 16,
+            Self::Positions => 32,
+        }
+    }
+
     fn from_id(id: u8, op: &'static str) -> Result<Self> {
         Ok(match id {
             1 => Self::Coords,
@@ -208,6 +219,18 @@ impl Data {
         })
     }
 
+    /// Bytes the decoded contents take in memory.
+    pub fn decoded_bytes(&self) -> u64 {
+        let n = match self {
+            Self::Coords { cosets, coords } => cosets.len() + 4 * coords.len(),
+            Self::FixedCodes { codes, .. } => codes.len(),
+            Self::Scales(v) | Self::WindowF16(v) => 2 * v.len(),
+            Self::Positions(p) => 4 * p.len(),
+            Self::Raw(b) => b.len(),
+        };
+        n as u64
+    }
+
     /// A borrowed view, e.g. to write the stream again.
     pub fn as_ref(&self) -> DataRef<'_> {
         match self {
@@ -258,8 +281,23 @@ pub(crate) fn write_stream(
     Ok(())
 }
 
-/// Reads one stream record.
-pub(crate) fn read_stream(cur: &mut Cursor<'_>, limits: &Limits) -> Result<Stream> {
+/// What the streams of one archive may still decode to, in bytes
+/// ([`Limits::decoded_bytes`] of its header).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DecodeBudget {
+    /// The bound for the whole archive.
+    pub(crate) limit: u64,
+    /// Bytes decoded so far.
+    pub(crate) used: u64,
+}
+
+/// Reads one stream record, refusing before allocation a stream that would take the
+/// archive's decoded bytes past `budget`.
+pub(crate) fn read_stream(
+    cur: &mut Cursor<'_>,
+    limits: &Limits,
+    budget: &mut DecodeBudget,
+) -> Result<Stream> {
     const OP: &str = "read stream";
     let len = cur.varint_max(MAX_NAME_LEN as u64, OP)?;
     let name = std::str::from_utf8(cur.take(len, OP)?)
@@ -272,5 +310,34 @@ pub(crate) fn read_stream(cur: &mut Cursor<'_>, limits: &Limits) -> Result<Strea
     let kind = StreamKind::from_id(cur.u8(OP)?, OP)?;
     let body_len = cur.varint(OP)?;
     let body = cur.take(body_len, OP)?;
-    Ok(Stream { name, data: Data::decode(kind, body, limits)? })
+    // The decoders check their element count against `max_stream_elements` before they
+    // allocate, so the remaining budget is handed to them as that bound.
+    let eighths = kind.decoded_eighths_per_element();
+    let allowed = budget.limit.saturating_sub(budget.used).saturating_mul(8) / eighths;
+    let capped = Limits { max_stream_elements: limits.max_stream_elements.min(allowed), ..*limits };
+    let data = match Data::decode(kind, body, &capped) {
+        Err(Error::Limit { op, what: "decoded elements", requested, .. })
+            if requested > limits.max_stream_elements =>
+        {
+            return Err(Error::Limit {
+                op,
+                what: "decoded elements",
+                requested,
+                limit: limits.max_stream_elements,
+            });
+        }
+        Err(Error::Limit { what: "decoded elements", requested, .. }) => {
+            return Err(Error::Limit {
+                op: OP,
+                what: "decoded bytes of the archive (bound by its header's shape)",
+                requested: budget
+                    .used
+                    .saturating_add(requested.saturating_mul(eighths).div_ceil(8)),
+                limit: budget.limit,
+            });
+        }
+        other => other?,
+    };
+    budget.used = budget.used.saturating_add(data.decoded_bytes());
+    Ok(Stream { name, data })
 }

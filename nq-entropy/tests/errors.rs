@@ -282,3 +282,48 @@ fn io_errors_propagate() {
     encode_f16(&[], 0, &EncodeOptions::default(), &mut body).unwrap();
     assert!(decode_f16(&body, &Limits::default()).unwrap().is_empty());
 }
+
+/// A decompression bomb: two streams of 8 MiB of zeros that code to a few hundred bytes, in
+/// an archive whose header declares 2 layers of one 8-dimensional head. With at most 1024
+/// tokens per head, that shape allows 2 * 1024 * (4 * 8 + 16) bytes of tokens plus three
+/// section allowances (12.68 MB): the second stream would pass it, and is refused before it
+/// is decoded. With 2^16 tokens per head (18.9 MB) the same archive reads.
+#[test]
+fn decoded_size_is_bound_by_the_header_shape() {
+    let fp = Fingerprint { layers: 2, kv_heads: 1, head_dim: 8, ..fingerprint() };
+    let zeros = vec![0u8; 8 << 20];
+    let mut w = ArchiveWriter::new(Vec::new(), &fp).unwrap();
+    w.write_section(
+        0,
+        &[
+            StreamRef { name: "a", data: DataRef::Raw(&zeros) },
+            StreamRef { name: "b", data: DataRef::Raw(&zeros) },
+        ],
+    )
+    .unwrap();
+    let bomb = w.finish().unwrap();
+    assert!(bomb.len() < 64 << 10, "the bomb takes {} bytes", bomb.len());
+    let read = |max_tokens: u64| {
+        let mut r =
+            ArchiveReader::with_limits(&bomb[..], Limits { max_tokens, ..Limits::default() })?;
+        let mut decoded = 0;
+        while let Some(s) = r.next_section()? {
+            decoded += s.streams.len();
+        }
+        Ok::<_, Error>((decoded, r.decoded_bytes()))
+    };
+    let tight = Limits { max_tokens: 1024, ..Limits::default() };
+    assert_eq!(tight.decoded_bytes(&fp), 2 * 1024 * 48 + 3 * nq_entropy::SECTION_ALLOWANCE_BYTES);
+    let e = read(1024);
+    assert!(
+        matches!(
+            e,
+            Err(Error::Limit { requested, limit, .. })
+                if requested == 2 * (8 << 20) && limit == tight.decoded_bytes(&fp)
+        ),
+        "{e:?}"
+    );
+    let (streams, (used, limit)) = read(1 << 16).unwrap();
+    assert_eq!((streams, used), (2, 2 * (8 << 20)));
+    assert!(used <= limit);
+}

@@ -16,7 +16,12 @@ use super::e8;
 
 /// Limits small enough that no mutated input can use much memory.
 pub fn fuzz_limits() -> Limits {
-    Limits { max_stream_elements: 1 << 22, max_section_bytes: 1 << 26, max_header_bytes: 1 << 16 }
+    Limits {
+        max_stream_elements: 1 << 22,
+        max_section_bytes: 1 << 26,
+        max_header_bytes: 1 << 16,
+        max_tokens: 1 << 12,
+    }
 }
 
 pub fn fingerprint() -> Fingerprint {
