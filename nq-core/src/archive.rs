@@ -9,9 +9,12 @@ use half::f16;
 use nq_entropy::{ArchiveReader, ArchiveWriter, Data, DataRef, Fingerprint, Section, StreamRef};
 use nq_rope::Rope;
 
-use crate::cache::{CompressedCache, Head, KvShape, QueryWindow};
+use crate::backend::Backend;
+use crate::cache::{CompressedCache, KvShape, QueryWindow, layer_spec};
 use crate::config::{CompressionConfig, Storage};
+use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
+use crate::store::HeadImage;
 
 /// What identifies the model a cache belongs to.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,7 +59,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-impl CompressedCache {
+impl<B: Backend> CompressedCache<B> {
     /// Write the cache as an archive for `model`, named `preset`, with `extras` beside it.
     ///
     /// # Errors
@@ -79,16 +82,15 @@ impl CompressedCache {
         }
         ar.write_section(STATE, &streams)?;
         let d = self.shape.head_dim;
-        let codes = |storage, codes| code_ref(storage, codes, d);
         for (li, l) in self.layers.iter().enumerate() {
-            let names: Vec<[String; 11]> = (0..l.heads.len())
+            let heads = self.backend.export(&l.store)?;
+            let names: Vec<[String; 11]> = (0..heads.len())
                 .map(|h| {
                     ["pos", "k", "ks", "v", "vs", "dk", "dv", "mass", "km", "vm", "ksm"]
                         .map(|s| format!("h{h}.{s}"))
                 })
                 .collect();
-            let masses: Vec<[Vec<u8>; 4]> = l
-                .heads
+            let masses: Vec<[Vec<u8>; 4]> = heads
                 .iter()
                 .map(|h| {
                     [h.dense_mass.as_slice(), &h.k_mean, &h.v_mean, &h.k_smooth].map(f32_bytes)
@@ -104,15 +106,15 @@ impl CompressedCache {
             for (q, name) in queries.iter().zip(&qnames) {
                 s.push(StreamRef { name, data: DataRef::Raw(q) });
             }
-            for ((h, n), mass) in l.heads.iter().zip(&names).zip(&masses) {
+            for ((h, n), mass) in heads.iter().zip(&names).zip(&masses) {
                 s.extend([
                     StreamRef { name: &n[0], data: DataRef::Positions(&h.pos) },
-                    StreamRef { name: &n[1], data: codes(self.cfg.keys, &h.k_codes) },
+                    StreamRef { name: &n[1], data: code_ref(self.cfg.keys, &h.k_codes, d) },
                     StreamRef {
                         name: &n[2],
                         data: DataRef::Scales { values: &h.k_scales, row_len: 1 },
                     },
-                    StreamRef { name: &n[3], data: codes(self.cfg.values, &h.v_codes) },
+                    StreamRef { name: &n[3], data: code_ref(self.cfg.values, &h.v_codes, d) },
                     StreamRef {
                         name: &n[4],
                         data: DataRef::Scales { values: &h.v_scales, row_len: 1 },
@@ -136,14 +138,15 @@ impl CompressedCache {
         Ok(ar.finish()?)
     }
 
-    /// Read an archive written by [`save`](Self::save) for `model`. Returns the cache, its
-    /// preset name and the extras. `rope` is needed when the stored configuration keeps keys
-    /// RoPE-free.
+    /// Read an archive written by [`save`](Self::save) for `model` into storage of `backend`.
+    /// Returns the cache, its preset name and the extras. `rope` is needed when the stored
+    /// configuration keeps keys RoPE-free.
     ///
     /// # Errors
     /// [`Error::Entropy`] for a corrupt, truncated or foreign archive (a model mismatch names
     /// the differing field); [`Error::Archive`] for contents that do not fit the model.
-    pub fn load<R: Read>(
+    pub fn load_with<R: Read>(
+        backend: B,
         r: R,
         model: &ModelId,
         rope: Option<Rope>,
@@ -152,7 +155,7 @@ impl CompressedCache {
         let stored = ar.fingerprint().clone();
         let cfg = CompressionConfig::from_bytes(&stored.config)?;
         ar.expect_fingerprint(&fingerprint(model, &stored.preset, &cfg))?;
-        let mut cache = CompressedCache::new(model.shape, cfg, rope)?;
+        let mut cache = CompressedCache::with_backend(backend, model.shape, cfg, rope)?;
         let bad = |what: String| Error::Archive(what);
         let first = ar.next_section()?.ok_or_else(|| bad("no state section".into()))?;
         if first.id != STATE {
@@ -166,7 +169,7 @@ impl CompressedCache {
         let word = |i: usize| {
             let mut a = [0u8; 8];
             a.copy_from_slice(&state[i * 8..i * 8 + 8]);
-            usize::try_from(u64::from_le_bytes(a)).unwrap_or(usize::MAX)
+            u64::from_le_bytes(a)
         };
         let extras = first
             .streams
@@ -178,87 +181,115 @@ impl CompressedCache {
             })
             .collect();
         let d = model.shape.head_dim;
-        let (kb, vb) = (cache.keys.bytes_per_row(), cache.values.bytes_per_row());
         for li in 0..layers {
             let sec = ar.next_section()?.ok_or_else(|| bad(format!("layer {li} missing")))?;
             if sec.id as usize != li + 1 {
                 return Err(bad(format!("section {} where layer {li} was expected", sec.id)));
             }
+            let words = [0, 1, 2, 3].map(|i| word(li * 4 + i));
+            let spec = layer_spec(model.shape, &cache.cfg, li)?;
             let l = &mut cache.layers[li];
-            l.seen = word(li * 4);
-            l.sinks = word(li * 4 + 1);
-            l.evicted = word(li * 4 + 2);
-            l.compressed_once = word(li * 4 + 3) == 1;
             l.dense_pos = positions(&sec, "dense_pos")?;
-            let qpos = positions(&sec, "q.pos")?;
-            let mut rows = Vec::new();
-            for h in 0..model.shape.q_heads {
-                let q = if qpos.is_empty() {
-                    Vec::new()
-                } else {
-                    floats(&raw(&sec, &format!("q{h}"))?)?
-                };
-                if q.len() != qpos.len() * d {
-                    return Err(bad(format!("layer {li} query window {h}: {} values", q.len())));
-                }
-                rows.push(q);
-            }
-            l.queries = QueryWindow { rows, pos: qpos };
+            l.queries = query_window(&sec, model.shape.q_heads, d, li)?;
+            let heads = (0..model.shape.kv_heads)
+                .map(|h| head_image(&sec, h, cache.cfg.smooth_keys))
+                .collect::<Result<Vec<_>>>()?;
             let n_dense = l.dense_pos.len();
-            if l.sinks > n_dense || n_dense > l.seen {
-                return Err(bad(format!(
-                    "layer {li}: {} sinks, {n_dense} dense of {} seen",
-                    l.sinks, l.seen
-                )));
+            for (h, head) in heads.iter().enumerate() {
+                head.validate(&spec, n_dense)
+                    .map_err(|e| bad(format!("layer {li} head {h}: {e}")))?;
             }
-            for h in 0..model.shape.kv_heads {
-                let name = |s: &str| format!("h{h}.{s}");
-                let pos = positions(&sec, &name("pos"))?;
-                let n = pos.len();
-                let head = Head {
-                    k_codes: code_bytes(&sec, &name("k"))?,
-                    k_scales: scales(&sec, &name("ks"))?,
-                    v_codes: code_bytes(&sec, &name("v"))?,
-                    v_scales: scales(&sec, &name("vs"))?,
-                    dense_k: window(&sec, &name("dk"))?,
-                    dense_v: window(&sec, &name("dv"))?,
-                    dense_mass: floats(&raw(&sec, &name("mass"))?)?,
-                    k_mean: floats(&raw(&sec, &name("km"))?)?,
-                    v_mean: floats(&raw(&sec, &name("vm"))?)?,
-                    // Absent from archives of configurations without key smoothing.
-                    k_smooth: match cache.cfg.smooth_keys {
-                        true => floats(&raw(&sec, &name("ksm"))?)?,
-                        false => Vec::new(),
-                    },
-                    pos,
-                };
-                let with_scales =
-                    |storage: Storage| if matches!(storage, Storage::F16) { 0 } else { n };
-                let fits = head.k_codes.len() == n * kb
-                    && head.v_codes.len() == n * vb
-                    && head.k_scales.len() == with_scales(cache.cfg.keys)
-                    && head.v_scales.len() == with_scales(cache.cfg.values)
-                    && head.dense_k.len() == n_dense * d
-                    && head.dense_v.len() == n_dense * d
-                    && head.dense_mass.len() == n_dense
-                    && [head.k_mean.len(), head.v_mean.len(), head.k_smooth.len()]
-                        .iter()
-                        .all(|&m| m == 0 || m == d)
-                    && head.k_smooth.iter().all(|s| s.is_finite() && *s > 0.0)
-                    && head.pos.windows(2).all(|w| w[0] < w[1]);
-                if !fits {
-                    return Err(bad(format!(
-                        "layer {li} head {h}: buffers disagree with {n} compressed and {n_dense} dense tokens"
-                    )));
-                }
-                l.heads[h] = head;
-            }
+            let held: usize = heads.iter().map(|h| h.pos.len() + n_dense).sum();
+            (l.seen, l.sinks, l.evicted) = state_words(li, words, n_dense, held, model.shape)?;
+            l.compressed_once = words[3] == 1;
+            l.has_codes = heads.iter().any(|h| !h.pos.is_empty());
+            l.store = cache.backend.import(&spec, heads)?;
         }
         if ar.next_section()?.is_some() {
             return Err(bad("sections after the last layer".into()));
         }
         Ok((cache, stored.preset, extras))
     }
+}
+
+impl CompressedCache<CpuBackend> {
+    /// [`load_with`](Self::load_with) into host memory ([`CpuBackend`]).
+    ///
+    /// # Errors
+    /// As [`load_with`](Self::load_with).
+    pub fn load<R: Read>(
+        r: R,
+        model: &ModelId,
+        rope: Option<Rope>,
+    ) -> Result<(Self, String, Extras)> {
+        Self::load_with(CpuBackend, r, model, rope)
+    }
+}
+
+/// The state words of layer `li` (`seen`, `sinks`, `evicted`, `compressed_once`), checked
+/// against what its section holds: every token seen is dense, compressed or evicted in each
+/// of the `kv_heads` heads, and positions are u32 so at most 2^32 tokens were seen.
+fn state_words(
+    li: usize,
+    words: [u64; 4],
+    n_dense: usize,
+    held: usize,
+    shape: KvShape,
+) -> Result<(usize, usize, usize)> {
+    let [seen, sinks, evicted, once] = words;
+    let bad = |what: String| Err(Error::Archive(format!("layer {li}: {what}")));
+    if seen > 1 << 32 || once > 1 {
+        return bad(format!("state words {words:?} out of range"));
+    }
+    // In range now: seen <= 2^32, so the products below fit in u64.
+    let (seen, sinks, evicted) = (seen as usize, sinks as usize, evicted as usize);
+    if sinks > n_dense || n_dense > seen {
+        return bad(format!("{sinks} sinks, {n_dense} dense of {seen} seen"));
+    }
+    if held as u64 + evicted as u64 != seen as u64 * shape.kv_heads as u64 {
+        return bad(format!(
+            "{held} token slots held and {evicted} evicted, but {seen} seen in {} heads",
+            shape.kv_heads
+        ));
+    }
+    Ok((seen, sinks, evicted))
+}
+
+/// The query window of a layer's section.
+fn query_window(sec: &Section, q_heads: usize, d: usize, li: usize) -> Result<QueryWindow> {
+    let pos = positions(sec, "q.pos")?;
+    let mut rows = Vec::with_capacity(q_heads);
+    for h in 0..q_heads {
+        let q = if pos.is_empty() { Vec::new() } else { floats(&raw(sec, &format!("q{h}"))?)? };
+        if q.len() != pos.len() * d {
+            return Err(Error::Archive(format!(
+                "layer {li} query window {h}: {} values for {} queries",
+                q.len(),
+                pos.len()
+            )));
+        }
+        rows.push(q);
+    }
+    Ok(QueryWindow { rows, pos })
+}
+
+/// One head's buffers, as stored (checked by [`HeadImage::validate`] afterwards).
+fn head_image(sec: &Section, h: usize, smooth_keys: bool) -> Result<HeadImage> {
+    let name = |s: &str| format!("h{h}.{s}");
+    Ok(HeadImage {
+        pos: positions(sec, &name("pos"))?,
+        k_codes: code_bytes(sec, &name("k"))?,
+        k_scales: scales(sec, &name("ks"))?,
+        v_codes: code_bytes(sec, &name("v"))?,
+        v_scales: scales(sec, &name("vs"))?,
+        dense_k: window(sec, &name("dk"))?,
+        dense_v: window(sec, &name("dv"))?,
+        dense_mass: floats(&raw(sec, &name("mass"))?)?,
+        k_mean: floats(&raw(sec, &name("km"))?)?,
+        v_mean: floats(&raw(sec, &name("vm"))?)?,
+        // Absent from archives of configurations without key smoothing.
+        k_smooth: if smooth_keys { floats(&raw(sec, &name("ksm"))?)? } else { Vec::new() },
+    })
 }
 
 /// Codes of a storage kind as a stream: E8 codes as fixed-size vectors, f16 rows as raw bytes.

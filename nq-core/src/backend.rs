@@ -5,6 +5,8 @@ use nq_lattice::FixedCodec;
 
 use crate::error::{Error, Result};
 use crate::rotation::Rotation;
+use crate::store::{AttendQuery, CompressJob, HeadImage, LayerSpec, LayerUsage};
+use std::borrow::Cow;
 
 /// A validated shape: `n` rows of `dim` values, `dim` a positive multiple of 8 and
 /// `n * dim` representable.
@@ -67,8 +69,10 @@ pub struct Encoded {
     pub scales: Vec<f16>,
 }
 
-/// A device that runs the compression stages. [`CpuBackend`] lives here; `nq-cuda`
-/// implements it on the GPU, with `CpuBackend` as its oracle (see the `testing` module, feature `testing`).
+/// Row-level primitives of a device, checked one by one against the CPU by the conformance
+/// harness (`testing::check_row_ops`): copies, the rotation, and the fixed-rate codec.
+/// [`Backend`] is what the cache runs; these are the pieces a device implementation is
+/// built from and tested on.
 ///
 /// Contract, for every implementation:
 /// - `rotate` must match [`Rotation`] on the CPU within `4 * eps * log2(dim) * |row|`.
@@ -76,7 +80,7 @@ pub struct Encoded {
 ///   for the same (rotated) input, except where a row sits on a decision boundary within
 ///   rounding; `decode` must be exact for any codes.
 /// - Methods never panic on data and never read or write outside the given shape.
-pub trait Backend {
+pub trait RowOps {
     /// Owned device buffer of f32.
     type Buf;
     /// Backend failure (driver error, out of memory).
@@ -129,11 +133,7 @@ pub trait Backend {
     ) -> Result<Self::Buf, Self::Error>;
 }
 
-/// The CPU backend: the stage crates, called directly. Infallible.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CpuBackend;
-
-impl Backend for CpuBackend {
+impl RowOps for crate::CpuBackend {
     type Buf = Vec<f32>;
     type Error = Error;
 
@@ -176,4 +176,87 @@ impl Backend for CpuBackend {
         codec.decode_rows(&enc.codes, &enc.scales, rows.dim(), &mut out)?;
         Ok(out)
     }
+}
+
+/// A device that holds a compressed cache and runs its hot loops: the seam between
+/// [`CompressedCache`](crate::CompressedCache) and where its bytes live.
+///
+/// The cache keeps the bookkeeping (what was seen, which tokens are dense, the query window,
+/// when to compress and which tokens to keep); the backend owns every buffer of every layer
+/// (codes, scales, positions, f16 windows, means, smoothing factors) and runs the three
+/// operations whose cost grows with the context: appending rows, encoding kept rows, and
+/// attention over the stored form. [`CpuBackend`](crate::CpuBackend) is the reference;
+/// `nq-cuda`'s `CudaBackend` keeps the storage on a GPU. The conformance harness
+/// (`testing::check_backend`, feature `testing`) runs the same cache on a backend and on
+/// the CPU and compares every result.
+///
+/// Shapes are validated by the cache before any call: `k`, `v` are `[kv_heads, t, d]`,
+/// `q`, `out` are `[q_heads, t, d]`, job indices are in range.
+pub trait Backend: Clone + std::fmt::Debug + Send + Sync {
+    /// One layer's storage, every kv head of it, resident where the backend computes.
+    type Layer: Clone + std::fmt::Debug + Send;
+
+    /// Empty storage for one layer.
+    ///
+    /// # Errors
+    /// Device failures, or a spec the backend does not support ([`Error::Backend`]).
+    fn new_layer(&self, spec: &LayerSpec) -> Result<Self::Layer>;
+
+    /// Append `t` dense rows to every head (stored as f16; the dense mass starts at 0).
+    ///
+    /// # Errors
+    /// Device failures.
+    fn append(&self, layer: &mut Self::Layer, k: &[f32], v: &[f32], t: usize) -> Result<()>;
+
+    /// Run one compression (see [`CompressJob`]).
+    ///
+    /// # Errors
+    /// Device failures, stage errors.
+    fn compress(&self, layer: &mut Self::Layer, job: &CompressJob<'_>) -> Result<()>;
+
+    /// Causal attention of `q` over every token the layer holds, written to `out`
+    /// (see [`AttendQuery`]; the dense mass changes only when `query.record_mass`).
+    ///
+    /// # Errors
+    /// Device failures.
+    fn attend(
+        &self,
+        layer: &mut Self::Layer,
+        q: &[f32],
+        query: &AttendQuery<'_>,
+        out: &mut [f32],
+    ) -> Result<()>;
+
+    /// The dense rows of one head and their attention mass, on the host (eviction scoring
+    /// runs on the host: its inputs are the few dense rows and its output a short list).
+    ///
+    /// # Errors
+    /// Device failures.
+    fn dense_rows<'a>(&self, layer: &'a Self::Layer, head: usize) -> Result<DenseRows<'a>>;
+
+    /// Every head's storage as host buffers (archives, conformance checks).
+    ///
+    /// # Errors
+    /// Device failures.
+    fn export<'a>(&self, layer: &'a Self::Layer) -> Result<Cow<'a, [HeadImage]>>;
+
+    /// Storage built from host buffers that [`HeadImage::validate`] accepted.
+    ///
+    /// # Errors
+    /// Device failures.
+    fn import(&self, spec: &LayerSpec, heads: Vec<HeadImage>) -> Result<Self::Layer>;
+
+    /// What the layer holds, from its buffers' lengths.
+    fn usage(&self, layer: &Self::Layer) -> LayerUsage;
+}
+
+/// One head's dense rows on the host, borrowed where the backend stores them there.
+#[derive(Clone, Debug)]
+pub struct DenseRows<'a> {
+    /// f16 key rows `[dense, d]`.
+    pub keys: Cow<'a, [f16]>,
+    /// f16 value rows `[dense, d]`.
+    pub values: Cow<'a, [f16]>,
+    /// Attention mass per dense row.
+    pub mass: Cow<'a, [f32]>,
 }

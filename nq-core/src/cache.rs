@@ -1,16 +1,15 @@
 //! The resident compressed KV cache: per layer and kv head, E8 codes + f16 scales + u32
 //! positions for compressed tokens, and f16 rows for the sink and recent windows.
 
-use half::f16;
-use half::slice::HalfFloatSliceExt;
 use nq_rope::Rope;
 
-use crate::attention::{axpy, dot, exp_normalize};
-use crate::codec::{RowCodec, widen};
+use crate::backend::Backend;
 use crate::config::{BudgetSplit, CompressionConfig, Preset};
+use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::evict::{Scoring, choose};
 use crate::rotation::{Rotation, splitmix};
+use crate::store::{AttendQuery, CompressJob, EncodeSteps, LayerSpec};
 
 /// Shape of a model's KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,32 +78,6 @@ impl CacheStats {
     }
 }
 
-/// One kv head of one layer.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Head {
-    /// Positions of compressed tokens, ascending.
-    pub(crate) pos: Vec<u32>,
-    pub(crate) k_codes: Vec<u8>,
-    pub(crate) k_scales: Vec<f16>,
-    pub(crate) v_codes: Vec<u8>,
-    pub(crate) v_scales: Vec<f16>,
-    /// f16 rows `[dense, d]` of the tokens still dense (positions in [`Layer::dense_pos`]).
-    pub(crate) dense_k: Vec<f16>,
-    pub(crate) dense_v: Vec<f16>,
-    /// Attention mass each dense token received from the queries seen since it was appended
-    /// (H2O-style), used to score decode-time blocks without keeping queries around.
-    pub(crate) dense_mass: Vec<f32>,
-    /// Mean of the head's first compressed keys and values (empty until then, or when
-    /// centering is off). Compressed rows store `x - mean`; attention adds the mean back
-    /// exactly (`q . mean` per query, `sum p * mean` per output).
-    pub(crate) k_mean: Vec<f32>,
-    pub(crate) v_mean: Vec<f32>,
-    /// Per-channel key scale `s` (`CompressionConfig::smooth_keys`; empty when off or before
-    /// the first compression): compressed keys store `(k - mean) * s`, queries are divided by
-    /// `s`.
-    pub(crate) k_smooth: Vec<f32>,
-}
-
 /// The last `window` queries of a layer, `[q_heads][<= window][d]`, oldest first.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct QueryWindow {
@@ -112,11 +85,11 @@ pub(crate) struct QueryWindow {
     pub(crate) pos: Vec<u32>,
 }
 
+/// One layer: the backend's storage and the bookkeeping the cache keeps on the host.
 #[derive(Clone, Debug)]
-pub(crate) struct Layer {
-    pub(crate) key_rot: Rotation,
-    pub(crate) value_rot: Rotation,
-    pub(crate) heads: Vec<Head>,
+pub(crate) struct Layer<S> {
+    /// Every buffer of every kv head, where the backend keeps them.
+    pub(crate) store: S,
     /// Positions of the dense tokens, ascending; the first `sinks` are attention sinks.
     pub(crate) dense_pos: Vec<u32>,
     pub(crate) sinks: usize,
@@ -128,6 +101,9 @@ pub(crate) struct Layer {
     /// the caller computed it with the prompt's attention ([`CompressedCache::observe_attention`]);
     /// dropped by any later append, and with the queries at the first compression.
     pub(crate) window_mass: Option<Vec<f32>>,
+    /// Whether any row of this layer was compressed yet (key smoothing and centering take
+    /// their statistics from the first rows, so the query window is kept until then).
+    pub(crate) has_codes: bool,
 }
 
 /// A KV cache whose resident form is compressed.
@@ -138,18 +114,20 @@ pub(crate) struct Layer {
 /// prompt at once; later calls, during decoding, handle full blocks of `block` tokens that
 /// left the recent window, so the budget keeps holding and no token is quantized twice.
 /// [`attend`](Self::attend) reads codes in place.
+///
+/// The storage lives in a [`Backend`]: [`CpuBackend`] by default (host memory), or a device
+/// backend (`nq-cuda`) through [`with_backend`](Self::with_backend).
 #[derive(Clone, Debug)]
-pub struct CompressedCache {
+pub struct CompressedCache<B: Backend = CpuBackend> {
+    pub(crate) backend: B,
     pub(crate) shape: KvShape,
     pub(crate) cfg: CompressionConfig,
-    pub(crate) keys: RowCodec,
-    pub(crate) values: RowCodec,
     pub(crate) rope: Option<Rope>,
-    pub(crate) layers: Vec<Layer>,
+    pub(crate) layers: Vec<Layer<B::Layer>>,
     identity: bool,
 }
 
-impl CompressedCache {
+impl CompressedCache<CpuBackend> {
     /// An empty cache for a model of `shape`.
     ///
     /// `rope` is the model's rotary embedding; it is required when `cfg.remove_rope` is set
@@ -158,6 +136,40 @@ impl CompressedCache {
     /// # Errors
     /// [`Error::Shape`] or [`Error::Config`] for a bad shape or configuration.
     pub fn new(shape: KvShape, cfg: CompressionConfig, rope: Option<Rope>) -> Result<Self> {
+        Self::with_backend(CpuBackend, shape, cfg, rope)
+    }
+}
+
+/// The rotations and codecs of layer `l` under `cfg`: the same seeds on every backend.
+pub(crate) fn layer_spec(shape: KvShape, cfg: &CompressionConfig, l: usize) -> Result<LayerSpec> {
+    let seed = splitmix(cfg.seed ^ (l as u64).wrapping_mul(0x100_0000_01b3));
+    Ok(LayerSpec {
+        kv_heads: shape.kv_heads,
+        q_heads: shape.q_heads,
+        head_dim: shape.head_dim,
+        keys: cfg.keys,
+        values: cfg.values,
+        scale_candidates: cfg.scale_candidates,
+        key_rot: Rotation::new(shape.head_dim, seed)?,
+        value_rot: Rotation::new(shape.head_dim, splitmix(seed))?,
+    })
+}
+
+impl<B: Backend> CompressedCache<B> {
+    /// An empty cache for a model of `shape` whose storage lives in `backend`.
+    ///
+    /// `rope` is the model's rotary embedding; it is required when `cfg.remove_rope` is set
+    /// (keys are stored RoPE-free and RoPE is re-applied per key at attention time).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] or [`Error::Config`] for a bad shape or configuration,
+    /// [`Error::Backend`] when the backend cannot hold it.
+    pub fn with_backend(
+        backend: B,
+        shape: KvShape,
+        cfg: CompressionConfig,
+        rope: Option<Rope>,
+    ) -> Result<Self> {
         shape.validate()?;
         cfg.validate()?;
         if cfg.remove_rope && rope.is_none() {
@@ -166,15 +178,10 @@ impl CompressedCache {
                 value: "true, but no RoPE given".into(),
             });
         }
-        let keys = RowCodec::new(cfg.keys, shape.head_dim, cfg.scale_candidates)?;
-        let values = RowCodec::new(cfg.values, shape.head_dim, cfg.scale_candidates)?;
         let layers = (0..shape.layers)
             .map(|l| {
-                let seed = splitmix(cfg.seed ^ (l as u64).wrapping_mul(0x100_0000_01b3));
                 Ok(Layer {
-                    key_rot: Rotation::new(shape.head_dim, seed)?,
-                    value_rot: Rotation::new(shape.head_dim, splitmix(seed))?,
-                    heads: vec![Head::default(); shape.kv_heads],
+                    store: backend.new_layer(&layer_spec(shape, &cfg, l)?)?,
                     dense_pos: Vec::new(),
                     sinks: 0,
                     seen: 0,
@@ -182,11 +189,17 @@ impl CompressedCache {
                     compressed_once: false,
                     queries: QueryWindow { rows: vec![Vec::new(); shape.q_heads], pos: Vec::new() },
                     window_mass: None,
+                    has_codes: false,
                 })
             })
             .collect::<Result<_>>()?;
         let identity = cfg == Preset::None.config();
-        Ok(CompressedCache { shape, cfg, keys, values, rope, layers, identity })
+        Ok(CompressedCache { backend, shape, cfg, rope, layers, identity })
+    }
+
+    /// The backend holding the storage.
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
 
     /// A copy of this still-uncompressed cache under another configuration: the same tokens
@@ -197,19 +210,21 @@ impl CompressedCache {
     /// [`Error::Config`] if `cfg` is invalid or a layer was already compressed (its evicted
     /// tokens cannot come back).
     pub fn reconfigured(&self, cfg: CompressionConfig) -> Result<Self> {
-        if self
-            .layers
-            .iter()
-            .any(|l| l.compressed_once && !l.heads.iter().all(|h| h.pos.is_empty()))
-        {
+        if self.layers.iter().any(|l| l.has_codes) {
             return Err(Error::Config {
                 field: "reconfigured",
                 value: "the cache was already compressed".into(),
             });
         }
-        let mut out = CompressedCache::new(self.shape, cfg, self.rope.clone())?;
-        for (new, old) in out.layers.iter_mut().zip(&self.layers) {
-            new.heads.clone_from(&old.heads);
+        let mut out = CompressedCache::with_backend(
+            self.backend.clone(),
+            self.shape,
+            cfg,
+            self.rope.clone(),
+        )?;
+        for (l, (new, old)) in out.layers.iter_mut().zip(&self.layers).enumerate() {
+            let heads = self.backend.export(&old.store)?.into_owned();
+            new.store = self.backend.import(&layer_spec(self.shape, &cfg, l)?, heads)?;
             new.dense_pos.clone_from(&old.dense_pos);
             new.seen = old.seen;
             new.sinks = cfg.evict.sinks.min(old.seen);
@@ -287,15 +302,7 @@ impl CompressedCache {
             }
             last = Some(p);
         }
-        for (hi, head) in lay.heads.iter_mut().enumerate() {
-            let (ks, vs) = (&k[hi * t * d..][..t * d], &v[hi * t * d..][..t * d]);
-            let at = head.dense_k.len();
-            head.dense_k.resize(at + t * d, f16::ZERO);
-            head.dense_k[at..].convert_from_f32_slice(ks);
-            head.dense_v.resize(at + t * d, f16::ZERO);
-            head.dense_v[at..].convert_from_f32_slice(vs);
-            head.dense_mass.resize(head.dense_mass.len() + t, 0.0);
-        }
+        self.backend.append(&mut lay.store, k, v, t)?;
         lay.dense_pos.extend_from_slice(positions);
         lay.window_mass = None;
         let new_sinks = self.cfg.evict.sinks.saturating_sub(lay.seen).min(t);
@@ -315,9 +322,12 @@ impl CompressedCache {
         if q.len() != hq * t * d {
             return Err(Error::Len { op: OP, what: "q", got: q.len(), expected: hq * t * d });
         }
-        if self.layers[layer].compressed_once {
+        let lay = &self.layers[layer];
+        if lay.compressed_once && (lay.has_codes || !self.cfg.smooth_keys) {
             // After the prompt is compressed, blocks are scored by the attention mass they
-            // received (`Head::dense_mass`); no queries need to be kept.
+            // received (the dense mass); no queries need to be kept, unless key smoothing
+            // still waits for the first rows to compress (a prompt of only sinks and recent
+            // tokens).
             return Ok(());
         }
         let w = self.cfg.evict.window;
@@ -388,8 +398,9 @@ impl CompressedCache {
                     vec![(0..block as u32).collect(); self.shape.kv_heads]
                 } else {
                     // Blocks are scored by the attention mass they received while dense.
-                    let scores: Vec<Vec<f32>> =
-                        lay.heads.iter().map(|h| h.dense_mass.clone()).collect();
+                    let scores = (0..self.shape.kv_heads)
+                        .map(|h| Ok(self.backend.dense_rows(&lay.store, h)?.mass.into_owned()))
+                        .collect::<Result<Vec<_>>>()?;
                     let mut evict = self.cfg.evict;
                     if evict.split == BudgetSplit::Global {
                         evict.split = BudgetSplit::PerLayer;
@@ -409,7 +420,7 @@ impl CompressedCache {
         let (recent, keep) = (self.cfg.evict.recent, self.cfg.evict.keep);
         let due: Vec<usize> =
             (0..self.layers.len()).filter(|&l| !self.layers[l].compressed_once).collect();
-        let plan = |lay: &Layer| {
+        let plan = |lay: &Layer<B::Layer>| {
             let count = lay.dense_pos.len().saturating_sub(lay.sinks + recent);
             let budget = (keep as f64 * lay.seen as f64).round() as usize;
             let kept = budget.saturating_sub(lay.dense_pos.len() - count).min(count);
@@ -430,7 +441,11 @@ impl CompressedCache {
                 let mut scores = Vec::with_capacity(due.len() * self.shape.kv_heads);
                 for &l in &due {
                     let scoring = Scoring::new(&self.cfg.evict, self.shape);
-                    scores.extend(scoring.score_layer(&self.layers[l], range.clone())?);
+                    scores.extend(scoring.score_layer(
+                        &self.backend,
+                        &self.layers[l],
+                        range.clone(),
+                    )?);
                 }
                 let mut units = choose(&scores, due.len(), range, kept, &self.cfg.evict)?;
                 while !units.is_empty() {
@@ -446,8 +461,11 @@ impl CompressedCache {
                 keep_idx.push(if kept >= range.len() {
                     all_keep(range.len())
                 } else {
-                    let scores = Scoring::new(&self.cfg.evict, self.shape)
-                        .score_layer(lay, range.clone())?;
+                    let scores = Scoring::new(&self.cfg.evict, self.shape).score_layer(
+                        &self.backend,
+                        lay,
+                        range.clone(),
+                    )?;
                     choose(&scores, 1, range, kept, &self.cfg.evict)?
                 });
             }
@@ -455,11 +473,14 @@ impl CompressedCache {
         for (&l, idx) in due.iter().zip(&keep_idx) {
             let (range, _) = plan(&self.layers[l]);
             self.compress_range(l, range.len(), idx)?;
-            // From now on blocks are scored by the attention mass they receive.
+            // From now on blocks are scored by the attention mass they receive. The queries
+            // stay until a compression had rows: key smoothing takes its statistics then.
             let lay = &mut self.layers[l];
             lay.compressed_once = true;
-            lay.queries =
-                QueryWindow { rows: vec![Vec::new(); self.shape.q_heads], pos: Vec::new() };
+            if lay.has_codes || !self.cfg.smooth_keys {
+                lay.queries =
+                    QueryWindow { rows: vec![Vec::new(); self.shape.q_heads], pos: Vec::new() };
+            }
             lay.window_mass = None;
         }
         Ok(())
@@ -471,87 +492,31 @@ impl CompressedCache {
         if count == 0 {
             return Ok(());
         }
-        let d = self.shape.head_dim;
-        let start = self.layers[layer].sinks;
-        let range = start..start + count;
         let lay = &mut self.layers[layer];
-        let positions: Vec<u32> = lay.dense_pos[range.clone()].to_vec();
-        let mut rows = Vec::new();
-        let group = self.shape.group();
-        for (hi, (head, idx)) in lay.heads.iter_mut().zip(keep_idx).enumerate() {
-            for (src, codec, rot, codes, scales, mean, is_key) in [
-                (
-                    &head.dense_k,
-                    &self.keys,
-                    &lay.key_rot,
-                    &mut head.k_codes,
-                    &mut head.k_scales,
-                    &mut head.k_mean,
-                    true,
-                ),
-                (
-                    &head.dense_v,
-                    &self.values,
-                    &lay.value_rot,
-                    &mut head.v_codes,
-                    &mut head.v_scales,
-                    &mut head.v_mean,
-                    false,
-                ),
-            ] {
-                rows.clear();
-                rows.resize(idx.len() * d, 0.0);
-                for (&i, row) in idx.iter().zip(rows.chunks_exact_mut(d)) {
-                    let at = (start + i as usize) * d;
-                    src[at..at + d].convert_to_f32_slice(row);
-                }
-                if is_key
-                    && let Some(rope) = &self.rope
-                    && self.cfg.remove_rope
-                {
-                    let pos: Vec<u32> = idx.iter().map(|&i| positions[i as usize]).collect();
-                    rope.invert(&mut rows, &pos)?;
-                }
-                if self.cfg.center && !idx.is_empty() {
-                    if mean.is_empty() {
-                        *mean = column_mean(&rows, d);
-                    }
-                    for row in rows.chunks_exact_mut(d) {
-                        row.iter_mut().zip(mean.iter()).for_each(|(x, m)| *x -= m);
-                    }
-                }
-                if is_key && self.cfg.smooth_keys {
-                    if head.k_smooth.is_empty() && !idx.is_empty() && !lay.queries.pos.is_empty() {
-                        let queries = &lay.queries.rows[hi * group..(hi + 1) * group];
-                        head.k_smooth = key_smoothing(queries, &rows, d);
-                    }
-                    if !head.k_smooth.is_empty() {
-                        for row in rows.chunks_exact_mut(d) {
-                            row.iter_mut().zip(&head.k_smooth).for_each(|(x, s)| *x *= s);
-                        }
-                    }
-                }
-                rot.forward_rows(&mut rows)?;
-                codec.encode(&rows, codes, scales)?;
+        let range = lay.sinks..lay.sinks + count;
+        let job = CompressJob {
+            start: range.start,
+            count,
+            keep: keep_idx,
+            positions: &lay.dense_pos[range.clone()],
+            steps: EncodeSteps {
+                rope: if self.cfg.remove_rope { self.rope.as_ref() } else { None },
+                center: self.cfg.center,
+                smooth_queries: self.cfg.smooth_keys.then_some(lay.queries.rows.as_slice()),
+            },
+        };
+        self.backend.compress(&mut lay.store, &job)?;
+        let kept: usize = keep_idx.iter().map(Vec::len).sum();
+        lay.evicted += count * keep_idx.len() - kept;
+        if kept > 0 && !lay.has_codes {
+            lay.has_codes = true;
+            if lay.compressed_once && self.cfg.smooth_keys {
+                // The smoothing factor now exists: the window was kept for it alone.
+                lay.queries =
+                    QueryWindow { rows: vec![Vec::new(); self.shape.q_heads], pos: Vec::new() };
             }
-            head.pos.extend(idx.iter().map(|&i| positions[i as usize]));
-            head.dense_k.drain(range.start * d..range.end * d);
-            head.dense_v.drain(range.start * d..range.end * d);
-            head.dense_mass.drain(range.clone());
-            lay.evicted += count - idx.len();
         }
         lay.dense_pos.drain(range);
-        for head in &mut lay.heads {
-            for b in [&mut head.k_codes, &mut head.v_codes] {
-                b.shrink_to_fit();
-            }
-            for b in [&mut head.k_scales, &mut head.v_scales, &mut head.dense_k, &mut head.dense_v]
-            {
-                b.shrink_to_fit();
-            }
-            head.pos.shrink_to_fit();
-            head.dense_mass.shrink_to_fit();
-        }
         lay.dense_pos.shrink_to_fit();
         Ok(())
     }
@@ -581,51 +546,15 @@ impl CompressedCache {
                 return Err(Error::Len { op: OP, what, got, expected: hq * t * d });
             }
         }
-        let per_head = self.shape.group() * t * d;
         let lay = &mut self.layers[layer];
-        let ctx = HeadCtx {
-            d,
-            keys: &self.keys,
-            values: &self.values,
-            key_rot: &lay.key_rot,
-            value_rot: &lay.value_rot,
+        let query = AttendQuery {
+            positions,
             dense_pos: &lay.dense_pos,
             window: window.map(|w| u32::try_from(w).unwrap_or(u32::MAX)),
             rope: if self.cfg.remove_rope { self.rope.as_ref() } else { None },
+            record_mass: true,
         };
-        let heads = lay.heads.len();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(heads);
-        let work = t * (ctx.dense_pos.len() + lay.heads[0].pos.len());
-        let mut jobs = lay.heads.iter_mut().zip(out.chunks_mut(per_head)).zip(q.chunks(per_head));
-        if threads <= 1 || work < 8192 {
-            return jobs.try_for_each(|((head, o), qh)| ctx.attend(head, qh, positions, o));
-        }
-        std::thread::scope(|s| {
-            let ctx = &ctx;
-            let handles: Vec<_> = jobs
-                .by_ref()
-                .map(|((head, o), qh)| s.spawn(move || ctx.attend(head, qh, positions, o)))
-                .collect();
-            handles
-                .into_iter()
-                .try_for_each(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-        })
-    }
-
-    /// Positions of the compressed tokens of one (layer, kv head), ascending.
-    ///
-    /// # Panics
-    /// If `layer` or `head` is out of range.
-    pub fn positions(&self, layer: usize, head: usize) -> &[u32] {
-        &self.layers[layer].heads[head].pos
-    }
-
-    /// The key code bytes of one (layer, kv head), in token order.
-    ///
-    /// # Panics
-    /// If `layer` or `head` is out of range.
-    pub fn key_codes(&self, layer: usize, head: usize) -> &[u8] {
-        &self.layers[layer].heads[head].k_codes
+        self.backend.attend(&mut lay.store, q, &query, out)
     }
 
     /// What the cache holds, measured from its buffers' lengths.
@@ -640,165 +569,39 @@ impl CompressedCache {
                 + lay.queries.rows.iter().map(|r| r.len() * 4).sum::<usize>()
                 + lay.window_mass.as_ref().map_or(0, |m| m.len() * 4)
                 + 2 * d * 4; // the two rotations' sign vectors
-            for head in &lay.heads {
-                s.compressed_slots += head.pos.len();
-                s.dense_slots += head.dense_k.len() / d;
-                s.resident_bytes += head.pos.len() * 4
-                    + head.k_codes.len()
-                    + head.v_codes.len()
-                    + (head.k_scales.len() + head.v_scales.len()) * 2
-                    + (head.dense_k.len() + head.dense_v.len()) * 2
-                    + head.dense_mass.len() * 4
-                    + (head.k_mean.len() + head.v_mean.len() + head.k_smooth.len()) * 4;
-            }
+
+            let usage = self.backend.usage(&lay.store);
+            s.compressed_slots += usage.compressed;
+            s.dense_slots += usage.dense;
+            s.resident_bytes += usage.bytes;
             s.fp16_bytes += 2 * self.shape.kv_heads * lay.seen * d * 2;
         }
         s
     }
 }
 
-/// What the attention of one head reads besides the head itself.
-struct HeadCtx<'a> {
-    d: usize,
-    keys: &'a RowCodec,
-    values: &'a RowCodec,
-    key_rot: &'a Rotation,
-    value_rot: &'a Rotation,
-    dense_pos: &'a [u32],
-    /// Sliding window in tokens, if any.
-    window: Option<u32>,
-    /// Set when keys are stored RoPE-free.
-    rope: Option<&'a Rope>,
-}
-
-impl HeadCtx<'_> {
-    /// Attention of the query heads of one kv head: `q`, `out` are `[group, t, d]`.
-    fn attend(&self, head: &mut Head, q: &[f32], q_pos: &[u32], out: &mut [f32]) -> Result<()> {
-        let d = self.d;
-        let t = q_pos.len();
-        let scale = 1.0 / (d as f32).sqrt();
-        let (mut dense_k, mut dense_v) = (Vec::new(), Vec::new());
-        widen(&head.dense_k, &mut dense_k);
-        widen(&head.dense_v, &mut dense_v);
-        let keys_plain = match self.rope {
-            Some(rope) if !head.pos.is_empty() => self.decode_rope_keys(rope, head)?,
-            _ => Vec::new(),
-        };
-        let mut s_c = vec![0f32; head.pos.len()];
-        let mut s_d = vec![0f32; self.dense_pos.len()];
-        let mut qr = vec![0f32; d];
-        let mut acc_rot = vec![0f32; d];
-        for (qi, oi) in q.chunks_exact(t * d).zip(out.chunks_exact_mut(t * d)) {
-            for (i, &p) in q_pos.iter().enumerate() {
-                let qv = &qi[i * d..][..d];
-                let o = &mut oi[i * d..][..d];
-                // Visible tokens: positions in (p - window, p].
-                let lo = |pos: &[u32]| match self.window {
-                    Some(w) => pos.partition_point(|&x| x.saturating_add(w) <= p),
-                    None => 0,
-                };
-                let (c0, c1) = (lo(&head.pos), head.pos.partition_point(|&x| x <= p));
-                let (d0, d1) = (lo(self.dense_pos), self.dense_pos.partition_point(|&x| x <= p));
-                let (c0, d0) = (c0.min(c1), d0.min(d1));
-                let (sc, sd) = (&mut s_c[c0..c1], &mut s_d[d0..d1]);
-                let kb = self.keys.bytes_per_row();
-                if !keys_plain.is_empty() {
-                    for (s, k) in sc.iter_mut().zip(keys_plain[c0 * d..].chunks_exact(d)) {
-                        *s = dot(qv, k) * scale;
-                    }
-                } else if c1 > c0 {
-                    for (r, &x) in qr.iter_mut().zip(qv) {
-                        *r = x * scale;
-                    }
-                    if !head.k_smooth.is_empty() {
-                        qr.iter_mut().zip(&head.k_smooth).for_each(|(r, s)| *r /= s);
-                    }
-                    self.key_rot.forward(&mut qr)?;
-                    let scales = if self.keys.has_scales() { &head.k_scales[c0..] } else { &[] };
-                    self.keys.dot(&qr, &head.k_codes[c0 * kb..], scales, sc)?;
-                    if !head.k_mean.is_empty() {
-                        let shift = dot(qv, &head.k_mean) * scale;
-                        sc.iter_mut().for_each(|s| *s += shift);
-                    }
-                }
-                for (s, k) in sd.iter_mut().zip(dense_k[d0 * d..].chunks_exact(d)) {
-                    *s = dot(qv, k) * scale;
-                }
-                let max = sc.iter().chain(sd.iter()).copied().fold(f32::NEG_INFINITY, f32::max);
-                o.fill(0.0);
-                if max == f32::NEG_INFINITY {
-                    continue;
-                }
-                let sum = exp_normalize(sc, max) + exp_normalize(sd, max);
-                let inv = 1.0 / sum;
-                if c1 > c0 {
-                    acc_rot.fill(0.0);
-                    let vb = self.values.bytes_per_row();
-                    let scales = if self.values.has_scales() { &head.v_scales[c0..] } else { &[] };
-                    self.values.axpy(sc, &head.v_codes[c0 * vb..], scales, &mut acc_rot)?;
-                    self.value_rot.inverse(&mut acc_rot)?;
-                    o.copy_from_slice(&acc_rot);
-                    if !head.v_mean.is_empty() {
-                        axpy(sc.iter().sum(), &head.v_mean, o);
-                    }
-                }
-                let mass = &mut head.dense_mass[d0..d1];
-                for ((&w, v), m) in sd.iter().zip(dense_v[d0 * d..].chunks_exact(d)).zip(mass) {
-                    axpy(w, v, o);
-                    *m += w * inv;
-                }
-                o.iter_mut().for_each(|x| *x *= inv);
-            }
-        }
-        Ok(())
+impl CompressedCache<CpuBackend> {
+    /// The buffers of one (layer, kv head): codes, scales, positions, f16 windows.
+    ///
+    /// # Panics
+    /// If `layer` or `head` is out of range.
+    pub fn head(&self, layer: usize, head: usize) -> &crate::store::HeadImage {
+        self.layers[layer].store.head(head)
     }
 
-    /// Keys stored RoPE-free: decoded, un-rotated, RoPE re-applied at their positions.
-    fn decode_rope_keys(&self, rope: &Rope, head: &Head) -> Result<Vec<f32>> {
-        let d = self.d;
-        let mut keys = vec![0f32; head.pos.len() * d];
-        self.keys.decode(&head.k_codes, &head.k_scales, &mut keys)?;
-        for row in keys.chunks_exact_mut(d) {
-            self.key_rot.inverse(row)?;
-            if !head.k_smooth.is_empty() {
-                row.iter_mut().zip(&head.k_smooth).for_each(|(x, s)| *x /= s);
-            }
-            row.iter_mut().zip(&head.k_mean).for_each(|(x, m)| *x += m);
-        }
-        rope.apply(&mut keys, &head.pos)?;
-        Ok(keys)
+    /// Positions of the compressed tokens of one (layer, kv head), ascending.
+    ///
+    /// # Panics
+    /// If `layer` or `head` is out of range.
+    pub fn positions(&self, layer: usize, head: usize) -> &[u32] {
+        &self.head(layer, head).pos
     }
-}
 
-/// SmoothQuant-style per-channel key scale with exponent 1/2: `s_c = sqrt(rms(q_c) /
-/// rms(k_c))` over the window's queries of the kv head's group and the (centered) keys,
-/// normalized to geometric mean 1 so the codes' scales stay where they were.
-fn key_smoothing(queries: &[Vec<f32>], keys: &[f32], d: usize) -> Vec<f32> {
-    let sum_squares = |rows: &mut dyn Iterator<Item = &[f32]>| {
-        let mut acc = vec![0f64; d];
-        for row in rows {
-            acc.iter_mut().zip(row).for_each(|(a, &x)| *a += f64::from(x) * f64::from(x));
-        }
-        acc
-    };
-    let q = sum_squares(&mut queries.iter().flat_map(|r| r.chunks_exact(d)));
-    let k = sum_squares(&mut keys.chunks_exact(d));
-    let raw: Vec<f64> = q
-        .iter()
-        .zip(&k)
-        // tiny floors keep all-zero channels finite; the counts cancel in the normalization
-        .map(|(q, k)| ((q + 1e-30) / (k + 1e-30)).sqrt().sqrt())
-        .collect();
-    let log_mean = raw.iter().map(|x| x.ln()).sum::<f64>() / d as f64;
-    raw.iter().map(|x| (x / log_mean.exp()).clamp(1e-3, 1e3) as f32).collect()
-}
-
-/// Mean of the rows of `d` values, per column, summed in f64.
-fn column_mean(rows: &[f32], d: usize) -> Vec<f32> {
-    let mut sum = vec![0f64; d];
-    let n = rows.len() / d;
-    for row in rows.chunks_exact(d) {
-        sum.iter_mut().zip(row).for_each(|(s, &x)| *s += f64::from(x));
+    /// The key code bytes of one (layer, kv head), in token order.
+    ///
+    /// # Panics
+    /// If `layer` or `head` is out of range.
+    pub fn key_codes(&self, layer: usize, head: usize) -> &[u8] {
+        &self.head(layer, head).k_codes
     }
-    sum.into_iter().map(|s| (s / n.max(1) as f64) as f32).collect()
 }

@@ -71,6 +71,15 @@ pub enum Error {
     /// An archive belongs to another model or preset, or is malformed at the layout level.
     #[error("archive: {0}")]
     Archive(String),
+    /// A device backend failed (driver error, out of memory, unsupported configuration).
+    #[error("{op}: {source}")]
+    Backend {
+        /// The backend operation.
+        op: &'static str,
+        /// The device error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// From the lattice stage.
     #[error(transparent)]
     Lattice(#[from] nq_lattice::Error),

@@ -7,6 +7,7 @@ use nq_evict::{
     Protect, ScoreInput, Scorer, Shape, Split, ValueNorm, select,
 };
 
+use crate::backend::Backend;
 use crate::cache::{KvShape, Layer};
 use crate::codec::widen;
 use crate::config::{BudgetSplit, EvictConfig, ScorerKind};
@@ -26,7 +27,12 @@ impl Scoring {
     /// One score vector per kv head over all `n` dense tokens of the layer; higher is more
     /// worth keeping. `range` (the candidates) is what pooling and normalization look at; the
     /// tokens around it stay in the softmax, as in the model's attention.
-    pub(crate) fn score_layer(&self, lay: &Layer, range: Range<usize>) -> Result<Vec<Vec<f32>>> {
+    pub(crate) fn score_layer<B: Backend>(
+        &self,
+        backend: &B,
+        lay: &Layer<B::Layer>,
+        range: Range<usize>,
+    ) -> Result<Vec<Vec<f32>>> {
         let d = self.shape.head_dim;
         let group = self.shape.group();
         let n = lay.dense_pos.len();
@@ -57,10 +63,11 @@ impl Scoring {
         let scorer = if self.cfg.value_norm { Box::new(ValueNorm::new(scorer)) } else { scorer };
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         let mut queries = Vec::with_capacity(group * w * d);
-        let mut out = Vec::with_capacity(lay.heads.len());
+        let heads = self.shape.kv_heads;
+        let mut out = Vec::with_capacity(heads);
         if let (ScorerKind::Observed, Some(mass)) = (kind, &lay.window_mass) {
             // The window's attention came with the prompt's own attention: finish it.
-            for (h, head) in lay.heads.iter().enumerate() {
+            for h in 0..heads {
                 let mut scores = vec![0f32; n];
                 observed.score_mass(
                     &mass[h * group * n..(h + 1) * group * n],
@@ -68,17 +75,18 @@ impl Scoring {
                     &mut scores,
                 )?;
                 if self.cfg.value_norm {
-                    widen(&head.dense_v, &mut values);
+                    widen(&backend.dense_rows(&lay.store, h)?.values, &mut values);
                     ValueNorm::new(observed).weigh(&values, d, &mut scores)?;
                 }
                 out.push(scores);
             }
             return Ok(out);
         }
-        for (h, head) in lay.heads.iter().enumerate() {
-            widen(&head.dense_k, &mut keys);
+        for h in 0..heads {
+            let rows = backend.dense_rows(&lay.store, h)?;
+            widen(&rows.keys, &mut keys);
             if self.cfg.value_norm {
-                widen(&head.dense_v, &mut values);
+                widen(&rows.values, &mut values);
             }
             queries.clear();
             if w > 0 {

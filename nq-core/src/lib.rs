@@ -37,20 +37,25 @@ mod backend;
 mod cache;
 mod codec;
 mod config;
+mod cpu;
 mod error;
 mod evict;
 mod lattice;
+pub mod prep;
 pub mod reference;
 mod rotation;
+mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use archive::{Extras, ModelId};
-pub use backend::{Backend, CpuBackend, Encoded, Rows};
+pub use backend::{Backend, DenseRows, Encoded, RowOps, Rows};
 pub use cache::{CacheStats, CompressedCache, KvShape};
 pub use config::{BudgetSplit, CompressionConfig, EvictConfig, Preset, ScorerKind, Storage};
+pub use cpu::{CpuBackend, CpuLayer};
 pub use error::{Error, Result};
 pub use rotation::Rotation;
+pub use store::{AttendQuery, CompressJob, EncodeSteps, HeadImage, LayerSpec, LayerUsage};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -53,3 +53,169 @@ pub fn attention(
     }
     out
 }
+
+/// Exact attention over what a layer stores, and how far a correct f32 implementation may be
+/// from it: the oracle of the backend conformance harness.
+///
+/// Every stored row is reconstructed in f64 in the model's basis (codes decoded with their
+/// scales, un-rotated, smoothing undone, mean added; dense rows widened), then `q`
+/// (`[q_heads, t, d]` at `q_pos`) attends causally (and within `window`) in f64. Returns the
+/// output `[q_heads, t, d]` and a per-element bound on the error of an f32 implementation
+/// that follows the stored form (rotated query dotted with codes, values accumulated rotated
+/// and un-rotated once):
+/// - each score `s_n` is an f32 dot product of `d` terms after an f32 Hadamard transform, so
+///   `|δs_n| <= γ T_n` with `T_n` the sum of the terms' magnitudes and
+///   `γ = (d + 2 log2 d + 4) eps` (Higham's `γ_n`, the transform's depth added);
+/// - the softmax then moves each probability by at most `2 max|δs| p_n` (first order), so an
+///   output element moves by at most `2 max|δs| A_i` with `A_i = sum_n p_n |v_ni|`;
+/// - the weighted sum of `N` rows adds `(N + 4) eps A_i`, and un-rotating the accumulator
+///   `2 log2 d eps |acc|` (the transform's normwise bound).
+///
+/// The bound returned is twice the sum, for second-order terms and `exp`'s own rounding.
+///
+/// # Errors
+/// [`crate::Error`] when a head's codes do not decode.
+///
+/// # Panics
+/// If a buffer is shorter than the shapes imply (a test oracle: callers pass valid shapes).
+pub fn stored_attention(
+    spec: &crate::LayerSpec,
+    heads: &[crate::HeadImage],
+    dense_pos: &[u32],
+    q: &[f32],
+    q_pos: &[u32],
+    window: Option<u32>,
+) -> crate::Result<(Vec<f64>, Vec<f32>)> {
+    let d = spec.head_dim;
+    let (t, group) = (q_pos.len(), spec.group());
+    let scale = 1.0 / (d as f64).sqrt();
+    let eps = f64::from(f32::EPSILON);
+    let log_d = (d as f64).log2();
+    let gamma = (d as f64 + 2.0 * log_d + 4.0) * eps;
+    let mut out = vec![0f64; spec.q_heads * t * d];
+    let mut bound = vec![0f32; spec.q_heads * t * d];
+    for (hk, head) in heads.iter().enumerate() {
+        let rows = StoredRows::new(spec, head)?;
+        for hq in hk * group..(hk + 1) * group {
+            for (i, &p) in q_pos.iter().enumerate() {
+                let at = (hq * t + i) * d;
+                let qv = &q[at..at + d];
+                let visible =
+                    |pos: u32| pos <= p && window.is_none_or(|w| pos.saturating_add(w) > p);
+                let Visible { scores, terms, values } =
+                    rows.visible(spec, head, dense_pos, qv, &visible, scale)?;
+                if scores.is_empty() {
+                    continue;
+                }
+                let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                let l: f64 = w.iter().sum();
+                let ds = gamma * terms.iter().copied().fold(0.0, f64::max);
+                let mut acc_norm = 0f64;
+                for c in 0..d {
+                    let (mut o, mut a) = (0f64, 0f64);
+                    for (&wn, v) in w.iter().zip(&values) {
+                        o += wn / l * v[c];
+                        a += wn / l * v[c].abs();
+                    }
+                    out[at + c] = o;
+                    acc_norm += o * o;
+                    bound[at + c] = (2.0 * ds * a + (values.len() as f64 + 4.0) * eps * a) as f32;
+                }
+                let rot = (2.0 * log_d * eps * acc_norm.sqrt()) as f32;
+                bound[at..at + d]
+                    .iter_mut()
+                    .for_each(|b| *b = 2.0 * (*b + rot) + f32::MIN_POSITIVE);
+            }
+        }
+    }
+    Ok((out, bound))
+}
+
+/// One head's compressed rows decoded in the stored basis (keys) and in the model's basis
+/// (values), in f64.
+struct StoredRows {
+    /// Decoded key rows `scale_n * c_n`, rotated and smoothed as stored.
+    keys: Vec<f64>,
+    /// Value rows in the model's basis, mean added.
+    values: Vec<Vec<f64>>,
+}
+
+impl StoredRows {
+    fn new(spec: &crate::LayerSpec, head: &crate::HeadImage) -> crate::Result<Self> {
+        let d = spec.head_dim;
+        let n = head.pos.len();
+        let codec = |s| crate::codec::RowCodec::new(s, d, spec.scale_candidates);
+        let (mut k, mut v) = (vec![0f32; n * d], vec![0f32; n * d]);
+        codec(spec.keys)?.decode(&head.k_codes, &head.k_scales, &mut k)?;
+        codec(spec.values)?.decode(&head.v_codes, &head.v_scales, &mut v)?;
+        let mut values = Vec::with_capacity(n);
+        for row in v.chunks_exact_mut(d) {
+            spec.value_rot.inverse(row)?;
+            let mean = |c: usize| head.v_mean.get(c).copied().map_or(0.0, f64::from);
+            values.push(row.iter().enumerate().map(|(c, &x)| f64::from(x) + mean(c)).collect());
+        }
+        Ok(StoredRows { keys: k.iter().map(|&x| f64::from(x)).collect(), values })
+    }
+
+    /// Scores, score term magnitudes and value rows of the tokens `visible` to query `qv`:
+    /// compressed tokens first, then dense ones.
+    fn visible(
+        &self,
+        spec: &crate::LayerSpec,
+        head: &crate::HeadImage,
+        dense_pos: &[u32],
+        qv: &[f32],
+        visible: &dyn Fn(u32) -> bool,
+        scale: f64,
+    ) -> crate::Result<Visible> {
+        let d = spec.head_dim;
+        // The query as the stored keys see it: scaled, divided by the smoothing, rotated.
+        let mut qr: Vec<f32> = qv.iter().map(|&x| (f64::from(x) * scale) as f32).collect();
+        if !head.k_smooth.is_empty() {
+            qr.iter_mut().zip(&head.k_smooth).for_each(|(r, s)| *r /= s);
+        }
+        spec.key_rot.forward(&mut qr)?;
+        let shift: f64 =
+            head.k_mean.iter().zip(qv).map(|(&m, &x)| f64::from(m) * f64::from(x)).sum::<f64>()
+                * scale;
+        let shift_terms: f64 =
+            head.k_mean.iter().zip(qv).map(|(&m, &x)| f64::from((m * x).abs())).sum::<f64>()
+                * scale;
+        let (mut s, mut terms, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        for (n, &pos) in head.pos.iter().enumerate() {
+            if !visible(pos) {
+                continue;
+            }
+            let k = &self.keys[n * d..][..d];
+            s.push(k.iter().zip(&qr).map(|(&a, &b)| a * f64::from(b)).sum::<f64>() + shift);
+            terms.push(
+                k.iter().zip(&qr).map(|(&a, &b)| (a * f64::from(b)).abs()).sum::<f64>()
+                    + shift_terms,
+            );
+            values.push(self.values[n].clone());
+        }
+        for (m, &pos) in dense_pos.iter().enumerate() {
+            if !visible(pos) {
+                continue;
+            }
+            let widen = |rows: &[half::f16]| -> Vec<f64> {
+                rows[m * d..][..d].iter().map(|x| f64::from(x.to_f32())).collect()
+            };
+            let k = widen(&head.dense_k);
+            s.push(k.iter().zip(qv).map(|(&a, &b)| a * f64::from(b)).sum::<f64>() * scale);
+            terms.push(
+                k.iter().zip(qv).map(|(&a, &b)| (a * f64::from(b)).abs()).sum::<f64>() * scale,
+            );
+            values.push(widen(&head.dense_v));
+        }
+        Ok(Visible { scores: s, terms, values })
+    }
+}
+
+/// What one query sees: a score, the magnitude sum of its terms, and a value row per token.
+struct Visible {
+    scores: Vec<f64>,
+    terms: Vec<f64>,
+    values: Vec<Vec<f64>>,
+}

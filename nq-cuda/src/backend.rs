@@ -7,7 +7,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
 };
 use half::f16;
-use nq_core::{Backend, Encoded, Rotation, Rows};
+use nq_core::{Encoded, Rotation, RowOps, Rows};
 use nq_lattice::{FixedBits, FixedCodec};
 
 use crate::error::{CudaError, Result};
@@ -39,7 +39,7 @@ const DECODE_MAX_GRID: u32 = 1 << 20;
 ///
 /// # Examples
 /// ```no_run
-/// use nq_core::{Backend, Rotation, Rows};
+/// use nq_core::{RowOps, Rotation, Rows};
 /// use nq_cuda::CudaBackend;
 /// let gpu = CudaBackend::new(0)?;
 /// let rows = Rows::new(2, 128).expect("valid shape");
@@ -283,7 +283,7 @@ impl CudaBackend {
     }
 }
 
-impl Backend for CudaBackend {
+impl RowOps for CudaBackend {
     type Buf = CudaSlice<f32>;
     type Error = CudaError;
 

@@ -20,7 +20,7 @@
 //! `/usr/local/cuda/lib64`) must be on the library path when the first kernel is used.
 //!
 //! ```no_run
-//! use nq_core::{Backend, CpuBackend, Rows};
+//! use nq_core::{CpuBackend, RowOps, Rows};
 //! use nq_cuda::CudaBackend;
 //!
 //! let gpu = CudaBackend::new(0)?;

@@ -18,8 +18,8 @@ pub(crate) fn gpu() -> Option<CudaBackend> {
     }
 }
 
-// The conformance harness of nq-core: every Backend op against CpuBackend.
-nq_core::backend_tests!({
+// The row-level harness of nq-core: every RowOps primitive against CpuBackend.
+nq_core::row_ops_tests!({
     match gpu() {
         Some(b) => b,
         None => return,

@@ -1,0 +1,115 @@
+//! [`CpuBackend`]: the cache's storage in host memory, the stage crates called directly. The
+//! reference every other backend is checked against.
+
+mod attend;
+mod encode;
+
+use std::borrow::Cow;
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+use crate::backend::{Backend, DenseRows};
+use crate::codec::RowCodec;
+use crate::error::Result;
+use crate::store::{AttendQuery, CompressJob, HeadImage, LayerSpec, LayerUsage};
+
+/// The CPU backend: storage in host memory, attention threaded over kv heads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+/// One layer on the CPU: every kv head's buffers, and the codecs and rotations that read
+/// them.
+#[derive(Clone, Debug)]
+pub struct CpuLayer {
+    spec: LayerSpec,
+    keys: RowCodec,
+    values: RowCodec,
+    heads: Vec<HeadImage>,
+}
+
+impl CpuLayer {
+    /// The buffers of one kv head.
+    ///
+    /// # Panics
+    /// If `head` is out of range.
+    pub fn head(&self, head: usize) -> &HeadImage {
+        &self.heads[head]
+    }
+
+    /// Flip the lowest bit of the last key code byte of head 0 (for the deliberately wrong
+    /// backend of the conformance harness).
+    #[cfg(feature = "testing")]
+    pub(crate) fn perturb_last_code(&mut self) {
+        if let Some(b) = self.heads.first_mut().and_then(|h| h.k_codes.last_mut()) {
+            *b ^= 1;
+        }
+    }
+}
+
+impl Backend for CpuBackend {
+    type Layer = CpuLayer;
+
+    fn new_layer(&self, spec: &LayerSpec) -> Result<CpuLayer> {
+        self.import(spec, vec![HeadImage::default(); spec.kv_heads])
+    }
+
+    fn append(&self, layer: &mut CpuLayer, k: &[f32], v: &[f32], t: usize) -> Result<()> {
+        let d = layer.spec.head_dim;
+        for (hi, head) in layer.heads.iter_mut().enumerate() {
+            let (ks, vs) = (&k[hi * t * d..][..t * d], &v[hi * t * d..][..t * d]);
+            let at = head.dense_k.len();
+            head.dense_k.resize(at + t * d, f16::ZERO);
+            head.dense_k[at..].convert_from_f32_slice(ks);
+            head.dense_v.resize(at + t * d, f16::ZERO);
+            head.dense_v[at..].convert_from_f32_slice(vs);
+            head.dense_mass.resize(head.dense_mass.len() + t, 0.0);
+        }
+        Ok(())
+    }
+
+    fn compress(&self, layer: &mut CpuLayer, job: &CompressJob<'_>) -> Result<()> {
+        encode::compress(layer, job)
+    }
+
+    fn attend(
+        &self,
+        layer: &mut CpuLayer,
+        q: &[f32],
+        query: &AttendQuery<'_>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        attend::attend(layer, q, query, out)
+    }
+
+    fn dense_rows<'a>(&self, layer: &'a CpuLayer, head: usize) -> Result<DenseRows<'a>> {
+        let h = &layer.heads[head];
+        Ok(DenseRows {
+            keys: Cow::Borrowed(&h.dense_k),
+            values: Cow::Borrowed(&h.dense_v),
+            mass: Cow::Borrowed(&h.dense_mass),
+        })
+    }
+
+    fn export<'a>(&self, layer: &'a CpuLayer) -> Result<Cow<'a, [HeadImage]>> {
+        Ok(Cow::Borrowed(&layer.heads))
+    }
+
+    fn import(&self, spec: &LayerSpec, heads: Vec<HeadImage>) -> Result<CpuLayer> {
+        Ok(CpuLayer {
+            keys: RowCodec::new(spec.keys, spec.head_dim, spec.scale_candidates)?,
+            values: RowCodec::new(spec.values, spec.head_dim, spec.scale_candidates)?,
+            spec: spec.clone(),
+            heads,
+        })
+    }
+
+    fn usage(&self, layer: &CpuLayer) -> LayerUsage {
+        let d = layer.spec.head_dim;
+        layer.heads.iter().fold(LayerUsage::default(), |u, h| LayerUsage {
+            compressed: u.compressed + h.pos.len(),
+            dense: u.dense + h.dense_k.len() / d,
+            bytes: u.bytes + h.bytes(),
+        })
+    }
+}

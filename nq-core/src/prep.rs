@@ -1,0 +1,46 @@
+//! The small statistics the encode pipeline derives once per head, at its first compression:
+//! the column mean used for centering and the per-channel key smoothing factor. Every backend
+//! computes the column sums where its rows live and calls these for the arithmetic.
+
+/// Per-column sums (f64) of rows of `d` values: `(sum x, sum x^2)`.
+pub fn column_sums(rows: &[f32], d: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut sum = vec![0f64; d];
+    let mut squares = vec![0f64; d];
+    for row in rows.chunks_exact(d) {
+        for ((s, q), &x) in sum.iter_mut().zip(&mut squares).zip(row) {
+            *s += f64::from(x);
+            *q += f64::from(x) * f64::from(x);
+        }
+    }
+    (sum, squares)
+}
+
+/// Column mean from per-column sums over `n` rows (0 rows: zeros).
+pub fn column_mean_from_sums(sum: &[f64], n: usize) -> Vec<f32> {
+    sum.iter().map(|s| (s / n.max(1) as f64) as f32).collect()
+}
+
+/// SmoothQuant-style per-channel key scale with exponent 1/2: `s_c = sqrt(rms(q_c) /
+/// rms(k_c))` from the per-column sums of squares of the window's queries (of the kv head's
+/// group) and of the (centered) keys, normalized to geometric mean 1 so the codes' scales
+/// stay where they were. Clamped to `[1e-3, 1e3]`.
+pub fn key_smoothing_from_sums(query_squares: &[f64], key_squares: &[f64]) -> Vec<f32> {
+    let d = key_squares.len();
+    let raw: Vec<f64> = query_squares
+        .iter()
+        .zip(key_squares)
+        // tiny floors keep all-zero channels finite; the counts cancel in the normalization
+        .map(|(q, k)| ((q + 1e-30) / (k + 1e-30)).sqrt().sqrt())
+        .collect();
+    let log_mean = raw.iter().map(|x| x.ln()).sum::<f64>() / d as f64;
+    raw.iter().map(|x| (x / log_mean.exp()).clamp(1e-3, 1e3) as f32).collect()
+}
+
+/// Per-column sums of squares of query rows `[..][w * d]` (f64).
+pub fn query_squares(queries: &[Vec<f32>], d: usize) -> Vec<f64> {
+    let mut acc = vec![0f64; d];
+    for row in queries.iter().flat_map(|r| r.chunks_exact(d)) {
+        acc.iter_mut().zip(row).for_each(|(a, &x)| *a += f64::from(x) * f64::from(x));
+    }
+    acc
+}

@@ -1,0 +1,201 @@
+//! What a backend stores for one layer, and the requests the cache sends it: plain data,
+//! shared by every [`Backend`](crate::Backend).
+
+use half::f16;
+use nq_rope::Rope;
+
+use crate::config::Storage;
+use crate::error::{Error, Result};
+use crate::rotation::Rotation;
+
+/// Everything a backend needs to create the storage of one layer.
+#[derive(Clone, Debug)]
+pub struct LayerSpec {
+    /// Key/value heads of the layer.
+    pub kv_heads: usize,
+    /// Query heads of the layer (a multiple of `kv_heads`).
+    pub q_heads: usize,
+    /// Values per head vector (a multiple of 8).
+    pub head_dim: usize,
+    /// How compressed keys are stored.
+    pub keys: Storage,
+    /// How compressed values are stored.
+    pub values: Storage,
+    /// Candidates of the per-vector scale search (1 = RMS rule).
+    pub scale_candidates: u8,
+    /// The rotation applied to keys before quantization.
+    pub key_rot: Rotation,
+    /// The rotation applied to values before quantization.
+    pub value_rot: Rotation,
+}
+
+impl LayerSpec {
+    /// Query heads per kv head.
+    pub fn group(&self) -> usize {
+        self.q_heads / self.kv_heads
+    }
+
+    /// Payload bytes of one compressed key row (scale excluded).
+    pub fn key_row_bytes(&self) -> usize {
+        row_bytes(self.keys, self.head_dim)
+    }
+
+    /// Payload bytes of one compressed value row (scale excluded).
+    pub fn value_row_bytes(&self) -> usize {
+        row_bytes(self.values, self.head_dim)
+    }
+}
+
+fn row_bytes(storage: Storage, d: usize) -> usize {
+    match storage {
+        Storage::F16 => d * 2,
+        Storage::E8 { bits } => d / 8 * usize::from(bits),
+    }
+}
+
+/// One kv head's storage as host buffers: what [`CpuBackend`](crate::CpuBackend) holds, what
+/// any backend exports for archives and conformance checks, and imports back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeadImage {
+    /// Positions of the compressed tokens, strictly ascending.
+    pub pos: Vec<u32>,
+    /// Key codes, `pos.len() * key_row_bytes` bytes in token order.
+    pub k_codes: Vec<u8>,
+    /// One f16 scale per compressed key (empty for f16 storage).
+    pub k_scales: Vec<f16>,
+    /// Value codes, `pos.len() * value_row_bytes` bytes.
+    pub v_codes: Vec<u8>,
+    /// One f16 scale per compressed value (empty for f16 storage).
+    pub v_scales: Vec<f16>,
+    /// f16 rows `[dense, d]` of the tokens still dense (sinks, recent, not yet compressed).
+    pub dense_k: Vec<f16>,
+    /// f16 value rows `[dense, d]`.
+    pub dense_v: Vec<f16>,
+    /// Attention mass each dense token received since it was appended (H2O-style), which
+    /// scores decode-time blocks without keeping queries around.
+    pub dense_mass: Vec<f32>,
+    /// Mean of the head's first compressed keys (empty until then, or when centering is off).
+    /// Compressed rows store `x - mean`; attention adds the mean back exactly.
+    pub k_mean: Vec<f32>,
+    /// Mean of the head's first compressed values.
+    pub v_mean: Vec<f32>,
+    /// Per-channel key smoothing factor `s` (empty when off or before the first compression):
+    /// compressed keys store `(k - mean) * s`, queries are divided by `s`.
+    pub k_smooth: Vec<f32>,
+}
+
+impl HeadImage {
+    /// Compressed tokens held.
+    pub fn compressed(&self) -> usize {
+        self.pos.len()
+    }
+
+    /// Bytes of every buffer, from their lengths.
+    pub fn bytes(&self) -> usize {
+        self.pos.len() * 4
+            + self.k_codes.len()
+            + self.v_codes.len()
+            + (self.k_scales.len() + self.v_scales.len()) * 2
+            + (self.dense_k.len() + self.dense_v.len()) * 2
+            + self.dense_mass.len() * 4
+            + (self.k_mean.len() + self.v_mean.len() + self.k_smooth.len()) * 4
+    }
+
+    /// Check every buffer against the layer's spec and `n_dense` dense tokens.
+    ///
+    /// # Errors
+    /// [`Error::Archive`] naming the first buffer that disagrees.
+    pub fn validate(&self, spec: &LayerSpec, n_dense: usize) -> Result<()> {
+        let (n, d) = (self.pos.len(), spec.head_dim);
+        let scaled = |s: Storage| if matches!(s, Storage::F16) { 0 } else { n };
+        let checks = [
+            ("key codes", self.k_codes.len(), n * spec.key_row_bytes()),
+            ("value codes", self.v_codes.len(), n * spec.value_row_bytes()),
+            ("key scales", self.k_scales.len(), scaled(spec.keys)),
+            ("value scales", self.v_scales.len(), scaled(spec.values)),
+            ("dense keys", self.dense_k.len(), n_dense * d),
+            ("dense values", self.dense_v.len(), n_dense * d),
+            ("dense mass", self.dense_mass.len(), n_dense),
+        ];
+        for (what, got, expected) in checks {
+            if got != expected {
+                return Err(Error::Archive(format!(
+                    "{what}: {got} elements for {n} compressed and {n_dense} dense tokens, expected {expected}"
+                )));
+            }
+        }
+        for (what, v) in [("key mean", &self.k_mean), ("value mean", &self.v_mean)] {
+            if !(v.is_empty() || v.len() == d) || v.iter().any(|x| !x.is_finite()) {
+                return Err(Error::Archive(format!("{what}: {} values, or not finite", v.len())));
+            }
+        }
+        if !(self.k_smooth.is_empty() || self.k_smooth.len() == d)
+            || self.k_smooth.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err(Error::Archive("key smoothing: wrong length or not positive".into()));
+        }
+        if let Some(w) = self.pos.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(Error::Archive(format!("positions not ascending: {} then {}", w[0], w[1])));
+        }
+        Ok(())
+    }
+}
+
+/// The encode steps every kept row goes through, in order (see
+/// [`CpuBackend`](crate::CpuBackend)'s `encode` module for the reference implementation):
+/// widen f16 to f32, invert RoPE (keys, when `rope` is set), subtract the head's mean
+/// (computed at its first compression), multiply by the key smoothing (computed at the first
+/// compression from `smooth_queries`), rotate, then scale and quantize.
+#[derive(Clone, Copy, Debug)]
+pub struct EncodeSteps<'a> {
+    /// Invert this RoPE on keys before coding them (keys then stay RoPE-free).
+    pub rope: Option<&'a Rope>,
+    /// Center rows on the head's mean.
+    pub center: bool,
+    /// Smooth keys against queries: the observation window's query rows, `[q_heads][w * d]`,
+    /// used to compute a head's factor at its first compression with rows. `None`: off.
+    pub smooth_queries: Option<&'a [Vec<f32>]>,
+}
+
+/// One compression: move `count` dense rows starting at `start` out of the dense part,
+/// storing the rows `keep[head]` of each head in compressed form and dropping the others.
+#[derive(Clone, Copy, Debug)]
+pub struct CompressJob<'a> {
+    /// First dense row of the range (the sinks before it stay dense).
+    pub start: usize,
+    /// Rows in the range.
+    pub count: usize,
+    /// Kept rows of each kv head, indices into `0..count`, strictly ascending.
+    pub keep: &'a [Vec<u32>],
+    /// Positions of the `count` rows.
+    pub positions: &'a [u32],
+    /// How kept rows are encoded.
+    pub steps: EncodeSteps<'a>,
+}
+
+/// What one attention call reads besides the queries.
+#[derive(Clone, Copy, Debug)]
+pub struct AttendQuery<'a> {
+    /// Positions of the `t` query rows; a query at `p` sees tokens at positions `<= p`.
+    pub positions: &'a [u32],
+    /// Positions of the layer's dense rows, ascending.
+    pub dense_pos: &'a [u32],
+    /// Sliding window in tokens: a query at `p` sees positions in `(p - w, p]`.
+    pub window: Option<u32>,
+    /// Set when keys are stored RoPE-free: re-applied at attention time.
+    pub rope: Option<&'a Rope>,
+    /// Add each query's attention probabilities of the dense rows to their
+    /// [`HeadImage::dense_mass`] (the eviction bookkeeping of decode-time blocks).
+    pub record_mass: bool,
+}
+
+/// Counts of one layer's storage, from its buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerUsage {
+    /// Compressed token slots, summed over heads.
+    pub compressed: usize,
+    /// Dense token slots, summed over heads.
+    pub dense: usize,
+    /// Bytes of every buffer the backend holds for the layer.
+    pub bytes: usize,
+}
