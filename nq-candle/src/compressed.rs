@@ -1,6 +1,6 @@
 //! The compressed resident KV cache of `nq-core`, behind the decoder's [`KvCache`] seam.
 
-use candle_core::{D, Tensor};
+use candle_core::Tensor;
 use nq_core::{CacheStats, CompressedCache, CompressionConfig, KvShape};
 
 use crate::kv::{AttnSpec, DenseCache, KvCache};
@@ -27,32 +27,34 @@ pub fn kv_shape(config: &ModelConfig) -> KvShape {
     }
 }
 
-/// The model's rotary embedding as `nq-rope` sees it (layer 0's; families whose layers differ
-/// in RoPE cannot store keys RoPE-free).
+/// The rotary embedding every layer of `config`'s model shares, for storing keys RoPE-free;
+/// `None` when layers differ (Gemma-3's local and global bases): such a model cannot.
+///
+/// The mapping itself is [`ModelConfig::rope_spec`], the one place that knows a model's RoPE.
 ///
 /// # Errors
-/// When layers use different RoPE parameters, or `nq-rope` rejects them.
-pub fn rope_of(config: &ModelConfig) -> candle_core::Result<nq_rope::Rope> {
+/// When nq-rope rejects a layer's RoPE (see [`ModelConfig::rope`]); never for a config read
+/// by [`ModelConfig::from_gguf`], which checked them all.
+pub fn shared_rope(config: &ModelConfig) -> crate::Result<Option<nq_rope::Rope>> {
     let spec = config.rope_spec(0);
     if (1..config.layers).any(|l| config.rope_spec(l) != spec) {
-        candle_core::bail!("{}: layers use different RoPE parameters", config.architecture);
+        return Ok(None);
     }
-    let cfg = nq_rope::RopeConfig {
-        head_dim: config.head_dim,
-        rotary_dim: spec.dim,
-        theta: f64::from(spec.theta),
-        layout: if spec.interleaved {
-            nq_rope::RopeLayout::Interleaved
-        } else {
-            nq_rope::RopeLayout::SplitHalf
-        },
-        scaling: if spec.scale == 1.0 {
-            nq_rope::RopeScaling::None
-        } else {
-            nq_rope::RopeScaling::Linear { factor: f64::from(spec.scale) }
-        },
-    };
-    nq_rope::Rope::new(cfg).map_err(candle_core::Error::wrap)
+    config.rope(0).map(Some)
+}
+
+/// [`shared_rope`], with layers that differ as an error.
+///
+/// # Errors
+/// When layers use different RoPE parameters, or nq-rope rejects them.
+pub fn rope_of(config: &ModelConfig) -> candle_core::Result<nq_rope::Rope> {
+    match shared_rope(config).map_err(candle_core::Error::wrap)? {
+        Some(rope) => Ok(rope),
+        None => candle_core::bail!(
+            "{}: layers use different RoPE parameters, keys cannot be stored RoPE-free",
+            config.architecture
+        ),
+    }
 }
 
 impl CompressedKvCache {
@@ -106,18 +108,6 @@ fn to_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
 }
 
 impl KvCache for CompressedKvCache {
-    fn attend(
-        &mut self,
-        layer: usize,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        positions: &[u32],
-    ) -> candle_core::Result<Tensor> {
-        let d = q.dim(D::Minus1)?;
-        self.attend_with(layer, q, k, v, positions, &AttnSpec::standard(d))
-    }
-
     fn attend_with(
         &mut self,
         layer: usize,

@@ -50,34 +50,24 @@ fn standard_scale(head_dim: usize) -> f32 {
 
 /// Where a decoder's keys and values live. The model hands each layer's post-RoPE queries,
 /// keys and values for the new tokens; the cache stores K/V and returns the attention output.
+///
+/// One method is required, [`attend_with`](KvCache::attend_with), the one the model calls for
+/// every layer; [`attend`](KvCache::attend) is a shorthand for the standard [`AttnSpec`].
 pub trait KvCache {
+    /// Stores the new tokens' keys and values and returns their attention output.
+    ///
     /// q: `[q_heads, t_new, head_dim]`, k and v: `[kv_heads, t_new, head_dim]`, all f32
-    /// contiguous, post-RoPE; positions: the absolute positions of the t_new tokens (ascending).
-    /// Returns `[q_heads, t_new, head_dim]`: causal `softmax(q k^T / sqrt(head_dim)) v` over every
-    /// stored token plus the new ones (new token i sees stored tokens and new tokens <= i).
+    /// contiguous, post-RoPE; positions: the absolute positions of the t_new tokens (strictly
+    /// ascending, after every stored position). Returns `[q_heads, t_new, head_dim]`: causal
+    /// `softmax(softcap(scale * q k^T)) v` over every stored token plus the new ones (new
+    /// token i sees stored tokens and new tokens <= i), restricted to `spec.window` when set.
     /// GQA: q head h uses kv head `h / (q_heads / kv_heads)`.
     ///
-    /// # Errors
-    /// Shapes that disagree, positions that are not ascending, or a backend failure.
-    fn attend(
-        &mut self,
-        layer: usize,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        positions: &[u32],
-    ) -> candle_core::Result<Tensor>;
-
-    /// [`attend`](KvCache::attend) with a non-standard [`AttnSpec`] (score scale, sliding
-    /// window, soft cap). The model calls this method for every layer.
-    ///
-    /// The provided implementation handles any `scale` by pre-scaling `q` by
-    /// `scale * sqrt(head_dim)` and calling `attend`; it returns an error for a window or a
-    /// soft cap, which a cache must implement itself.
+    /// A cache must honour every field of `spec` or refuse the call; it never ignores one.
     ///
     /// # Errors
-    /// As [`attend`](KvCache::attend); also a window or soft cap that the cache does not
-    /// support.
+    /// Shapes that disagree, positions that are not ascending, a `spec` the cache cannot
+    /// honour, or a backend failure.
     fn attend_with(
         &mut self,
         layer: usize,
@@ -86,19 +76,23 @@ pub trait KvCache {
         v: &Tensor,
         positions: &[u32],
         spec: &AttnSpec,
+    ) -> candle_core::Result<Tensor>;
+
+    /// [`attend_with`](KvCache::attend_with) with [`AttnSpec::standard`]: scale
+    /// `1 / sqrt(head_dim)`, no window, no soft cap.
+    ///
+    /// # Errors
+    /// As [`attend_with`](KvCache::attend_with).
+    fn attend(
+        &mut self,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        positions: &[u32],
     ) -> candle_core::Result<Tensor> {
         let head_dim = q.dim(D::Minus1)?;
-        if spec.is_standard(head_dim) {
-            return self.attend(layer, q, k, v, positions);
-        }
-        if spec.window.is_some() || spec.softcap.is_some() {
-            candle_core::bail!(
-                "attend_with: this cache supports neither sliding windows nor soft caps (spec {spec:?})"
-            );
-        }
-        let factor = f64::from(spec.scale) / f64::from(standard_scale(head_dim));
-        let q = q.affine(factor, 0.0)?;
-        self.attend(layer, &q, k, v, positions)
+        self.attend_with(layer, q, k, v, positions, &AttnSpec::standard(head_dim))
     }
 }
 
@@ -457,18 +451,6 @@ impl DenseCache {
 }
 
 impl KvCache for DenseCache {
-    fn attend(
-        &mut self,
-        layer: usize,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        positions: &[u32],
-    ) -> candle_core::Result<Tensor> {
-        let head_dim = q.dim(D::Minus1)?;
-        self.attend_with(layer, q, k, v, positions, &AttnSpec::standard(head_dim))
-    }
-
     fn attend_with(
         &mut self,
         layer: usize,

@@ -42,7 +42,7 @@ pub use error::{Error, Result};
 pub use generate::{Generation, Generator, SamplingOptions};
 pub use kv::{AttendShape, AttnSpec, DenseCache, KvCache};
 pub use model::{
-    Architecture, GgufFile, KNOWN_MODELS, KnownModel, LoadOptions, Model, ModelConfig, RopeSpec,
+    Architecture, GgufFile, KNOWN_MODELS, KnownModel, LoadOptions, Model, ModelConfig, RopeTables,
     SUPPORTED_ARCHITECTURES, kl_divergence_from_logits, log_softmax, model_dir, model_path,
     model_path_in, nll_from_logits, perplexity_from_logits,
 };

@@ -1,12 +1,13 @@
 //! Fast paths against naive references: DenseCache vs f64 attention, chunked vs one-shot
 //! forwards, scoring helpers vs direct sums.
 
+use candle_core::quantized::{QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
 use nq_candle::{AttnSpec, DenseCache, KvCache};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{max_diff, naive_attention, rows, smollm2, tiny};
+use crate::common::{data, max_diff, model_or_skip, naive_attention, rows, smollm2, tiny};
 
 fn randn(rng: &mut StdRng, h: usize, t: usize, d: usize) -> Vec<Vec<Vec<f32>>> {
     (0..h)
@@ -331,4 +332,193 @@ fn rope_works_at_any_position_tiny_models() {
         let tol = 64.0 * f32::EPSILON * c.layers as f32 * (c.hidden as f32).sqrt() * mag.max(1.0);
         assert!(diff <= tol, "{family}: shift changed logits by {diff} > {tol}");
     }
+}
+
+/// Rows `[heads, positions.len(), head_dim]` through the model's rotation (candle's kernels
+/// with nq-rope's tables) against `nq_rope::Rope::apply`, for every distinct rope of `config`.
+fn check_model_rope(config: &nq_candle::ModelConfig, label: &str) {
+    let positions = [0u32, 1, 2, 511, 4_095, 70_000, 1_000_000];
+    let (heads, t, d) = (3, positions.len(), config.head_dim);
+    let mut seen: Vec<nq_rope::RopeConfig> = Vec::new();
+    for layer in 0..config.layers {
+        let spec = config.rope_spec(layer);
+        if seen.contains(&spec) {
+            continue;
+        }
+        seen.push(spec);
+        let rope = config.rope(layer).unwrap();
+        let mut rng = StdRng::seed_from_u64(layer as u64);
+        let x: Vec<f32> = (0..heads * t * d).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+        let tables = nq_candle::RopeTables::new(&rope, &positions, &Device::Cpu).unwrap();
+        let got = tables
+            .apply(&Tensor::from_vec(x.clone(), (heads, t, d), &Device::Cpu).unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut want = x.clone();
+        for head in want.chunks_mut(t * d) {
+            rope.apply(head, &positions).unwrap();
+        }
+        let af = rope.attention_factor();
+        for (r, ((g, w), xr)) in got.chunks(d).zip(want.chunks(d)).zip(x.chunks(d)).enumerate() {
+            // Same f32 tables and the same products on both sides; the attention factor may
+            // round once more in candle's affine: 2 ulps of the row's norm times the factor.
+            let norm = xr.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+            let err = g.iter().zip(w).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+            let bound = 2.0 * f64::from(f32::EPSILON) * norm * af.max(1.0);
+            assert!(
+                err <= bound,
+                "{label} layer {layer} ({spec:?}) row {r} pos {}: {err:e} > {bound:e}",
+                positions[r % t]
+            );
+            assert_eq!(g[spec.rotary_dim..], xr[spec.rotary_dim..], "{label}: tail passes");
+        }
+    }
+    assert!(!seen.is_empty());
+}
+
+fn config_of(path: &std::path::Path) -> nq_candle::ModelConfig {
+    nq_candle::ModelConfig::from_gguf(&nq_candle::GgufFile::open(path).unwrap()).unwrap()
+}
+
+/// A copy of tiny model `family` with `extra` metadata entries added (or replaced).
+fn tiny_with(family: &str, name: &str, extra: &[(&str, gguf_file::Value)]) -> std::path::PathBuf {
+    let mut file = nq_candle::GgufFile::open(&data(&format!("tiny_{family}.gguf"))).unwrap();
+    let mut md: Vec<(String, gguf_file::Value)> = file
+        .content()
+        .metadata
+        .iter()
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    md.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    let names: Vec<String> = file.content().tensor_infos.keys().cloned().collect();
+    let tensors: Vec<(String, QTensor)> =
+        names.iter().map(|n| (n.clone(), file.tensor(n, &Device::Cpu).unwrap())).collect();
+    let dir = std::env::temp_dir().join(format!("nq-candle-oracle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).unwrap();
+    let md_ref: Vec<(&str, &gguf_file::Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_ref: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut f, &md_ref, &t_ref).unwrap();
+    path
+}
+
+/// The model's RoPE is nq-rope's on every model config: each tiny family (interleaved, split
+/// half, partial rotary, Gemma-3's local and global bases), each installed checkpoint, and each
+/// scaling kind a GGUF can state.
+#[test]
+fn model_rope_agrees_with_nq_rope() {
+    for family in ["llama", "mistral", "qwen2", "phi3", "gemma3"] {
+        check_model_rope(&config_of(&data(&format!("tiny_{family}.gguf"))), family);
+    }
+    for name in ["smollm2", "qwen05", "gemma270m"] {
+        if let Some(path) = model_or_skip(name) {
+            check_model_rope(&config_of(&path), name);
+        }
+    }
+    let f = gguf_file::Value::F32;
+    let s = |v: &str| gguf_file::Value::String(v.to_owned());
+    let linear = [("qwen2.rope.scaling.type", s("linear")), ("qwen2.rope.scaling.factor", f(4.0))];
+    let c = config_of(&tiny_with("qwen2", "linear.gguf", &linear));
+    assert_eq!(c.rope_spec(0).scaling, nq_rope::RopeScaling::Linear { factor: 4.0 });
+    assert_eq!(c.rope_linear_scale, Some(4.0));
+    check_model_rope(&c, "qwen2 linear");
+    let yarn = [
+        ("llama.rope.scaling.type", s("yarn")),
+        ("llama.rope.scaling.factor", f(4.0)),
+        ("llama.rope.scaling.original_context_length", gguf_file::Value::U32(32_768)),
+        ("llama.rope.scaling.yarn_beta_fast", f(16.0)),
+    ];
+    let c = config_of(&tiny_with("llama", "yarn.gguf", &yarn));
+    let want = match nq_rope::RopeScaling::yarn(4.0, 32_768) {
+        nq_rope::RopeScaling::Yarn {
+            beta_slow, mscale, mscale_all_dim, attention_factor, ..
+        } => nq_rope::RopeScaling::Yarn {
+            factor: 4.0,
+            original_max_position: 32_768,
+            beta_fast: 16.0,
+            beta_slow,
+            mscale,
+            mscale_all_dim,
+            attention_factor,
+            truncate: true,
+        },
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(c.rope_spec(0).scaling, want);
+    assert_eq!(c.rope_linear_scale, None);
+    assert!(c.rope(0).unwrap().attention_factor() > 1.0, "yarn scales q and k");
+    check_model_rope(&c, "llama yarn");
+    // Gemma-3: only the global layers are scaled.
+    let gemma = [("gemma3.rope.scaling.type", s("linear")), ("gemma3.rope.scaling.factor", f(8.0))];
+    let c = config_of(&tiny_with("gemma3", "gemma-linear.gguf", &gemma));
+    let scalings: Vec<_> = (0..c.layers).map(|l| c.rope_spec(l).scaling).collect();
+    assert!(scalings.contains(&nq_rope::RopeScaling::None), "{scalings:?}");
+    assert!(scalings.contains(&nq_rope::RopeScaling::Linear { factor: 8.0 }), "{scalings:?}");
+    check_model_rope(&c, "gemma3 linear");
+}
+
+/// GGUF metadata entries to add to a tiny model.
+type Entries = Vec<(&'static str, gguf_file::Value)>;
+
+/// Scaling metadata this crate cannot honour is refused at load with the key that says so.
+#[test]
+fn unsupported_rope_scaling_is_refused() {
+    let f = gguf_file::Value::F32;
+    let s = |v: &str| gguf_file::Value::String(v.to_owned());
+    let cases: [(&str, Entries, &str); 3] = [
+        (
+            "yarn-no-ctx.gguf",
+            vec![("qwen2.rope.scaling.type", s("yarn")), ("qwen2.rope.scaling.factor", f(4.0))],
+            "qwen2.rope.scaling.original_context_length",
+        ),
+        (
+            "yarn-attn.gguf",
+            vec![
+                ("qwen2.rope.scaling.type", s("yarn")),
+                ("qwen2.rope.scaling.factor", f(4.0)),
+                ("qwen2.rope.scaling.original_context_length", gguf_file::Value::U32(4096)),
+                ("qwen2.rope.scaling.attn_factor", f(0.5)),
+            ],
+            "qwen2.rope.scaling.attn_factor",
+        ),
+        (
+            "longrope.gguf",
+            vec![("qwen2.rope.scaling.type", s("longrope"))],
+            "qwen2.rope.scaling.type",
+        ),
+    ];
+    for (name, extra, key) in cases {
+        let path = tiny_with("qwen2", name, &extra);
+        let e = nq_candle::ModelConfig::from_gguf(&nq_candle::GgufFile::open(&path).unwrap())
+            .unwrap_err();
+        assert!(matches!(&e, nq_candle::Error::Metadata { key: k, .. } if k == key), "{e:?}");
+    }
+    // A scaling factor nq-rope refuses (negative) is caught by ModelConfig::rope at load.
+    let negative =
+        [("qwen2.rope.scaling.type", s("linear")), ("qwen2.rope.scaling.factor", f(-2.0))];
+    let e = nq_candle::ModelConfig::from_gguf(
+        &nq_candle::GgufFile::open(&tiny_with("qwen2", "negative.gguf", &negative)).unwrap(),
+    )
+    .unwrap_err();
+    assert!(matches!(&e, nq_candle::Error::Metadata { key, .. } if key == "qwen2.rope.*"), "{e:?}");
+}
+
+/// Keys can be stored RoPE-free only when every layer shares one rope.
+#[test]
+fn shared_rope_follows_the_layers() {
+    use nq_candle::compressed::{rope_of, shared_rope};
+    let llama = config_of(&data("tiny_llama.gguf"));
+    let rope = shared_rope(&llama).unwrap().expect("llama layers share one rope");
+    assert_eq!(rope.config().layout, nq_rope::RopeLayout::Interleaved);
+    assert_eq!(rope, rope_of(&llama).unwrap());
+    let gemma = config_of(&data("tiny_gemma3.gguf"));
+    assert_eq!(shared_rope(&gemma).unwrap(), None);
+    assert!(rope_of(&gemma).is_err());
+    let cfg = nq_core::CompressionConfig { remove_rope: true, ..Default::default() };
+    assert!(nq_candle::CompressedKvCache::new(&gemma, cfg).is_err());
 }

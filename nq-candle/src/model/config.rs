@@ -77,19 +77,6 @@ impl fmt::Display for Architecture {
     }
 }
 
-/// How one layer applies rotary embeddings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RopeSpec {
-    /// Frequency base: dimension pair `i` rotates by `pos / scale * theta^(-2i / dim)`.
-    pub theta: f32,
-    /// Number of leading head dimensions rotated (`<= head_dim`, even); the rest pass through.
-    pub dim: usize,
-    /// Interleaved pairs `(2i, 2i+1)` (GGUF llama) instead of split halves `(i, i + dim/2)`.
-    pub interleaved: bool,
-    /// Linear position scaling factor (1 for none): positions are divided by it.
-    pub scale: f32,
-}
-
 /// Hyper-parameters of a decoder, as read from GGUF metadata (`{arch}.*` keys).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
@@ -117,7 +104,12 @@ pub struct ModelConfig {
     pub rope_dim: usize,
     /// Interleaved RoPE (GGUF llama/mistral) or split-half (qwen2, phi3, gemma3).
     pub rope_interleaved: bool,
-    /// Linear RoPE scaling factor of global layers (`rope.scaling.factor` with type linear).
+    /// RoPE frequency scaling of global layers (`rope.scaling.*`: none, linear or yarn);
+    /// sliding-window layers are never scaled.
+    pub rope_scaling: nq_rope::RopeScaling,
+    /// `rope.scaling.factor` when [`rope_scaling`](Self::rope_scaling) is linear, else `None`.
+    /// A copy kept because archive fingerprints read it (`archive::model_id`); it carries
+    /// nothing that `rope_scaling` does not.
     pub rope_linear_scale: Option<f32>,
     /// Context length the model was trained for (`context_length`); forward refuses positions
     /// beyond it unless [`LoadOptions::max_context`](crate::LoadOptions) overrides it.
@@ -152,6 +144,55 @@ fn attn_scale(
     } else {
         AttnSpec::standard(head_dim).scale
     }
+}
+
+/// The RoPE scaling of global layers from `{arch}.rope.scaling.*` (llama.cpp's keys).
+///
+/// `linear` divides frequencies by `factor`; `yarn` takes `factor`,
+/// `original_context_length` and optionally `yarn_beta_fast` / `yarn_beta_slow` (defaults 32
+/// and 1, as in llama.cpp and HF), with the HF attention factor `0.1 ln(factor) + 1`.
+/// Llama-3.1-style per-frequency factors are a tensor (`rope_freqs.weight`), refused at load.
+fn rope_scaling(meta: &Meta<'_>, arch: &str) -> Result<nq_rope::RopeScaling> {
+    let key = |k: &str| format!("{arch}.rope.scaling.{k}");
+    let bad = |k: &str, reason: String| Error::Metadata { op: meta.op, key: key(k), reason };
+    let factor = meta.opt_f32(&key("factor"))?.map(f64::from);
+    Ok(match meta.opt_str(&key("type"))? {
+        None | Some("none") => nq_rope::RopeScaling::None,
+        Some("linear") => match factor {
+            None | Some(1.0) => nq_rope::RopeScaling::None,
+            Some(factor) => nq_rope::RopeScaling::Linear { factor },
+        },
+        Some("yarn") => {
+            let factor = factor.ok_or_else(|| bad("factor", "missing for yarn".into()))?;
+            let original = meta
+                .opt_usize(&key("original_context_length"))?
+                .ok_or_else(|| bad("original_context_length", "missing for yarn".into()))?;
+            // llama.cpp multiplies its YaRN magnitude by these; nq-rope has no such knob.
+            for (k, neutral) in [("attn_factor", 1.0), ("yarn_log_multiplier", 0.0)] {
+                if let Some(v) = meta.opt_f32(&key(k))?
+                    && f64::from(v) != neutral
+                {
+                    return Err(bad(k, format!("{v} (only {neutral} is implemented)")));
+                }
+            }
+            let beta = |k: &str, default: f64| -> Result<f64> {
+                Ok(meta.opt_f32(&key(k))?.map_or(default, f64::from))
+            };
+            nq_rope::RopeScaling::Yarn {
+                factor,
+                original_max_position: original,
+                beta_fast: beta("yarn_beta_fast", 32.0)?,
+                beta_slow: beta("yarn_beta_slow", 1.0)?,
+                mscale: None,
+                mscale_all_dim: None,
+                attention_factor: None,
+                truncate: true,
+            }
+        }
+        Some(other) => {
+            return Err(bad("type", format!("rope scaling `{other}` is not implemented")));
+        }
+    })
 }
 
 impl ModelConfig {
@@ -207,15 +248,11 @@ impl ModelConfig {
         }
         let default_theta = 10_000.0;
         let rope_theta = meta.opt_f32(&key("rope.freq_base"))?.unwrap_or(default_theta);
-        let rope_linear_scale = match meta.opt_str(&key("rope.scaling.type"))? {
-            None | Some("none") => None,
-            Some("linear") => meta.opt_f32(&key("rope.scaling.factor"))?.filter(|&f| f != 1.0),
-            Some(other) => {
-                return Err(bad(
-                    key("rope.scaling.type"),
-                    format!("rope scaling `{other}` is not implemented"),
-                ));
-            }
+        let rope_scaling = rope_scaling(&meta, arch_name)?;
+        let rope_linear_scale = match rope_scaling {
+            #[allow(clippy::cast_possible_truncation)] // read from an f32 key
+            nq_rope::RopeScaling::Linear { factor } => Some(factor as f32),
+            _ => None,
         };
         let max_context = meta.usize(&key("context_length"))?;
         let rms_eps = meta.opt_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
@@ -262,7 +299,7 @@ impl ModelConfig {
                 reason: "not in the file".into(),
             })?;
         let add_bos = meta.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
-        Ok(Self {
+        let config = Self {
             architecture,
             layers,
             q_heads,
@@ -275,6 +312,7 @@ impl ModelConfig {
             rope_theta_local,
             rope_dim,
             rope_interleaved: matches!(architecture, Architecture::Llama | Architecture::Mistral),
+            rope_scaling,
             rope_linear_scale,
             max_context,
             rms_eps,
@@ -284,7 +322,12 @@ impl ModelConfig {
             final_softcap: meta.opt_f32(&key("final_logit_softcapping"))?,
             attn_softcap: meta.opt_f32(&key("attn_logit_softcapping"))?,
             add_bos,
-        })
+        };
+        // Every layer's RoPE is checked here, so no later use can meet an invalid one.
+        for layer in 0..config.layers {
+            config.rope(layer)?;
+        }
+        Ok(config)
     }
 
     /// Query heads that share one kv head.
@@ -307,24 +350,46 @@ impl ModelConfig {
         }
     }
 
-    /// The RoPE spec of `layer`: local layers of Gemma-3 use their own base and no scaling.
+    /// The rotary embedding of `layer`, as nq-rope takes it: the one place that maps this
+    /// model's RoPE (base, rotary dimensions, pair layout, scaling) to [`nq_rope::RopeConfig`].
+    /// Sliding-window layers of Gemma-3 use their own base and no scaling.
     ///
     /// # Panics
     /// When `layer >= self.layers`.
     #[must_use]
     #[track_caller]
-    pub fn rope_spec(&self, layer: usize) -> RopeSpec {
+    pub fn rope_spec(&self, layer: usize) -> nq_rope::RopeConfig {
         let local = self.layer_windows[layer].is_some() && self.rope_theta_local.is_some();
-        RopeSpec {
-            theta: if local {
-                self.rope_theta_local.unwrap_or(self.rope_theta)
+        let theta = if local { self.rope_theta_local } else { None }.unwrap_or(self.rope_theta);
+        nq_rope::RopeConfig {
+            head_dim: self.head_dim,
+            rotary_dim: self.rope_dim,
+            theta: f64::from(theta),
+            layout: if self.rope_interleaved {
+                nq_rope::RopeLayout::Interleaved
             } else {
-                self.rope_theta
+                nq_rope::RopeLayout::SplitHalf
             },
-            dim: self.rope_dim,
-            interleaved: self.rope_interleaved,
-            scale: if local { 1.0 } else { self.rope_linear_scale.unwrap_or(1.0) },
+            scaling: if local { nq_rope::RopeScaling::None } else { self.rope_scaling },
         }
+    }
+
+    /// The rotary embedding of `layer`, ready to apply or invert.
+    ///
+    /// # Errors
+    /// [`Error::Metadata`] naming the RoPE keys when nq-rope rejects
+    /// [`rope_spec(layer)`](Self::rope_spec) (a zero or odd rotary dimension, a non-positive
+    /// base or scaling factor).
+    ///
+    /// # Panics
+    /// When `layer >= self.layers`.
+    #[track_caller]
+    pub fn rope(&self, layer: usize) -> Result<nq_rope::Rope> {
+        nq_rope::Rope::new(self.rope_spec(layer)).map_err(|e| Error::Metadata {
+            op: "ModelConfig::rope",
+            key: format!("{}.rope.*", self.architecture),
+            reason: format!("layer {layer}: {e}"),
+        })
     }
 
     /// Elements one token adds to the KV cache over all layers (`2 * layers * kv_heads *

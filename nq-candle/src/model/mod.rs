@@ -16,16 +16,16 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{D, Device, Module, Tensor};
 
-pub use config::{Architecture, ModelConfig, RopeSpec, SUPPORTED_ARCHITECTURES};
+pub use config::{Architecture, ModelConfig, SUPPORTED_ARCHITECTURES};
 pub use gguf::GgufFile;
 pub use path::{KNOWN_MODELS, KnownModel, model_dir, model_path, model_path_in};
+pub use rope::RopeTables;
 pub use scoring::{
     kl_divergence_from_logits, log_softmax, nll_from_logits, perplexity_from_logits,
 };
 
 use crate::kv::{AttnSpec, KvCache};
 use crate::{Error, Result};
-use rope::RopeTables;
 
 /// How to load weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +116,8 @@ struct Block {
     down: Linear,
     post_ffn_norm: Option<Tensor>,
     spec: AttnSpec,
-    rope: RopeSpec,
+    /// Index of this layer's rotary embedding in [`Model::ropes`].
+    rope: usize,
 }
 
 /// A decoder loaded from GGUF. It holds weights only; keys and values live in the
@@ -143,6 +144,8 @@ pub struct Model {
     device: Device,
     embed: Embedding,
     blocks: Vec<Block>,
+    /// The distinct rotary embeddings of the layers (Gemma-3: local and global).
+    ropes: Vec<nq_rope::Rope>,
     out_norm: Tensor,
     lm_head: Linear,
     activation: Activation,
@@ -241,7 +244,16 @@ impl Model {
             Embedding::Quant(Arc::new(embed_q))
         };
         let mut blocks = Vec::with_capacity(c.layers);
+        let mut ropes: Vec<nq_rope::Rope> = Vec::with_capacity(2);
         for i in 0..c.layers {
+            let rope = c.rope(i)?;
+            let rope = match ropes.iter().position(|r| *r == rope) {
+                Some(idx) => idx,
+                None => {
+                    ropes.push(rope);
+                    ropes.len() - 1
+                }
+            };
             let p = format!("blk.{i}");
             let qkv = if ld.file.has_tensor(&format!("{p}.attn_qkv.weight")) {
                 Qkv::Fused(ld.linear(&format!("{p}.attn_qkv"), (nq + 2 * nkv) * d, h)?)
@@ -272,7 +284,7 @@ impl Model {
                 down: ld.linear(&format!("{p}.ffn_down"), h, c.ffn_hidden)?,
                 post_ffn_norm: ld.opt_norm(&format!("{p}.post_ffw_norm.weight"), h)?,
                 spec: c.attn_spec(i),
-                rope: c.rope_spec(i),
+                rope,
             });
         }
         let out_norm = ld.dense("output_norm.weight", &[h])?;
@@ -285,7 +297,16 @@ impl Model {
             Architecture::Gemma3 => Activation::GeluTanh,
             _ => Activation::Silu,
         };
-        Ok(Self { config, device: device.clone(), embed, blocks, out_norm, lm_head, activation })
+        Ok(Self {
+            config,
+            device: device.clone(),
+            embed,
+            blocks,
+            ropes,
+            out_norm,
+            lm_head,
+            activation,
+        })
     }
 
     /// The hyper-parameters.
@@ -372,16 +393,13 @@ impl Model {
         if let Some(s) = self.config.embed_scale {
             x = x.affine(f64::from(s), 0.0)?;
         }
-        let mut tables: Vec<RopeTables> = Vec::with_capacity(2);
+        let tables = self
+            .ropes
+            .iter()
+            .map(|r| RopeTables::new(r, &positions, &self.device))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         for (i, b) in self.blocks.iter().enumerate() {
-            let idx = match tables.iter().position(|r| r.spec == b.rope) {
-                Some(idx) => idx,
-                None => {
-                    tables.push(RopeTables::new(b.rope, &positions, &self.device)?);
-                    tables.len() - 1
-                }
-            };
-            x = self.block(b, i, &x, &tables[idx], &positions, cache)?;
+            x = self.block(b, i, &x, &tables[b.rope], &positions, cache)?;
         }
         Ok(x)
     }
