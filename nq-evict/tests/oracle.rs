@@ -180,3 +180,82 @@ fn blend_is_the_weighted_mix_of_normalized_parts() {
     let rho = 2.0 * observed_bound(&c, &obs) + 2.0 * expected_bound(&c, &exp);
     assert_close(&fast, &mix, rho, "blend");
 }
+
+/// The RoPE recipe of [`ExpectedAttention`]'s docs: scoring the rows `A q_j` (here `A` is a
+/// scaled rotation per interleaved pair, the shape `nq_rope::Rope::apply_mean` gives) equals
+/// kvpress's formula with `mu -> A mu` and `Sigma -> A Sigma A^T` taken from the untransformed
+/// queries, written out below with explicit `d x d` matrices in f64.
+#[test]
+fn expected_on_transformed_queries_has_the_transformed_statistics() {
+    let (t, w, group, d) = (40, 6, 2, 16);
+    let c = prefill(31, t, w, group, d);
+    let mut a = vec![vec![0.0f64; d]; d];
+    for k in 0..d / 2 {
+        let (r, th) = (1.0 / (1.0 + k as f64), 0.3 * k as f64 + 0.1);
+        let (s, cs) = th.sin_cos();
+        let (i, j) = (2 * k, 2 * k + 1);
+        (a[i][i], a[i][j], a[j][i], a[j][j]) = (r * cs, -r * s, r * s, r * cs);
+    }
+    let mat_vec = |m: &[Vec<f64>], x: &[f64]| -> Vec<f64> {
+        m.iter().map(|r| r.iter().zip(x).map(|(p, q)| p * q).sum()).collect()
+    };
+    let mut moved = c.clone();
+    for (row, q) in moved.queries.chunks_exact_mut(d).zip(c.queries.chunks_exact(d)) {
+        let q: Vec<f64> = q.iter().map(|&v| f64::from(v)).collect();
+        for (dst, v) in row.iter_mut().zip(mat_vec(&a, &q)) {
+            *dst = v as f32;
+        }
+    }
+    let cfg = ExpectedAttention { protect: Protect::NONE, ..Default::default() };
+    let mut fast = vec![f32::NAN; t];
+    cfg.score(&moved.input(), &mut fast).unwrap();
+
+    let mut want = vec![0.0f64; t];
+    for h in 0..group {
+        let qs: Vec<Vec<f64>> = (0..w)
+            .map(|j| c.queries[(h * w + j) * d..][..d].iter().map(|&v| f64::from(v)).collect())
+            .collect();
+        let mu: Vec<f64> =
+            (0..d).map(|i| qs.iter().map(|q| q[i]).sum::<f64>() / w as f64).collect();
+        let sigma: Vec<Vec<f64>> = (0..d)
+            .map(|i| {
+                (0..d)
+                    .map(|j| {
+                        qs.iter().map(|q| (q[i] - mu[i]) * (q[j] - mu[j])).sum::<f64>() / w as f64
+                    })
+                    .collect()
+            })
+            .collect();
+        let a_mu = mat_vec(&a, &mu);
+        // A Sigma A^T, entry (i, j) = sum_kl A_ik Sigma_kl A_jl
+        let a_sigma_at: Vec<Vec<f64>> = (0..d)
+            .map(|i| {
+                (0..d)
+                    .map(|j| {
+                        (0..d)
+                            .map(|k| (0..d).map(|l| a[i][k] * sigma[k][l] * a[j][l]).sum::<f64>())
+                            .sum()
+                    })
+                    .collect()
+            })
+            .collect();
+        let z: Vec<f64> = c
+            .keys
+            .chunks_exact(d)
+            .map(|k| {
+                let k: Vec<f64> = k.iter().map(|&v| f64::from(v)).collect();
+                let quad: f64 = mat_vec(&a_sigma_at, &k).iter().zip(&k).map(|(p, q)| p * q).sum();
+                a_mu.iter().zip(&k).map(|(p, q)| p * q).sum::<f64>() / (d as f64).sqrt()
+                    + quad / (2.0 * d as f64)
+            })
+            .collect();
+        let top = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = z.iter().map(|v| (v - top).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        for (o, v) in want.iter_mut().zip(e) {
+            *o += v / sum / group as f64;
+        }
+    }
+    let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+    assert_close(&fast, &want, expected_bound(&moved, &cfg), "A-transformed queries");
+}
