@@ -1,15 +1,16 @@
 //! Compressed prompt caches on disk: `nq save` writes one, `nq run --resume` continues from it.
 //! The container is nq-entropy's `.nqkv` format; the layout is `nq-core`'s.
 
-use std::fs::File;
-use std::io::{BufReader, BufWriter};
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use nq_core::{CompressedCache, ModelId};
 use nq_entropy::{ArchiveReader, Data};
 use serde::Serialize;
 
 use crate::compressed::{CompressedKvCache, kv_shape, rope_of};
+pub use crate::generate::{Prefill, StopReason};
 use crate::model::ModelConfig;
 use crate::{Error, Result};
 
@@ -28,8 +29,75 @@ pub fn model_id(config: &ModelConfig) -> ModelId {
     }
 }
 
-fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io { op: "archive", path: path.to_path_buf(), source: e }
+fn io(op: &'static str, path: &Path, e: std::io::Error) -> Error {
+    Error::Io { op, path: path.to_path_buf(), source: e }
+}
+
+/// A writer that counts the bytes it passes on.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes a file so that a crash, a kill or a full disk never leaves `path` half written: the
+/// bytes go to a temporary file in the same folder, which is synced to disk and then renamed
+/// over `path` (the earlier file stays intact until the rename). A `path` that exists and is
+/// not a regular file (`/dev/null`, a pipe) is written in place. Returns the bytes written.
+///
+/// # Errors
+/// [`Error::Io`] naming `path` (or the temporary file) when a step fails; the temporary file
+/// is removed. Errors of `write` pass through.
+pub fn write_atomically(
+    path: &Path,
+    op: &'static str,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<u64> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.file_type().is_file()) {
+        let f = OpenOptions::new().write(true).open(path).map_err(|e| io(op, path, e))?;
+        let mut w = Counted { inner: BufWriter::new(f), bytes: 0 };
+        write(&mut w)?;
+        w.flush().map_err(|e| io(op, path, e))?;
+        return Ok(w.bytes);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written: Result<u64> = (|| {
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io(op, &tmp, e))?;
+        let mut w = Counted { inner: BufWriter::new(f), bytes: 0 };
+        write(&mut w)?;
+        let f = w.inner.into_inner().map_err(|e| io(op, &tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| io(op, &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io(op, path, e))?;
+        Ok(w.bytes)
+    })();
+    if written.is_err() {
+        // Best effort: the error being returned matters more than a leftover temporary file.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let written = written?;
+    // The rename is durable once the folder's entry is on disk.
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| io(op, &dir, e))?;
+    Ok(written)
 }
 
 /// The archive of `cache` in memory (for measuring its size).
@@ -40,59 +108,98 @@ pub fn to_bytes(cache: &CompressedKvCache, config: &ModelConfig, preset: &str) -
     Ok(cache.inner().save(Vec::new(), &model_id(config), preset, &Vec::new())?)
 }
 
-/// Write `cache` to `path`, with the token to feed next and its position; returns the bytes
+/// Resume entries of an archive: the logits of the token after the prompt (f32 LE), so a
+/// resumed run picks its first token from exactly what the fresh run picked it from.
+const NEXT_LOGITS: &str = "next_logits";
+/// The position of the next token (u64 LE): the prompt's length.
+const NEXT_POS: &str = "next_pos";
+
+/// Write a prefilled prompt (its compressed cache and the logits of its next token) to
+/// `path` without ever leaving a partial file there (see `nq save`); returns the bytes
 /// written.
 ///
 /// # Errors
-/// I/O and archive errors.
-pub fn save(
-    path: &Path,
-    cache: &CompressedKvCache,
-    config: &ModelConfig,
-    preset: &str,
-    next_token: u32,
-    next_pos: usize,
-) -> Result<usize> {
-    let f = File::create(path).map_err(|e| io(path, e))?;
+/// [`Error::Io`] and [`Error::Archive`] naming `path`.
+pub fn save(path: &Path, start: &Prefill, config: &ModelConfig, preset: &str) -> Result<u64> {
+    let logits: Vec<u8> = start.logits.iter().flat_map(|x| x.to_le_bytes()).collect();
     let extras = vec![
-        ("next_token".to_owned(), next_token.to_le_bytes().to_vec()),
-        ("next_pos".to_owned(), (next_pos as u64).to_le_bytes().to_vec()),
+        (NEXT_LOGITS.to_owned(), logits),
+        (NEXT_POS.to_owned(), (start.tokens as u64).to_le_bytes().to_vec()),
     ];
-    let w = cache.inner().save(BufWriter::new(f), &model_id(config), preset, &extras)?;
-    let f = w.into_inner().map_err(|e| io(path, e.into_error()))?;
-    let len = f.metadata().map_err(|e| io(path, e))?.len();
-    Ok(usize::try_from(len).unwrap_or(usize::MAX))
+    write_atomically(path, "save", |w| {
+        start
+            .cache
+            .inner()
+            .save(w, &model_id(config), preset, &extras)
+            .map(|_| ())
+            .map_err(|source| Error::Archive { op: "save", path: path.to_path_buf(), source })
+    })
 }
 
-/// Read a cache saved by [`save`] for `config`'s model: the cache, the next token and its
-/// position.
+/// Read a prompt saved by [`save`] for `config`'s model: the state to generate from, and the
+/// preset it was compressed with.
 ///
 /// # Errors
-/// I/O errors; a corrupt, truncated or foreign archive (a model mismatch names the field).
-pub fn load(path: &Path, config: &ModelConfig) -> Result<(CompressedKvCache, u32, usize)> {
-    let f = File::open(path).map_err(|e| io(path, e))?;
-    let rope = rope_of(config).ok();
-    let (cache, _, extras) = CompressedCache::load(BufReader::new(f), &model_id(config), rope)?;
+/// [`Error::Io`] naming `path`; [`Error::Archive`] naming `path` for a corrupt, truncated or
+/// foreign archive (a model mismatch names the field); [`Error::Resume`] for an archive
+/// without valid resume entries.
+pub fn load(path: &Path, config: &ModelConfig) -> Result<(Prefill, String)> {
+    let f = File::open(path).map_err(|e| io("resume", path, e))?;
+    let archive = |source| Error::Archive { op: "resume from", path: path.to_path_buf(), source };
+    // Only configurations that keep keys RoPE-free need the model's RoPE; for the others a
+    // model whose layers differ in RoPE (Gemma-3) loads fine, so the error is kept for the
+    // message of a load that fails.
+    let (rope, rope_error) = match rope_of(config) {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(e)),
+    };
+    let (cache, preset, extras) = CompressedCache::load(BufReader::new(f), &model_id(config), rope)
+        .map_err(|e| match &rope_error {
+            Some(r) => archive(nq_core::Error::Archive(format!(
+                "{e} (the model's RoPE could not be given to the loader: {r})"
+            ))),
+            None => archive(e),
+        })?;
+    let resume = |reason: String| Error::Resume { path: path.to_path_buf(), reason };
     let extra = |name: &str| {
-        extras.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone()).ok_or_else(|| {
-            Error::Compression(nq_core::Error::Archive(format!(
-                "{}: no `{name}` entry",
-                path.display()
-            )))
+        extras.iter().find(|(n, _)| n == name).map(|(_, b)| b.as_slice()).ok_or_else(|| {
+            let old = extras.iter().any(|(n, _)| n == "next_token");
+            resume(if old {
+                "written by an older nq (it stores the next token, not its logits); save it again"
+                    .into()
+            } else {
+                format!("no `{name}` entry: not written by `nq save`")
+            })
         })
     };
-    let token = extra("next_token")?;
-    let pos = extra("next_pos")?;
-    let (Ok(token), Ok(pos)) =
-        (<[u8; 4]>::try_from(token.as_slice()), <[u8; 8]>::try_from(pos.as_slice()))
-    else {
-        return Err(Error::Compression(nq_core::Error::Archive(format!(
-            "{}: malformed resume entries",
-            path.display()
-        ))));
+    let logits = extra(NEXT_LOGITS)?;
+    if logits.len() != config.vocab * 4 {
+        return Err(resume(format!(
+            "{} bytes of next-token logits, the model's vocabulary of {} needs {}",
+            logits.len(),
+            config.vocab,
+            config.vocab * 4
+        )));
+    }
+    let logits =
+        logits.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let pos = <[u8; 8]>::try_from(extra(NEXT_POS)?)
+        .map_err(|_| resume(format!("`{NEXT_POS}` is not 8 bytes")))?;
+    let pos = u64::from_le_bytes(pos);
+    let tokens_seen = cache.stats().tokens_seen as u64;
+    if pos != tokens_seen {
+        return Err(resume(format!(
+            "`{NEXT_POS}` = {pos} but the cache has seen {tokens_seen} tokens"
+        )));
+    }
+    let start = Prefill {
+        cache: CompressedKvCache::from_inner(cache),
+        logits,
+        tokens: usize::try_from(pos).unwrap_or(usize::MAX),
+        prefill_seconds: 0.0,
+        compress_seconds: 0.0,
     };
-    let pos = usize::try_from(u64::from_le_bytes(pos)).unwrap_or(usize::MAX);
-    Ok((CompressedKvCache::from_inner(cache), u32::from_le_bytes(token), pos))
+    Ok((start, preset))
 }
 
 /// What `nq inspect` shows.
@@ -122,18 +229,22 @@ pub struct ArchiveInfo {
     pub sections: usize,
 }
 
-/// Read and verify every section of an archive, without a model.
+/// Read and verify every section of an archive, without a model. Memory is bounded by one
+/// section, and the streams' decoded size by the header's shape (`nq_entropy::Limits`).
 ///
 /// # Errors
-/// I/O errors, corrupt or truncated archives.
+/// [`Error::Io`] and [`Error::Archive`] naming `path`: corrupt, truncated or oversized
+/// archives.
 pub fn inspect(path: &Path) -> Result<ArchiveInfo> {
-    let f = File::open(path).map_err(|e| io(path, e))?;
-    let file_bytes = f.metadata().map_err(|e| io(path, e))?.len();
-    let mut ar = ArchiveReader::open(BufReader::new(f)).map_err(nq_core::Error::from)?;
+    let f = File::open(path).map_err(|e| io("inspect", path, e))?;
+    let file_bytes = f.metadata().map_err(|e| io("inspect", path, e))?.len();
+    let bad = |source| Error::Archive { op: "inspect", path: path.to_path_buf(), source };
+    let entropy = |e: nq_entropy::Error| bad(e.into());
+    let mut ar = ArchiveReader::open(BufReader::new(f)).map_err(entropy)?;
     let fp = ar.fingerprint().clone();
-    let cfg = nq_core::CompressionConfig::from_bytes(&fp.config)?;
+    let cfg = nq_core::CompressionConfig::from_bytes(&fp.config).map_err(bad)?;
     let (mut compressed_slots, mut dense_slots, mut sections) = (0, 0, 0);
-    while let Some(sec) = ar.next_section().map_err(nq_core::Error::from)? {
+    while let Some(sec) = ar.next_section().map_err(entropy)? {
         sections += 1;
         for s in &sec.streams {
             match (&s.data, s.name.rsplit('.').next()) {

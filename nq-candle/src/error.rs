@@ -12,7 +12,7 @@ use std::path::PathBuf;
 pub enum Error {
     /// A known model name whose file is not in the model cache.
     #[error(
-        "{op}: model `{name}` is not installed at {}; fetch it with `cargo xtask fetch-model {name}`",
+        "{op}: model `{name}` is not installed at {}; fetch it with `nq fetch {name}` (in a checkout: `cargo xtask fetch-model {name}`)",
         path.display()
     )]
     ModelMissing {
@@ -126,13 +126,69 @@ pub enum Error {
         /// The tokenizer's message.
         reason: String,
     },
-    /// A corpus folder that cannot be read, or a sample too short for the protocol.
+    /// A corpus folder that cannot be read or holds no sample.
     #[error("corpus {}: {reason}", path.display())]
     Corpus {
         /// The folder or sample.
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// A sample with fewer tokens than the evaluation protocol needs.
+    #[error(
+        "sample {sample}: {tokens} tokens, the protocol needs prefix + continuation = {needed}"
+    )]
+    SampleTooShort {
+        /// `GENRE/NAME`.
+        sample: String,
+        /// Tokens of the sample (with its document-start token).
+        tokens: usize,
+        /// `prefix + continuation`.
+        needed: usize,
+    },
+    /// An option given by the caller that is out of range or malformed.
+    #[error("{op}: {option} = `{got}`: {reason}")]
+    InvalidOption {
+        /// The operation that rejected it.
+        op: &'static str,
+        /// The option, as the command line names it.
+        option: &'static str,
+        /// The value given.
+        got: String,
+        /// What a valid value is.
+        reason: String,
+    },
+    /// An archive that cannot be written or read, named by its file.
+    #[error("{op} {}: {source}", path.display())]
+    Archive {
+        /// The operation that failed.
+        op: &'static str,
+        /// The archive file.
+        path: PathBuf,
+        /// What nq-core found wrong.
+        #[source]
+        source: nq_core::Error,
+    },
+    /// An archive that nq-core reads but that lacks what resuming needs.
+    #[error("resume from {}: {reason}", path.display())]
+    Resume {
+        /// The archive file.
+        path: PathBuf,
+        /// What is missing or malformed.
+        reason: String,
+    },
+    /// A result file that holds results of another protocol, which this run would replace.
+    #[error(
+        "{} holds results of another protocol ({existing}); this run is ({wanted}). Pass --overwrite to replace it, or --out DIR to write elsewhere",
+        path.display()
+    )]
+    ResultConflict {
+        /// The file.
+        path: PathBuf,
+        /// The protocol of the results it holds.
+        existing: String,
+        /// The protocol of this run.
+        wanted: String,
     },
     /// Installing a known model failed.
     #[error("fetching model `{name}`: {reason}")]

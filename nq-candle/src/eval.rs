@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Tensor;
-use nq_core::{CompressionConfig, Preset};
+use nq_core::{BudgetSplit, CompressionConfig, Preset, ScorerKind, Storage};
 use serde::Serialize;
 
 use crate::compressed::CompressedKvCache;
@@ -24,6 +24,50 @@ pub struct Sample {
     pub name: String,
     /// The text.
     pub text: String,
+}
+
+macro_rules! corpus_file {
+    ($genre:literal, $name:literal) => {
+        ($genre, $name, include_str!(concat!("../tests/data/corpus/", $genre, "/", $name, ".txt")))
+    };
+}
+
+/// The project's corpus (`tests/data/corpus`, provenance and licenses in its PROVENANCE.md),
+/// built into the program so an installed `nq` and every test find it, sorted by genre then
+/// name as [`load_corpus`] sorts a folder.
+const BUILTIN_CORPUS: [(&str, &str, &str); 12] = [
+    corpus_file!("academic", "countreg_jss"),
+    corpus_file!("academic", "lme4_jss"),
+    corpus_file!("academic", "sandwich_jss"),
+    corpus_file!("academic", "strucchange_jss"),
+    corpus_file!("creative", "austen_mansfield_park"),
+    corpus_file!("creative", "austen_northanger_abbey"),
+    corpus_file!("creative", "austen_pride_and_prejudice"),
+    corpus_file!("creative", "austen_sense_and_sensibility"),
+    corpus_file!("technical", "py_descriptor_howto"),
+    corpus_file!("technical", "py_functional_howto"),
+    corpus_file!("technical", "py_logging_howto"),
+    corpus_file!("technical", "py_regex_howto"),
+];
+
+/// The project's evaluation corpus (12 samples, 4 per genre: academic, creative, technical),
+/// built into the program.
+///
+/// # Examples
+/// ```
+/// let samples = nq_candle::eval::builtin_corpus();
+/// assert_eq!(samples.len(), 12);
+/// assert_eq!((samples[0].genre.as_str(), samples[0].name.as_str()), ("academic", "countreg_jss"));
+/// ```
+pub fn builtin_corpus() -> Vec<Sample> {
+    BUILTIN_CORPUS
+        .iter()
+        .map(|&(genre, name, text)| Sample {
+            genre: genre.to_owned(),
+            name: name.to_owned(),
+            text: text.to_owned(),
+        })
+        .collect()
 }
 
 /// Read every `GENRE/*.txt` under `dir`, sorted by genre then name.
@@ -72,6 +116,29 @@ pub struct EvalOptions {
     pub continuation: usize,
     /// Named configurations to compare with the uncompressed run.
     pub configs: Vec<(String, CompressionConfig)>,
+}
+
+impl EvalOptions {
+    /// Checks that the protocol can score anything: a prefix and a continuation of at least
+    /// one token each, and at least one configuration.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] naming the option (`--prefix`, `--continuation`, `--preset`).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |option, got: String, reason: &str| {
+            Err(Error::InvalidOption { op: "eval", option, got, reason: reason.to_owned() })
+        };
+        if self.prefix == 0 {
+            return bad("--prefix", "0".into(), "at least one token must be prefilled");
+        }
+        if self.continuation == 0 {
+            return bad("--continuation", "0".into(), "at least one token must be scored");
+        }
+        if self.configs.is_empty() {
+            return bad("--preset", String::new(), "name at least one preset or --variant");
+        }
+        Ok(())
+    }
 }
 
 impl Default for EvalOptions {
@@ -133,7 +200,9 @@ pub fn document_start(tok: &GgufTokenizer) -> Option<u32> {
 /// Evaluate one sample under every configuration; `progress` is told after each step.
 ///
 /// # Errors
-/// A sample shorter than `prefix + continuation` tokens, or model errors.
+/// [`Error::SampleTooShort`] for a sample shorter than `prefix + continuation` tokens (the
+/// caller may skip it and go on), [`Error::InvalidOption`] for a protocol that
+/// [`EvalOptions::validate`] refuses, model errors.
 pub fn eval_sample(
     model: &Model,
     tok: &GgufTokenizer,
@@ -143,11 +212,13 @@ pub fn eval_sample(
 ) -> Result<Vec<SampleResult>> {
     let mut tokens: Vec<u32> = document_start(tok).into_iter().collect();
     tokens.extend(tok.encode(&sample.text)?);
+    opts.validate()?;
     let (p, c) = (opts.prefix, opts.continuation);
-    if tokens.len() < p + c || p == 0 || c == 0 {
-        return Err(Error::Corpus {
-            path: PathBuf::from(format!("{}/{}", sample.genre, sample.name)),
-            reason: format!("{} tokens, need prefix {p} + continuation {c}", tokens.len()),
+    if tokens.len() < p + c {
+        return Err(Error::SampleTooShort {
+            sample: format!("{}/{}", sample.genre, sample.name),
+            tokens: tokens.len(),
+            needed: p + c,
         });
     }
     let targets = &tokens[p..p + c];
@@ -250,4 +321,266 @@ pub fn aggregate(results: &[SampleResult]) -> Vec<SampleResult> {
 
 fn mean(v: &[f64]) -> f64 {
     if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
+}
+
+fn invalid(option: &'static str, got: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidOption { op: "eval", option, got: got.to_owned(), reason: reason.into() }
+}
+
+/// Apply one `KEY=VALUE` override (`nq eval --set`) to a configuration. Keys: keep, sinks,
+/// recent, window, block, cands, kbits, vbits, rope, center, vnorm, split, scorer.
+///
+/// # Errors
+/// [`Error::InvalidOption`] naming the key and the value for an unknown key or a value that
+/// does not parse.
+pub fn apply_override(cfg: &mut CompressionConfig, kv: &str) -> Result<()> {
+    let (k, v) = kv.split_once('=').ok_or_else(|| invalid("--set", kv, "not KEY=VALUE"))?;
+    let num = |v: &str| v.parse::<usize>().map_err(|_| invalid("--set", kv, "not a count"));
+    let flag = |v: &str| v.parse::<bool>().map_err(|_| invalid("--set", kv, "not true/false"));
+    let storage = |v: &str| match v.parse::<u8>() {
+        Ok(16) => Ok(Storage::F16),
+        Ok(bits @ 2..=4) => Ok(Storage::E8 { bits }),
+        _ => Err(invalid("--set", kv, "bits must be 2, 3, 4 or 16")),
+    };
+    match k {
+        "keep" => cfg.evict.keep = v.parse().map_err(|_| invalid("--set", kv, "not a number"))?,
+        "sinks" => cfg.evict.sinks = num(v)?,
+        "recent" => cfg.evict.recent = num(v)?,
+        "window" => cfg.evict.window = num(v)?,
+        "block" => cfg.block = num(v)?,
+        "cands" => {
+            cfg.scale_candidates =
+                u8::try_from(num(v)?).map_err(|_| invalid("--set", kv, "at most 255"))?
+        }
+        "kbits" => cfg.keys = storage(v)?,
+        "vbits" => cfg.values = storage(v)?,
+        "rope" => cfg.remove_rope = flag(v)?,
+        "center" => cfg.center = flag(v)?,
+        "vnorm" => cfg.evict.value_norm = flag(v)?,
+        "split" => {
+            cfg.evict.split = match v {
+                "head" => BudgetSplit::PerHead,
+                "layer" => BudgetSplit::PerLayer,
+                "global" => BudgetSplit::Global,
+                _ => return Err(invalid("--set", kv, "split is head, layer or global")),
+            }
+        }
+        "scorer" => {
+            cfg.evict.scorer = match v {
+                "observed" => ScorerKind::Observed,
+                "expected" => ScorerKind::Expected,
+                "keykey" => ScorerKind::KeyKey,
+                "keynorm" => ScorerKind::KeyNorm,
+                m if m.starts_with("mixed:") => ScorerKind::Mixed {
+                    mix: m[6..]
+                        .parse()
+                        .map_err(|_| invalid("--set", kv, "mixed:W needs a number"))?,
+                },
+                _ => {
+                    return Err(invalid(
+                        "--set",
+                        kv,
+                        "scorer is observed, expected, keykey, keynorm or mixed:W",
+                    ));
+                }
+            }
+        }
+        _ => return Err(invalid("--set", kv, "unknown configuration key")),
+    }
+    Ok(())
+}
+
+/// The named configurations of `nq eval`: each preset of `presets` (with every `--set`
+/// override applied, then named `PRESET-custom`), then each variant `NAME=PRESET[,KEY=VALUE...]`.
+///
+/// # Errors
+/// [`Error::InvalidOption`] for an empty list, an unknown preset, a malformed or empty variant
+/// name, a name given twice (a variant named like a preset would silently merge with it), or
+/// a bad override; [`Error::Compression`] for a configuration nq-core refuses.
+///
+/// # Examples
+/// ```
+/// use nq_candle::eval::configs_from_args;
+/// let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+/// let c = configs_from_args(&s(&["balanced"]), &[], &s(&["wide=max,recent=64"]))?;
+/// assert_eq!((c[0].0.as_str(), c[1].0.as_str()), ("balanced", "wide"));
+/// assert!(configs_from_args(&s(&["balanced"]), &[], &s(&["balanced=high"])).is_err());
+/// # Ok::<(), nq_candle::Error>(())
+/// ```
+pub fn configs_from_args(
+    presets: &[String],
+    sets: &[String],
+    variants: &[String],
+) -> Result<Vec<(String, CompressionConfig)>> {
+    let preset =
+        |name: &str| name.parse::<Preset>().map_err(|e| invalid("--preset", name, e.to_string()));
+    let mut configs: Vec<(String, CompressionConfig)> = Vec::new();
+    let mut push = |name: String, cfg: CompressionConfig| {
+        if configs.iter().any(|(n, _)| *n == name) {
+            return Err(invalid(
+                "--variant",
+                &name,
+                "this name is already taken by a preset or variant",
+            ));
+        }
+        cfg.validate()?;
+        configs.push((name, cfg));
+        Ok(())
+    };
+    for p in presets.iter().filter(|p| !p.is_empty()) {
+        let preset = preset(p)?;
+        let mut cfg = preset.config();
+        for kv in sets {
+            apply_override(&mut cfg, kv)?;
+        }
+        let suffix = if sets.is_empty() { "" } else { "-custom" };
+        push(format!("{}{suffix}", preset.name()), cfg)?;
+    }
+    for v in variants {
+        let (name, rest) =
+            v.split_once('=').ok_or_else(|| invalid("--variant", v, "not NAME=PRESET,..."))?;
+        let valid_name = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c));
+        if !valid_name {
+            return Err(invalid(
+                "--variant",
+                v,
+                "the name must be non-empty ASCII letters, digits, - _ . +",
+            ));
+        }
+        let mut parts = rest.split(',');
+        let mut cfg = preset(parts.next().unwrap_or_default())?.config();
+        for kv in sets.iter().map(String::as_str).chain(parts) {
+            apply_override(&mut cfg, kv)?;
+        }
+        push(name.to_owned(), cfg)?;
+    }
+    if configs.is_empty() {
+        return Err(invalid("--preset", "", "name at least one preset or --variant"));
+    }
+    Ok(configs)
+}
+
+/// What makes two evaluation results comparable: the same model, texts and lengths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Protocol {
+    /// The model's short name or GGUF file stem.
+    pub model: String,
+    /// `builtin` or the corpus folder given.
+    pub corpus: String,
+    /// Prefix tokens.
+    pub prefix: usize,
+    /// Continuation tokens.
+    pub continuation: usize,
+    /// Samples per genre, or `None` for all.
+    pub samples_per_genre: Option<usize>,
+}
+
+impl Protocol {
+    /// The protocol fields as a record carries them (`model`, `corpus`, `prefix`,
+    /// `continuation`, `samples_per_genre`).
+    fn of_record(v: &serde_json::Value) -> Option<Self> {
+        Some(Protocol {
+            model: v.get("model")?.as_str()?.to_owned(),
+            corpus: v.get("corpus")?.as_str()?.to_owned(),
+            prefix: usize::try_from(v.get("prefix")?.as_u64()?).ok()?,
+            continuation: usize::try_from(v.get("continuation")?.as_u64()?).ok()?,
+            samples_per_genre: match v.get("samples_per_genre")? {
+                serde_json::Value::Null => None,
+                n => Some(usize::try_from(n.as_u64()?).ok()?),
+            },
+        })
+    }
+
+    fn describe(&self) -> String {
+        let samples = self.samples_per_genre.map_or("all".to_owned(), |n| n.to_string());
+        format!(
+            "model {}, corpus {}, prefix {}, continuation {}, samples per genre {samples}",
+            self.model, self.corpus, self.prefix, self.continuation
+        )
+    }
+}
+
+/// Results of the evaluation of one model: records and the samples skipped as too short.
+#[derive(Debug, Clone)]
+pub struct EvalRun {
+    /// How the results were measured.
+    pub protocol: Protocol,
+    /// Per-sample results.
+    pub results: Vec<SampleResult>,
+    /// Samples skipped: `(GENRE/NAME, tokens, tokens needed)`.
+    pub skipped: Vec<(String, usize, usize)>,
+}
+
+impl EvalRun {
+    /// The flat JSON records of configuration `name` (`"bench": "eval"`): per-sample results,
+    /// then the per-genre and overall aggregates, each with the protocol's fields and
+    /// `samples_skipped`; then one `"bench": "eval_skipped"` record per skipped sample.
+    pub fn records(&self, name: &str) -> Vec<serde_json::Value> {
+        let agg = aggregate(&self.results);
+        let protocol = serde_json::to_value(&self.protocol).unwrap_or_default();
+        let mut out: Vec<serde_json::Value> = self
+            .results
+            .iter()
+            .chain(agg.iter())
+            .filter(|r| r.preset == name)
+            .filter_map(|r| serde_json::to_value(r).ok())
+            .map(|mut v| {
+                v["bench"] = "eval".into();
+                v["samples_skipped"] = self.skipped.len().into();
+                if let (Some(v), Some(p)) = (v.as_object_mut(), protocol.as_object()) {
+                    v.extend(p.clone());
+                }
+                v
+            })
+            .collect();
+        for (sample, tokens, needed) in &self.skipped {
+            let mut v = serde_json::json!({
+                "bench": "eval_skipped", "preset": name, "sample": sample,
+                "tokens": tokens, "tokens_needed": needed,
+            });
+            if let (Some(v), Some(p)) = (v.as_object_mut(), protocol.as_object()) {
+                v.extend(p.clone());
+            }
+            out.push(v);
+        }
+        out
+    }
+
+    /// Writes `DIR/eval-MODEL-NAME.json` for configuration `name` (write to a temporary file,
+    /// then rename). A file there that holds results of another protocol is replaced only with
+    /// `overwrite`.
+    ///
+    /// # Errors
+    /// [`Error::ResultConflict`] naming the file and both protocols; [`Error::Io`] naming the
+    /// file.
+    pub fn write(&self, dir: &Path, name: &str, overwrite: bool) -> Result<PathBuf> {
+        let path = dir.join(format!("eval-{}-{name}.json", self.protocol.model));
+        if !overwrite && let Ok(text) = std::fs::read_to_string(&path) {
+            let existing: Option<Protocol> = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.as_array()?.first().and_then(Protocol::of_record));
+            if existing.as_ref() != Some(&self.protocol) {
+                return Err(Error::ResultConflict {
+                    path,
+                    existing: existing
+                        .map_or("unknown: not a result of this version".into(), |p| p.describe()),
+                    wanted: self.protocol.describe(),
+                });
+            }
+        }
+        let text = serde_json::to_string_pretty(&self.records(name)).map_err(|e| Error::Io {
+            op: "eval",
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })? + "\n";
+        crate::archive::write_atomically(&path, "eval", |w| {
+            std::io::Write::write_all(w, text.as_bytes()).map_err(|source| Error::Io {
+                op: "eval",
+                path: path.clone(),
+                source,
+            })
+        })?;
+        Ok(path)
+    }
 }

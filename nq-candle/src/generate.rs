@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use candle_core::{D, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 use nq_core::{CacheStats, CompressionConfig, Preset};
 
 use crate::compressed::CompressedKvCache;
@@ -27,6 +27,20 @@ impl Default for SamplingOptions {
     }
 }
 
+/// Why a generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `max_tokens` tokens were generated.
+    MaxTokens,
+    /// The model produced its end-of-sequence token.
+    EndOfSequence,
+    /// The next token would pass the model's context length.
+    ContextFull {
+        /// The limit (`ModelConfig::max_context`).
+        max_context: usize,
+    },
+}
+
 /// What a generation did, measured.
 #[derive(Debug, Clone)]
 pub struct Generation {
@@ -34,9 +48,11 @@ pub struct Generation {
     pub text: String,
     /// The generated token ids.
     pub tokens: Vec<u32>,
+    /// Why generation stopped.
+    pub stop: StopReason,
     /// Tokens of the prompt (including any document-start token).
     pub prompt_tokens: usize,
-    /// Seconds of the prompt's prefill.
+    /// Seconds of the prompt's prefill (0 when resumed from an archive).
     pub prefill_seconds: f64,
     /// Seconds spent compressing (prefill compression and decode-time blocks).
     pub compress_seconds: f64,
@@ -46,6 +62,51 @@ pub struct Generation {
     pub stats: CacheStats,
     /// The cache right after the prompt was compressed.
     pub prompt_stats: CacheStats,
+}
+
+/// A prompt prefilled and compressed: the state generation starts from, and what `nq save`
+/// stores so that `nq run --resume` continues exactly as the fresh run would.
+#[derive(Debug, Clone)]
+pub struct Prefill {
+    /// The compressed cache of the whole prompt.
+    pub cache: CompressedKvCache,
+    /// The logits of the token after the prompt (one f32 per vocabulary entry), computed by
+    /// the prefill before compression.
+    pub logits: Vec<f32>,
+    /// Tokens of the prompt: the position of the next token.
+    pub tokens: usize,
+    /// Seconds of the prefill.
+    pub prefill_seconds: f64,
+    /// Seconds of the prompt's compression.
+    pub compress_seconds: f64,
+}
+
+impl SamplingOptions {
+    /// Checks the temperature: finite and not negative (0 means greedy).
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] naming `--temperature` and the value.
+    ///
+    /// # Examples
+    /// ```
+    /// use nq_candle::SamplingOptions;
+    /// assert!(SamplingOptions { temperature: 0.7, ..Default::default() }.validate().is_ok());
+    /// for t in [f32::NAN, f32::INFINITY, -1.0] {
+    ///     assert!(SamplingOptions { temperature: t, ..Default::default() }.validate().is_err());
+    /// }
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let t = self.temperature;
+        if t.is_finite() && t >= 0.0 {
+            return Ok(());
+        }
+        Err(Error::InvalidOption {
+            op: "generate",
+            option: "--temperature",
+            got: t.to_string(),
+            reason: "must be a finite number >= 0 (0 = greedy)".into(),
+        })
+    }
 }
 
 /// A model, its tokenizer and a compression configuration: generate with a compressed cache.
@@ -103,10 +164,11 @@ impl Generator {
         self.generate_with(prompt, max_tokens, SamplingOptions::default(), |_| {})
     }
 
-    /// Generation with sampling options, calling `on_text` with each piece of decoded text.
+    /// Generation with sampling options, calling `on_text` with each piece of decoded text:
+    /// [`prefill`](Self::prefill), then [`generate_from`](Self::generate_from).
     ///
     /// # Errors
-    /// As [`generate`](Self::generate).
+    /// As [`prefill`](Self::prefill) and [`generate_from`](Self::generate_from).
     pub fn generate_with(
         &mut self,
         prompt: &str,
@@ -114,78 +176,85 @@ impl Generator {
         sampling: SamplingOptions,
         on_text: impl FnMut(&str),
     ) -> Result<Generation> {
+        sampling.validate()?;
+        let start = self.prefill(prompt)?;
+        self.generate_from(start, max_tokens, sampling, on_text)
+    }
+
+    /// Prefill `prompt` (with its document-start token where the tokenizer adds one) and
+    /// compress its cache.
+    ///
+    /// # Errors
+    /// [`Error::EmptyInput`] for an empty prompt, [`Error::ContextTooLong`] for a prompt
+    /// longer than the model's context, model errors.
+    pub fn prefill(&self, prompt: &str) -> Result<Prefill> {
         let ids = self.tok.encode_document(prompt)?;
         if ids.is_empty() {
-            return Err(Error::EmptyInput { op: "Generator::generate" });
+            return Err(Error::EmptyInput { op: "Generator::prefill" });
         }
         let mut cache = CompressedKvCache::new(self.model.config(), self.cfg)?;
         let started = Instant::now();
         let logits = self.model.forward_last(&ids, 0, &mut cache)?;
+        let logits = logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let prefill_seconds = started.elapsed().as_secs_f64();
         let t = Instant::now();
         cache.compress()?;
         let compress_seconds = t.elapsed().as_secs_f64();
-        let prompt_stats = cache.stats();
-        let mut g = self.decode_from(cache, logits, ids.len(), max_tokens, sampling, on_text)?;
-        g.prompt_tokens = ids.len();
-        g.prefill_seconds = prefill_seconds;
-        g.compress_seconds += compress_seconds;
-        g.prompt_stats = prompt_stats;
-        Ok(g)
+        Ok(Prefill { cache, logits, tokens: ids.len(), prefill_seconds, compress_seconds })
     }
 
-    /// Continue from a restored cache: feed `next` at position `pos`, then decode.
+    /// Generate up to `max_tokens` tokens from a prefilled prompt (fresh from
+    /// [`prefill`](Self::prefill) or loaded by [`archive::load`](crate::archive::load): the
+    /// same state gives the same tokens). Stops cleanly, keeping what was generated, at the
+    /// end-of-sequence token (if `sampling.stop_at_eos`) or when the next token would pass
+    /// the model's context length ([`Generation::stop`] says which).
     ///
     /// # Errors
-    /// Model errors.
-    pub fn resume_with(
+    /// [`Error::InvalidOption`] for a temperature that is not finite or is negative; model
+    /// errors.
+    pub fn generate_from(
         &mut self,
-        mut cache: CompressedKvCache,
-        next: u32,
-        pos: usize,
-        max_tokens: usize,
-        sampling: SamplingOptions,
-        on_text: impl FnMut(&str),
-    ) -> Result<Generation> {
-        let prompt_stats = cache.stats();
-        let logits = self.model.forward_last(&[next], pos, &mut cache)?;
-        let mut g = self.decode_from(cache, logits, pos + 1, max_tokens, sampling, on_text)?;
-        g.prompt_stats = prompt_stats;
-        Ok(g)
-    }
-
-    fn decode_from(
-        &mut self,
-        mut cache: CompressedKvCache,
-        mut logits: Tensor,
-        mut pos: usize,
+        start: Prefill,
         max_tokens: usize,
         sampling: SamplingOptions,
         mut on_text: impl FnMut(&str),
     ) -> Result<Generation> {
+        sampling.validate()?;
+        let Prefill { mut cache, logits, tokens: prompt_tokens, .. } = start;
+        let prompt_stats = cache.stats();
+        let max_context = self.model.config().max_context;
+        let vocab = logits.len();
+        let mut logits = Tensor::from_vec(logits, vocab, &Device::Cpu)?;
         let mut rng = sampling.seed;
         let mut stream = self.tok.stream();
         let mut tokens = Vec::new();
-        let mut compress_seconds = 0.0;
+        let mut compress_seconds = start.compress_seconds;
+        let mut pos = prompt_tokens;
         let started = Instant::now();
-        for _ in 0..max_tokens {
+        let stop = loop {
+            if tokens.len() == max_tokens {
+                break StopReason::MaxTokens;
+            }
             let next = pick(&logits, sampling.temperature, &mut rng)?;
             if sampling.stop_at_eos && Some(next) == self.tok.eos_id() {
-                break;
+                break StopReason::EndOfSequence;
             }
             tokens.push(next);
             if let Some(text) = stream.push(next)? {
                 on_text(&text);
             }
             if tokens.len() == max_tokens {
-                break;
+                break StopReason::MaxTokens;
+            }
+            if pos + 1 > max_context {
+                break StopReason::ContextFull { max_context };
             }
             logits = self.model.forward_last(&[next], pos, &mut cache)?;
             pos += 1;
             let t = Instant::now();
             cache.compress()?;
             compress_seconds += t.elapsed().as_secs_f64();
-        }
+        };
         let decode_seconds = started.elapsed().as_secs_f64();
         let text = self.tok.decode(&tokens)?;
         let stats = cache.stats();
@@ -193,12 +262,13 @@ impl Generator {
         Ok(Generation {
             text,
             tokens,
-            prompt_tokens: 0,
-            prefill_seconds: 0.0,
+            stop,
+            prompt_tokens,
+            prefill_seconds: start.prefill_seconds,
             compress_seconds,
             decode_seconds,
             stats,
-            prompt_stats: stats,
+            prompt_stats,
         })
     }
 }

@@ -11,28 +11,22 @@ pub(crate) fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("data").join(name)
 }
 
-/// The installed checkpoint `name`, or `None` after printing why the test is skipped.
+/// True when `NQ_CI` is set to anything but `0` (`.ci/run` and `cargo xtask ci` set it):
+/// a test that needs a model or the corpus then fails instead of skipping.
+pub(crate) fn in_ci() -> bool {
+    std::env::var_os("NQ_CI").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The installed checkpoint `name`, or `None` after printing why the test is skipped; under
+/// `NQ_CI` a missing model fails the test.
 pub(crate) fn model_or_skip(name: &str) -> Option<PathBuf> {
     match nq_candle::model_path(name) {
         Ok(p) => Some(p),
         Err(e) => {
+            assert!(!in_ci(), "NQ_CI is set, so a missing model fails the test: {e}");
             eprintln!("SKIP: {e}");
             None
         }
-    }
-}
-
-/// The shared corpus (`$NQ_CORPUS_DIR`, else `shared/corpus` beside the repository), or
-/// `None` after printing a skip message.
-pub(crate) fn corpus_or_skip() -> Option<PathBuf> {
-    let dir = std::env::var_os("NQ_CORPUS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIP: corpus not found at {}", dir.display());
-        None
     }
 }
 

@@ -54,7 +54,7 @@ fn model_missing_names_the_fetch_command() {
     let dir = tmp("empty-model-dir");
     let e = model_path_in(&dir, "gemma270m").unwrap_err();
     assert!(matches!(e, Error::ModelMissing { .. }), "{e:?}");
-    assert!(e.to_string().contains("cargo xtask fetch-model gemma270m"), "{e}");
+    assert!(e.to_string().contains("`nq fetch gemma270m`"), "{e}");
 }
 
 #[test]

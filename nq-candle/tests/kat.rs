@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 use nq_candle::{Architecture, DenseCache, GgufTokenizer, perplexity_from_logits};
 
-use crate::common::{corpus_or_skip, data, max_diff, model_or_skip, rows, smollm2, tiny};
+use crate::common::{data, max_diff, model_or_skip, rows, smollm2, tiny};
 
 fn check_tiny(family: &str, arch: Architecture) {
     let (model, tokens, want) = tiny(family);
@@ -108,29 +108,48 @@ fn smollm2_special_ids() {
     assert_eq!(tok.vocab_size(), 49152);
 }
 
-/// shared/corpus/PROVENANCE.md: every sample is 3,600-3,820 SmolLM2 tokens without special
-/// tokens; and every model's count equals llama.cpp's (`llama-tokenize`, see
-/// tests/data/make_corpus_token_counts.py), for the corpus and for dpkg_triggers.txt.
+/// tests/data/corpus/PROVENANCE.md: every sample is 3,600-3,820 SmolLM2 tokens without
+/// special tokens; and every model's count equals llama.cpp's (`llama-tokenize`, see
+/// tests/data/make_corpus_token_counts.py), for the corpus built into `nq` and for
+/// dpkg_triggers.txt.
 #[test]
 fn corpus_token_counts_match_llama_cpp() {
-    let Some(dir) = corpus_or_skip() else { return };
     let want: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(data("corpus_token_counts.json")).unwrap())
             .unwrap();
+    let corpus = nq_candle::eval::builtin_corpus();
     for model in ["smollm2", "qwen05", "gemma270m"] {
         let Some(path) = model_or_skip(model) else { continue };
         let tok = GgufTokenizer::from_gguf(&path).unwrap();
         let counts = want[model].as_object().unwrap();
-        assert_eq!(counts.len(), 13);
+        assert_eq!(counts.len(), corpus.len() + 1);
         for (file, n) in counts {
-            let text_path = if file == "dpkg_triggers.txt" { data(file) } else { dir.join(file) };
-            let got = tok.encode(&std::fs::read_to_string(&text_path).unwrap()).unwrap().len();
+            let text = if file == "dpkg_triggers.txt" {
+                std::fs::read_to_string(data(file)).unwrap()
+            } else {
+                let s = corpus.iter().find(|s| format!("{}/{}.txt", s.genre, s.name) == *file);
+                s.unwrap_or_else(|| panic!("{file} is not in the built-in corpus")).text.clone()
+            };
+            let got = tok.encode(&text).unwrap().len();
             assert_eq!(got as u64, n.as_u64().unwrap(), "{model}: {file}");
             if model == "smollm2" && file != "dpkg_triggers.txt" {
                 assert!((3600..=3820).contains(&got), "{file}: {got} tokens");
             }
         }
     }
+}
+
+/// The corpus built into `nq` is the one in tests/data/corpus, file for file.
+#[test]
+fn builtin_corpus_equals_the_corpus_folder() {
+    let dir = data("corpus");
+    let on_disk = nq_candle::eval::load_corpus(&dir).unwrap();
+    let built_in = nq_candle::eval::builtin_corpus();
+    let key = |s: &nq_candle::eval::Sample| (s.genre.clone(), s.name.clone(), s.text.clone());
+    assert_eq!(
+        on_disk.iter().map(key).collect::<Vec<_>>(),
+        built_in.iter().map(key).collect::<Vec<_>>()
+    );
 }
 
 /// llama.cpp: SmolLM2 Q4_1 dequantized to f32, first 2,560 tokens of dpkg's triggers.txt

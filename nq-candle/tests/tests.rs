@@ -3,9 +3,12 @@
 // Helpers outside #[test] functions are test code too (clippy only exempts the latter).
 #![allow(clippy::unwrap_used)]
 
+mod cli;
 mod common;
 mod compressed;
 mod errors;
+mod evaluation;
 mod kat;
 mod oracle;
 mod prop;
+mod resume;

@@ -7,11 +7,12 @@ use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use nq_candle::archive::StopReason;
 use nq_candle::{
-    CompressedKvCache, Generator, GgufTokenizer, LoadOptions, Model, SamplingOptions, archive,
-    eval, fetch, model_path,
+    Error, Generator, GgufTokenizer, LoadOptions, Model, SamplingOptions, archive, eval, fetch,
+    model_path,
 };
-use nq_core::{CompressionConfig, Preset};
+use nq_core::{CacheStats, Preset};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -47,9 +48,16 @@ struct ModelArgs {
     /// A known model name (smollm2, qwen05, gemma270m) or a path to a GGUF file.
     #[arg(long, default_value = "smollm2")]
     model: String,
-    /// Compression preset: high, balanced, max, or none (uncompressed f16 cache).
-    #[arg(long, default_value = "balanced")]
-    preset: String,
+    /// Compression preset: high, balanced, max, or none (uncompressed f16 cache). Default
+    /// balanced; with --resume, the archive's preset (another one is refused).
+    #[arg(long)]
+    preset: Option<String>,
+}
+
+impl ModelArgs {
+    fn preset(&self) -> Result<Preset> {
+        preset(self.preset.as_deref().unwrap_or("balanced"))
+    }
 }
 
 #[derive(Args)]
@@ -77,13 +85,13 @@ struct RunArgs {
     /// Tokens to generate.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
-    /// Sampling temperature (0 = greedy).
+    /// Sampling temperature: a finite number >= 0 (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
     /// Print process peak RSS next to the cache's resident bytes.
     #[arg(long)]
     stats: bool,
-    /// Print one JSON object instead of streaming text.
+    /// Print one JSON object on stdout instead of streaming text (errors too).
     #[arg(long)]
     json: bool,
 }
@@ -96,7 +104,8 @@ struct EvalArgs {
     /// Presets to evaluate (comma-separated), each against the uncompressed run.
     #[arg(long, default_value = "balanced", value_delimiter = ',', num_args = 0..)]
     preset: Vec<String>,
-    /// Corpus folder of GENRE/*.txt files (default: the project's shared corpus).
+    /// Corpus folder of GENRE/*.txt files (default: $NQ_CORPUS_DIR if set, else the
+    /// project's 12-sample corpus built into this program).
     #[arg(long)]
     corpus: Option<PathBuf>,
     /// Prefix tokens prefilled before compression.
@@ -108,9 +117,17 @@ struct EvalArgs {
     /// Evaluate only the first N samples of each genre.
     #[arg(long)]
     samples: Option<usize>,
-    /// Write target/nq-bench/eval-MODEL-PRESET.json and print JSON.
+    /// Write OUT/eval-MODEL-PRESET.json and print one JSON document on stdout (errors too);
+    /// the table goes to stderr.
     #[arg(long)]
     json: bool,
+    /// Folder for --json result files, relative to the working directory.
+    #[arg(long, default_value = "target/nq-bench")]
+    out: PathBuf,
+    /// Replace result files that hold results of another protocol (model, corpus, prefix,
+    /// continuation, samples).
+    #[arg(long)]
+    overwrite: bool,
     /// Override configuration fields of every preset: KEY=VALUE, repeatable. Keys: keep, sinks,
     /// recent, window, scorer (observed|expected|mixed:W|keykey|keynorm), vnorm (weight scores
     /// by value norms: true|false), split (head|layer|global), kbits, vbits (2|3|4|16), rope
@@ -141,7 +158,7 @@ struct SaveArgs {
 struct InspectArgs {
     /// The archive.
     file: PathBuf,
-    /// Print JSON.
+    /// Print JSON on stdout (errors too).
     #[arg(long)]
     json: bool,
 }
@@ -153,14 +170,40 @@ struct FetchArgs {
 }
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {e:#}");
+    let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Run(a) => a.json,
+        Command::Eval(a) => a.json,
+        Command::Inspect(a) => a.json,
+        _ => false,
+    };
+    if let Err(e) = run(cli) {
+        let msg = message(&e);
+        if json {
+            println!("{}", json!({ "error": msg }));
+        } else {
+            eprintln!("error: {msg}");
+        }
         std::process::exit(1);
     }
 }
 
-fn run() -> Result<()> {
-    match Cli::parse().command {
+/// The error and its causes, each said once: a cause whose text the message already holds
+/// (an OS error our error names) is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
         Command::Demo(a) => demo(a),
         Command::Run(a) => run_cmd(a),
         Command::Eval(a) => eval_cmd(a),
@@ -242,23 +285,25 @@ fn read_prompt(prompt: Option<String>, file: Option<PathBuf>) -> Result<String> 
 }
 
 fn run_cmd(a: RunArgs) -> Result<()> {
-    let (model, tok) = load(&a.m.model)?;
-    let preset = preset(&a.m.preset)?;
     let sampling = SamplingOptions { temperature: a.temperature, ..SamplingOptions::default() };
-    let mut generator = Generator::new(model, tok, preset);
-    let stream = !a.json;
-    let on_text = |s: &str| {
-        if stream {
-            print!("{s}");
-            let _ = std::io::stdout().flush();
+    sampling.validate()?;
+    let (model, tok) = load(&a.m.model)?;
+    // A resumed cache carries its own configuration; the generator's is used by prefill only.
+    let mut generator = Generator::new(model, tok, a.m.preset()?);
+    let (start, preset_name) = if let Some(file) = &a.resume {
+        let (start, stored) = archive::load(file, generator.model().config())?;
+        if let Some(asked) = &a.m.preset
+            && preset(asked)?.name() != stored
+        {
+            bail!(
+                "{} was compressed with preset `{stored}`; a resumed cache keeps it (drop --preset {asked})",
+                file.display()
+            );
         }
-    };
-    let g = if let Some(file) = &a.resume {
-        let (cache, next, pos) = archive::load(file, generator.model().config())?;
-        generator.resume_with(cache, next, pos, a.max_tokens, sampling, on_text)?
+        (start, stored)
     } else {
         let prompt = read_prompt(a.prompt, a.prompt_file)?;
-        if stream {
+        if !a.json {
             // Long prompts are shown by their last lines only.
             let tail: Vec<&str> = prompt.lines().rev().take(3).collect();
             if tail.len() < prompt.lines().count() {
@@ -266,14 +311,28 @@ fn run_cmd(a: RunArgs) -> Result<()> {
             }
             print!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         }
-        generator.generate_with(&prompt, a.max_tokens, sampling, on_text)?
+        (generator.prefill(&prompt)?, a.m.preset()?.name().to_owned())
     };
+    let stream = !a.json;
+    let on_text = |s: &str| {
+        if stream {
+            print!("{s}");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    let g = generator.generate_from(start, a.max_tokens, sampling, on_text)?;
     let rss = peak_rss_bytes();
     let s = &g.stats;
     let p = &g.prompt_stats;
+    let stop = match g.stop {
+        StopReason::MaxTokens => "max_tokens".to_owned(),
+        StopReason::EndOfSequence => "end_of_sequence".to_owned(),
+        StopReason::ContextFull { max_context } => format!("context_full ({max_context} tokens)"),
+    };
     if a.json {
         let v = json!({
-            "model": a.m.model, "preset": preset.name(), "text": g.text,
+            "model": a.m.model, "preset": preset_name, "text": g.text, "stop": stop,
+            "resumed": a.resume.is_some(),
             "prompt_tokens": g.prompt_tokens, "generated_tokens": g.tokens.len(),
             "prefill_seconds": g.prefill_seconds, "compress_seconds": g.compress_seconds,
             "decode_seconds": g.decode_seconds,
@@ -288,18 +347,23 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     }
     println!();
     eprintln!("---");
+    if let StopReason::ContextFull { max_context } = g.stop {
+        eprintln!("stopped: the model's context of {max_context} tokens is full");
+    }
+    let prefill = match &a.resume {
+        Some(f) => format!("resumed from {}", f.display()),
+        None => format!("prefill {:.2} s", g.prefill_seconds),
+    };
     eprintln!(
-        "prompt: {} tokens, prefill {:.2} s; generated {} tokens in {:.2} s ({:.1} tokens/s); compression {:.3} s",
+        "prompt: {} tokens, {prefill}; generated {} tokens in {:.2} s ({:.1} tokens/s); compression {:.3} s",
         g.prompt_tokens,
-        g.prefill_seconds,
         g.tokens.len(),
         g.decode_seconds,
         g.tokens.len() as f64 / g.decode_seconds.max(1e-9),
         g.compress_seconds
     );
     eprintln!(
-        "KV cache ({}): prompt {} -> {} ({:.1}x); now {} tokens, {} resident vs {} in f16 ({:.1}x)",
-        preset.name(),
+        "KV cache ({preset_name}): prompt {} -> {} ({:.1}x); now {} tokens, {} resident vs {} in f16 ({:.1}x)",
         human(p.fp16_bytes),
         human(p.resident_bytes),
         p.ratio(),
@@ -308,6 +372,9 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         human(s.fp16_bytes),
         s.ratio()
     );
+    if let Some(note) = ratio_note(&preset_name, s) {
+        eprintln!("{note}");
+    }
     if a.stats {
         match rss {
             Some(r) => {
@@ -317,6 +384,25 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Why a ratio is below 1x, where it is.
+fn ratio_note(preset: &str, s: &CacheStats) -> Option<String> {
+    if preset == "none" {
+        return Some(
+            "preset none keeps every token in f16, plus the eviction bookkeeping (query window \
+             in f32, attention masses): it is the uncompressed reference, not a compression"
+                .into(),
+        );
+    }
+    (s.ratio() < 1.0).then(|| {
+        format!(
+            "below 1x: with {} tokens the fixed per-layer data (query window in f32, per-head \
+             means, f16 sink and recent windows) outweighs what compression saves; the ratio \
+             grows with the prompt",
+            s.tokens_seen
+        )
+    })
 }
 
 fn human(bytes: usize) -> String {
@@ -338,62 +424,29 @@ fn peak_rss_bytes() -> Option<usize> {
     Some(kb * 1024)
 }
 
-fn default_corpus() -> PathBuf {
-    // The project's shared corpus sits beside the repository.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
-    root.canonicalize().unwrap_or(root)
-}
-
-/// Apply one `KEY=VALUE` override to a configuration.
-fn apply_override(cfg: &mut CompressionConfig, kv: &str) -> Result<()> {
-    let (k, v) = kv.split_once('=').with_context(|| format!("`{kv}` is not KEY=VALUE"))?;
-    let num = |v: &str| v.parse::<usize>().with_context(|| format!("{k}: `{v}` is not a count"));
-    let flag = |v: &str| v.parse::<bool>().with_context(|| format!("{k}: `{v}` is not true/false"));
-    let storage = |v: &str| match v.parse::<u8>() {
-        Ok(16) => Ok(nq_core::Storage::F16),
-        Ok(bits @ 2..=4) => Ok(nq_core::Storage::E8 { bits }),
-        _ => bail!("{k}: bits must be 2, 3, 4 or 16, got `{v}`"),
-    };
-    match k {
-        "keep" => cfg.evict.keep = v.parse().with_context(|| format!("keep: `{v}`"))?,
-        "sinks" => cfg.evict.sinks = num(v)?,
-        "recent" => cfg.evict.recent = num(v)?,
-        "window" => cfg.evict.window = num(v)?,
-        "block" => cfg.block = num(v)?,
-        "cands" => cfg.scale_candidates = u8::try_from(num(v)?).context("cands: too large")?,
-        "kbits" => cfg.keys = storage(v)?,
-        "vbits" => cfg.values = storage(v)?,
-        "rope" => cfg.remove_rope = flag(v)?,
-        "center" => cfg.center = flag(v)?,
-        "vnorm" => cfg.evict.value_norm = flag(v)?,
-        "split" => {
-            cfg.evict.split = match v {
-                "head" => nq_core::BudgetSplit::PerHead,
-                "layer" => nq_core::BudgetSplit::PerLayer,
-                "global" => nq_core::BudgetSplit::Global,
-                _ => bail!("split: `{v}` is not head, layer or global"),
-            }
-        }
-        "scorer" => {
-            cfg.evict.scorer = match v {
-                "observed" => nq_core::ScorerKind::Observed,
-                "expected" => nq_core::ScorerKind::Expected,
-                "keykey" => nq_core::ScorerKind::KeyKey,
-                "keynorm" => nq_core::ScorerKind::KeyNorm,
-                m if m.starts_with("mixed:") => nq_core::ScorerKind::Mixed {
-                    mix: m[6..].parse().context("mixed:W needs a number")?,
-                },
-                other => bail!("unknown scorer `{other}`"),
-            }
-        }
-        _ => bail!("unknown configuration key `{k}`"),
-    }
-    Ok(())
+/// The corpus: `--corpus`, else `$NQ_CORPUS_DIR`, else the one built into this program.
+fn corpus(given: Option<PathBuf>) -> Result<(Vec<eval::Sample>, String)> {
+    let dir = given.or_else(|| std::env::var_os("NQ_CORPUS_DIR").map(PathBuf::from));
+    Ok(match dir {
+        Some(d) => (eval::load_corpus(&d)?, d.display().to_string()),
+        None => (eval::builtin_corpus(), "builtin".to_owned()),
+    })
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
-    let corpus = a.corpus.clone().unwrap_or_else(default_corpus);
-    let mut samples = eval::load_corpus(&corpus)?;
+    let configs = eval::configs_from_args(&a.preset, &a.set, &a.variant)?;
+    let opts = eval::EvalOptions { prefix: a.prefix, continuation: a.continuation, configs };
+    opts.validate()?;
+    if a.samples == Some(0) {
+        return Err(Error::InvalidOption {
+            op: "eval",
+            option: "--samples",
+            got: "0".into(),
+            reason: "at least one sample per genre".into(),
+        }
+        .into());
+    }
+    let (mut samples, corpus_name) = corpus(a.corpus.clone())?;
     if let Some(n) = a.samples {
         let mut seen = std::collections::HashMap::new();
         samples.retain(|s| {
@@ -402,45 +455,43 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             *c <= n
         });
     }
-    let mut configs = Vec::new();
-    for p in &a.preset {
-        let preset = preset(p)?;
-        let mut cfg = preset.config();
-        for kv in &a.set {
-            apply_override(&mut cfg, kv)?;
-        }
-        cfg.validate()?;
-        let name = if a.set.is_empty() {
-            preset.name().to_owned()
-        } else {
-            format!("{}-custom", preset.name())
-        };
-        configs.push((name, cfg));
-    }
-    for v in &a.variant {
-        let (name, rest) =
-            v.split_once('=').with_context(|| format!("`{v}` is not NAME=PRESET,..."))?;
-        let mut parts = rest.split(',');
-        let mut cfg = preset(parts.next().unwrap_or_default())?.config();
-        for kv in a.set.iter().map(String::as_str).chain(parts) {
-            apply_override(&mut cfg, kv)?;
-        }
-        cfg.validate()?;
-        configs.push((name.to_owned(), cfg));
-    }
     let (model, tok) = load(&a.model)?;
-    let opts = eval::EvalOptions { prefix: a.prefix, continuation: a.continuation, configs };
-    let steps = samples.len() as u64;
-    let pb = ProgressBar::new(steps);
+    let model_name = Path::new(&a.model)
+        .file_stem()
+        .map_or(a.model.clone(), |s| s.to_string_lossy().into_owned());
+    let mut run = eval::EvalRun {
+        protocol: eval::Protocol {
+            model: model_name,
+            corpus: corpus_name,
+            prefix: a.prefix,
+            continuation: a.continuation,
+            samples_per_genre: a.samples,
+        },
+        results: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let pb = ProgressBar::new(samples.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} samples [{elapsed}<{eta}] {msg}")
             .expect("valid template"),
     );
-    let mut results = Vec::new();
     for s in &samples {
         let r = eval::eval_sample(&model, &tok, s, &opts, |step| {
             pb.set_message(format!("{}/{}: {step}", s.genre, s.name))
-        })?;
+        });
+        let r = match r {
+            Err(Error::SampleTooShort { sample, tokens, needed }) => {
+                pb.suspend(|| {
+                    eprintln!(
+                        "warning: skipping {sample}: {tokens} tokens, the protocol needs {needed}"
+                    )
+                });
+                run.skipped.push((sample, tokens, needed));
+                pb.inc(1);
+                continue;
+            }
+            r => r?,
+        };
         for x in &r {
             pb.suspend(|| {
                 eprintln!(
@@ -449,17 +500,64 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
                 );
             });
         }
-        results.extend(r);
+        run.results.extend(r);
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let agg = eval::aggregate(&results);
-    println!(
+    print_eval_table(&run, a.json);
+    if !a.json {
+        if run.results.is_empty() {
+            bail!(
+                "no sample was long enough for prefix {} + continuation {}",
+                a.prefix,
+                a.continuation
+            );
+        }
+        return Ok(());
+    }
+    // Every configuration's file is attempted; the document names what was written and what
+    // failed, and carries the records either way.
+    let mut written = Vec::new();
+    let mut errors = Vec::new();
+    if run.results.is_empty() {
+        errors.push(format!(
+            "no sample was long enough for prefix {} + continuation {}; nothing written",
+            a.prefix, a.continuation
+        ));
+    } else {
+        std::fs::create_dir_all(&a.out)
+            .with_context(|| format!("cannot create {}", a.out.display()))?;
+        for (name, _) in &opts.configs {
+            match run.write(&a.out, name, a.overwrite) {
+                Ok(path) => {
+                    eprintln!("wrote {}", path.display());
+                    written.push(path.display().to_string());
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+    }
+    let records: Vec<serde_json::Value> =
+        opts.configs.iter().flat_map(|(name, _)| run.records(name)).collect();
+    let mut doc = json!({ "records": records, "written": written });
+    if !errors.is_empty() {
+        doc["error"] = json!(errors.join("; "));
+    }
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    if !errors.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The per-genre and overall table: on stdout, or on stderr when stdout carries JSON.
+fn print_eval_table(run: &eval::EvalRun, json: bool) {
+    let mut lines = vec![format!(
         "{:<10} {:<14} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
         "genre", "preset", "ppl base", "ppl", "delta %", "KL", "ratio", "archive", "seconds"
-    );
-    for x in &agg {
-        println!(
+    )];
+    for x in &eval::aggregate(&run.results) {
+        lines.push(format!(
             "{:<10} {:<14} {:>9.3} {:>9.3} {:>+9.2} {:>8.4} {:>7.1}x {:>7.1}x {:>8.3}",
             x.genre,
             x.preset,
@@ -470,64 +568,51 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             x.ratio_resident,
             x.ratio_archive,
             x.seconds
-        );
+        ));
     }
-    if a.json {
-        let model_name = Path::new(&a.model)
-            .file_stem()
-            .map_or(a.model.clone(), |s| s.to_string_lossy().into_owned());
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nq-bench");
-        std::fs::create_dir_all(&dir)?;
-        for (name, _) in &opts.configs {
-            let records: Vec<serde_json::Value> = results
-                .iter()
-                .chain(agg.iter())
-                .filter(|r| &r.preset == name)
-                .map(|r| {
-                    let mut v = serde_json::to_value(r).expect("plain struct");
-                    v["bench"] = json!("eval");
-                    v["model"] = json!(model_name);
-                    v["prefix"] = json!(a.prefix);
-                    v["continuation"] = json!(a.continuation);
-                    v
-                })
-                .collect();
-            let path = dir.join(format!("eval-{model_name}-{name}.json"));
-            std::fs::write(&path, serde_json::to_string_pretty(&records)? + "\n")?;
-            eprintln!("wrote {}", path.display());
+    if !run.skipped.is_empty() {
+        lines.push(format!("{} sample(s) skipped as too short", run.skipped.len()));
+    }
+    for l in lines {
+        if json {
+            eprintln!("{l}");
+        } else {
+            println!("{l}");
         }
     }
-    Ok(())
 }
 
 fn save(a: SaveArgs) -> Result<()> {
+    let preset = a.m.preset()?;
     let (model, tok) = load(&a.m.model)?;
-    let preset = preset(&a.m.preset)?;
     let prompt = read_prompt(a.prompt, a.prompt_file)?;
-    let ids = tok.encode_document(&prompt)?;
-    if ids.len() < 2 {
-        bail!("the prompt must have at least 2 tokens to save a cache (it has {})", ids.len());
-    }
-    let (head, last) = ids.split_at(ids.len() - 1);
-    let mut cache = CompressedKvCache::new(model.config(), preset.config())?;
-    let pb = spinner(&format!("prefill {} tokens", head.len()));
-    model.forward_last(head, 0, &mut cache)?;
-    pb.set_message("compress");
-    cache.compress()?;
+    let generator = Generator::new(model, tok, preset);
+    let pb = spinner("prefill and compress");
+    let start = generator.prefill(&prompt)?;
     pb.finish_and_clear();
-    let bytes =
-        archive::save(&a.output, &cache, model.config(), preset.name(), last[0], head.len())?;
-    let s = cache.stats();
+    let bytes = archive::save(&a.output, &start, generator.model().config(), preset.name())?;
+    let s = start.cache.stats();
+    let logits_bytes = 4 * start.logits.len();
     eprintln!(
-        "saved {} tokens to {}: {} on disk, {} resident, {} as f16 ({:.1}x on disk, {:.1}x resident)",
-        head.len(),
+        "saved {} tokens to {}: {} on disk ({} of them the next token's logits), {} resident, {} as f16 ({:.1}x on disk, {:.1}x resident)",
+        start.tokens,
         a.output.display(),
-        human(bytes),
+        human(usize::try_from(bytes).unwrap_or(usize::MAX)),
+        human(logits_bytes),
         human(s.resident_bytes),
         human(s.fp16_bytes),
         s.fp16_bytes as f64 / bytes.max(1) as f64,
         s.ratio()
     );
+    if std::fs::metadata(&a.output).is_ok_and(|m| !m.is_file()) {
+        eprintln!(
+            "{} is not a regular file: the size above is the bytes written to it",
+            a.output.display()
+        );
+    }
+    if let Some(note) = ratio_note(preset.name(), &s) {
+        eprintln!("{note}");
+    }
     Ok(())
 }
 

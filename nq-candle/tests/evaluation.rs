@@ -1,0 +1,78 @@
+//! `nq eval`'s result files: comparable results only replace comparable results, and skipped
+//! samples are counted (issue 13, bad input 2 and 4).
+
+use nq_candle::Error;
+use nq_candle::eval::{EvalRun, Protocol, configs_from_args};
+
+fn protocol(samples_per_genre: Option<usize>) -> Protocol {
+    Protocol {
+        model: "smollm2".into(),
+        corpus: "builtin".into(),
+        prefix: 1664,
+        continuation: 512,
+        samples_per_genre,
+    }
+}
+
+fn run(samples_per_genre: Option<usize>) -> EvalRun {
+    EvalRun {
+        protocol: protocol(samples_per_genre),
+        results: Vec::new(),
+        skipped: vec![("creative/short".into(), 900, 2176)],
+    }
+}
+
+#[test]
+fn another_protocol_is_not_overwritten() {
+    let dir = std::env::temp_dir().join(format!("nq-candle-eval-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let full = run(None);
+    let path = full.write(&dir, "balanced", false).unwrap();
+    assert_eq!(path, dir.join("eval-smollm2-balanced.json"));
+    // The same protocol again replaces it.
+    full.write(&dir, "balanced", false).unwrap();
+    // A quick run (one sample per genre) does not, unless told to.
+    let quick = run(Some(1));
+    let e = quick.write(&dir, "balanced", false).unwrap_err();
+    assert!(matches!(&e, Error::ResultConflict { path: p, .. } if *p == path), "{e:?}");
+    assert!(e.to_string().contains("samples per genre all"), "{e}");
+    let before = std::fs::read_to_string(&path).unwrap();
+    assert!(before.contains("\"samples_per_genre\": null"), "{before}");
+    quick.write(&dir, "balanced", true).unwrap();
+    assert!(std::fs::read_to_string(&path).unwrap().contains("\"samples_per_genre\": 1"));
+    // A file that is not a result of this program is not replaced either.
+    std::fs::write(dir.join("eval-smollm2-max.json"), "[]").unwrap();
+    assert!(matches!(quick.write(&dir, "max", false), Err(Error::ResultConflict { .. })));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn skipped_samples_are_counted_in_the_records() {
+    let records = run(None).records("balanced");
+    let skipped: Vec<_> = records.iter().filter(|r| r["bench"] == "eval_skipped").collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0]["sample"], "creative/short");
+    assert_eq!(
+        (skipped[0]["tokens"].as_u64(), skipped[0]["tokens_needed"].as_u64()),
+        (Some(900), Some(2176))
+    );
+    assert_eq!(skipped[0]["prefix"], 1664);
+}
+
+#[test]
+fn configurations_from_arguments() {
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    let c =
+        configs_from_args(&s(&["high", "max"]), &s(&["recent=64"]), &s(&["w=balanced"])).unwrap();
+    let names: Vec<&str> = c.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["high-custom", "max-custom", "w"]);
+    assert!(c.iter().all(|(_, cfg)| cfg.evict.recent == 64));
+    for bad in [&s(&["nope"])[..], &s(&[""])[..], &[]] {
+        let e = configs_from_args(bad, &[], &[]).unwrap_err();
+        assert!(matches!(e, Error::InvalidOption { option: "--preset", .. }), "{e:?}");
+    }
+    let e = configs_from_args(&s(&["max"]), &s(&["kbits=5"]), &[]).unwrap_err();
+    assert!(matches!(&e, Error::InvalidOption { got, .. } if got == "kbits=5"), "{e:?}");
+    let e = configs_from_args(&s(&["max"]), &[], &s(&["x=max", "x=high"])).unwrap_err();
+    assert!(e.to_string().contains("already taken"), "{e}");
+}
