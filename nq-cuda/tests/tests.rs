@@ -2,6 +2,7 @@
 //! when no CUDA driver or device is available.
 #![allow(clippy::unwrap_used)]
 
+mod encode;
 mod errors;
 mod oracle;
 
