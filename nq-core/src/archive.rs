@@ -99,9 +99,12 @@ impl<B: Backend> CompressedCache<B> {
             let queries: Vec<Vec<u8>> =
                 l.queries.rows.iter().filter(|r| !r.is_empty()).map(|r| f32_bytes(r)).collect();
             let qnames: Vec<String> = (0..queries.len()).map(|h| format!("q{h}")).collect();
+            let squares: Vec<u8> =
+                l.query_squares.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
             let mut s = vec![
                 StreamRef { name: "dense_pos", data: DataRef::Positions(&l.dense_pos) },
                 StreamRef { name: "q.pos", data: DataRef::Positions(&l.queries.pos) },
+                StreamRef { name: "q.squares", data: DataRef::Raw(&squares) },
             ];
             for (q, name) in queries.iter().zip(&qnames) {
                 s.push(StreamRef { name, data: DataRef::Raw(q) });
@@ -202,7 +205,8 @@ impl<B: Backend> CompressedCache<B> {
             let held: usize = heads.iter().map(|h| h.pos.len() + n_dense).sum();
             (l.seen, l.sinks, l.evicted) = state_words(li, words, n_dense, held, model.shape)?;
             l.compressed_once = words[3] == 1;
-            l.has_codes = heads.iter().any(|h| !h.pos.is_empty());
+            l.query_squares = query_squares(&sec, model.shape)?;
+            l.heads_with_codes = heads.iter().map(|h| !h.pos.is_empty()).collect();
             l.store = cache.backend.import(&spec, heads)?;
         }
         if ar.next_section()?.is_some() {
@@ -271,6 +275,35 @@ fn query_window(sec: &Section, q_heads: usize, d: usize, li: usize) -> Result<Qu
         rows.push(q);
     }
     Ok(QueryWindow { rows, pos })
+}
+
+/// The window queries' sums of squares per kv head (absent from archives written before
+/// they were kept: then none, and heads without codes get no smoothing).
+fn query_squares(sec: &Section, shape: KvShape) -> Result<Vec<Vec<f64>>> {
+    let Some(stream) = sec.stream("q.squares") else { return Ok(Vec::new()) };
+    let Data::Raw(b) = &stream.data else { return Err(wrong(sec, "q.squares")) };
+    let d = shape.head_dim;
+    if b.is_empty() {
+        return Ok(Vec::new());
+    }
+    if b.len() != shape.kv_heads * d * 8 {
+        return Err(Error::Archive(format!(
+            "section {} q.squares: {} bytes, expected {} for {} heads of {d}",
+            sec.id,
+            b.len(),
+            shape.kv_heads * d * 8,
+            shape.kv_heads
+        )));
+    }
+    let values: Vec<f64> =
+        b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+    if values.iter().any(|x| !(x.is_finite() && *x >= 0.0)) {
+        return Err(Error::Archive(format!(
+            "section {} q.squares: negative or not finite",
+            sec.id
+        )));
+    }
+    Ok(values.chunks_exact(d).map(<[f64]>::to_vec).collect())
 }
 
 /// One head's buffers, as stored (checked by [`HeadImage::validate`] afterwards).
@@ -353,4 +386,28 @@ fn floats(b: &[u8]) -> Result<Vec<f32>> {
         return Err(Error::Archive(format!("{} bytes is not a whole number of f32", b.len())));
     }
     Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHAPE: KvShape = KvShape { layers: 1, q_heads: 4, kv_heads: 2, head_dim: 64 };
+
+    #[test]
+    fn forged_state_words_are_errors() {
+        // 10 seen, 4 dense, 3 + 3 compressed, 6 evicted over two heads: consistent.
+        assert_eq!(state_words(0, [10, 4, 6, 1], 4, 2 * 4 + 6, SHAPE).ok(), Some((10, 4, 6)));
+        for (words, why) in [
+            ([1 << 60, 4, 6, 1], "2^60 tokens seen"),
+            ([u64::MAX, 4, 6, 1], "u64::MAX tokens seen"),
+            ([10, 4, 6, 2], "compressed_once not 0 or 1"),
+            ([10, 5, 6, 1], "more sinks than dense tokens"),
+            ([10, 4, 7, 1], "slots do not add up"),
+            ([3, 4, 6, 1], "more dense tokens than seen"),
+        ] {
+            let got = state_words(0, words, 4, 2 * 4 + 6, SHAPE);
+            assert!(matches!(got, Err(Error::Archive(_))), "{why}: {got:?}");
+        }
+    }
 }

@@ -101,9 +101,14 @@ pub(crate) struct Layer<S> {
     /// the caller computed it with the prompt's attention ([`CompressedCache::observe_attention`]);
     /// dropped by any later append, and with the queries at the first compression.
     pub(crate) window_mass: Option<Vec<f32>>,
-    /// Whether any row of this layer was compressed yet (key smoothing and centering take
-    /// their statistics from the first rows, so the query window is kept until then).
-    pub(crate) has_codes: bool,
+    /// Per kv head, the per-channel sums of squares of the observation window's queries of
+    /// its group, kept when the window is dropped at the first compression: key smoothing
+    /// needs nothing else, and a head whose first rows come later (a prompt of only sinks
+    /// and recent tokens, or a head the budget gave nothing) still gets its factor.
+    /// Dropped once every head holds compressed rows.
+    pub(crate) query_squares: Vec<Vec<f64>>,
+    /// Which kv heads hold compressed rows (and so have their smoothing factor).
+    pub(crate) heads_with_codes: Vec<bool>,
 }
 
 /// A KV cache whose resident form is compressed.
@@ -189,7 +194,8 @@ impl<B: Backend> CompressedCache<B> {
                     compressed_once: false,
                     queries: QueryWindow { rows: vec![Vec::new(); shape.q_heads], pos: Vec::new() },
                     window_mass: None,
-                    has_codes: false,
+                    query_squares: Vec::new(),
+                    heads_with_codes: vec![false; shape.kv_heads],
                 })
             })
             .collect::<Result<_>>()?;
@@ -210,7 +216,7 @@ impl<B: Backend> CompressedCache<B> {
     /// [`Error::Config`] if `cfg` is invalid or a layer was already compressed (its evicted
     /// tokens cannot come back).
     pub fn reconfigured(&self, cfg: CompressionConfig) -> Result<Self> {
-        if self.layers.iter().any(|l| l.has_codes) {
+        if self.layers.iter().any(|l| self.backend.usage(&l.store).compressed > 0) {
             return Err(Error::Config {
                 field: "reconfigured",
                 value: "the cache was already compressed".into(),
@@ -322,12 +328,9 @@ impl<B: Backend> CompressedCache<B> {
         if q.len() != hq * t * d {
             return Err(Error::Len { op: OP, what: "q", got: q.len(), expected: hq * t * d });
         }
-        let lay = &self.layers[layer];
-        if lay.compressed_once && (lay.has_codes || !self.cfg.smooth_keys) {
+        if self.layers[layer].compressed_once {
             // After the prompt is compressed, blocks are scored by the attention mass they
-            // received (the dense mass); no queries need to be kept, unless key smoothing
-            // still waits for the first rows to compress (a prompt of only sinks and recent
-            // tokens).
+            // received (the dense mass); no queries need to be kept.
             return Ok(());
         }
         let w = self.cfg.evict.window;
@@ -473,14 +476,15 @@ impl<B: Backend> CompressedCache<B> {
         for (&l, idx) in due.iter().zip(&keep_idx) {
             let (range, _) = plan(&self.layers[l]);
             self.compress_range(l, range.len(), idx)?;
-            // From now on blocks are scored by the attention mass they receive. The queries
-            // stay until a compression had rows: key smoothing takes its statistics then.
+            // From now on blocks are scored by the attention mass they receive; smoothing
+            // needs only the window's sums of squares.
             let lay = &mut self.layers[l];
             lay.compressed_once = true;
-            if lay.has_codes || !self.cfg.smooth_keys {
-                lay.queries =
-                    QueryWindow { rows: vec![Vec::new(); self.shape.q_heads], pos: Vec::new() };
+            if self.cfg.smooth_keys && !lay.heads_with_codes.iter().all(|&h| h) {
+                lay.query_squares = window_squares(&lay.queries, self.shape);
             }
+            lay.queries =
+                QueryWindow { rows: vec![Vec::new(); self.shape.q_heads], pos: Vec::new() };
             lay.window_mass = None;
         }
         Ok(())
@@ -494,6 +498,11 @@ impl<B: Backend> CompressedCache<B> {
         }
         let lay = &mut self.layers[layer];
         let range = lay.sinks..lay.sinks + count;
+        let squares = if lay.queries.pos.is_empty() {
+            lay.query_squares.clone()
+        } else {
+            window_squares(&lay.queries, self.shape)
+        };
         let job = CompressJob {
             start: range.start,
             count,
@@ -502,19 +511,18 @@ impl<B: Backend> CompressedCache<B> {
             steps: EncodeSteps {
                 rope: if self.cfg.remove_rope { self.rope.as_ref() } else { None },
                 center: self.cfg.center,
-                smooth_queries: self.cfg.smooth_keys.then_some(lay.queries.rows.as_slice()),
+                query_squares: (self.cfg.smooth_keys && !squares.is_empty())
+                    .then_some(squares.as_slice()),
             },
         };
         self.backend.compress(&mut lay.store, &job)?;
         let kept: usize = keep_idx.iter().map(Vec::len).sum();
         lay.evicted += count * keep_idx.len() - kept;
-        if kept > 0 && !lay.has_codes {
-            lay.has_codes = true;
-            if lay.compressed_once && self.cfg.smooth_keys {
-                // The smoothing factor now exists: the window was kept for it alone.
-                lay.queries =
-                    QueryWindow { rows: vec![Vec::new(); self.shape.q_heads], pos: Vec::new() };
-            }
+        for (has, idx) in lay.heads_with_codes.iter_mut().zip(keep_idx) {
+            *has |= !idx.is_empty();
+        }
+        if lay.heads_with_codes.iter().all(|&h| h) {
+            lay.query_squares = Vec::new();
         }
         lay.dense_pos.drain(range);
         lay.dense_pos.shrink_to_fit();
@@ -568,6 +576,7 @@ impl<B: Backend> CompressedCache<B> {
                 + lay.queries.pos.len() * 4
                 + lay.queries.rows.iter().map(|r| r.len() * 4).sum::<usize>()
                 + lay.window_mass.as_ref().map_or(0, |m| m.len() * 4)
+                + lay.query_squares.iter().map(|q| q.len() * 8).sum::<usize>()
                 + 2 * d * 4; // the two rotations' sign vectors
 
             let usage = self.backend.usage(&lay.store);
@@ -604,4 +613,14 @@ impl CompressedCache<CpuBackend> {
     pub fn key_codes(&self, layer: usize, head: usize) -> &[u8] {
         &self.head(layer, head).k_codes
     }
+}
+
+/// Per kv head, the per-channel sums of squares of the window's queries of its group (empty
+/// when the window is).
+fn window_squares(window: &QueryWindow, shape: KvShape) -> Vec<Vec<f64>> {
+    if window.pos.is_empty() {
+        return Vec::new();
+    }
+    let group = shape.group();
+    window.rows.chunks(group).map(|rows| crate::prep::query_squares(rows, shape.head_dim)).collect()
 }

@@ -145,16 +145,18 @@ impl HeadImage {
 /// [`CpuBackend`](crate::CpuBackend)'s `encode` module for the reference implementation):
 /// widen f16 to f32, invert RoPE (keys, when `rope` is set), subtract the head's mean
 /// (computed at its first compression), multiply by the key smoothing (computed at the first
-/// compression from `smooth_queries`), rotate, then scale and quantize.
+/// compression from `query_squares`), rotate, then scale and quantize.
 #[derive(Clone, Copy, Debug)]
 pub struct EncodeSteps<'a> {
     /// Invert this RoPE on keys before coding them (keys then stay RoPE-free).
     pub rope: Option<&'a Rope>,
     /// Center rows on the head's mean.
     pub center: bool,
-    /// Smooth keys against queries: the observation window's query rows, `[q_heads][w * d]`,
-    /// used to compute a head's factor at its first compression with rows. `None`: off.
-    pub smooth_queries: Option<&'a [Vec<f32>]>,
+    /// Smooth keys against queries: per kv head, the per-channel sums of squares of the
+    /// observation window's queries of its group ([`prep::query_squares`](crate::prep::query_squares)),
+    /// from which a head's factor is computed at its first compression with rows. `None`:
+    /// off (or no queries were observed).
+    pub query_squares: Option<&'a [Vec<f64>]>,
 }
 
 /// One compression: move `count` dense rows starting at `start` out of the dense part,

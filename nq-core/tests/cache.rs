@@ -259,3 +259,48 @@ fn key_smoothing_protects_the_channels_queries_weigh_most() {
     }
     assert!(errs[1] < 0.5 * errs[0], "smoothing should cut the error: {errs:?}");
 }
+
+#[test]
+fn key_smoothing_survives_a_prompt_of_only_sinks_and_recent_tokens() {
+    // 12 prompt tokens: nothing to compress after prefill (4 sinks + 16 recent). The first
+    // rows are compressed while decoding; smoothing must still be computed then, from the
+    // queries seen so far, and the query window dropped once it is.
+    let cfg = Preset::Balanced.config();
+    let d = SHAPE.head_dim;
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut cache = CompressedCache::new(SHAPE, cfg, None).unwrap();
+    let prompt: Vec<u32> = (0..12).collect();
+    for layer in 0..SHAPE.layers {
+        cache.observe_queries(layer, &gauss(&mut rng, SHAPE.q_heads * 12 * d), &prompt).unwrap();
+        let kv = gauss(&mut rng, SHAPE.kv_heads * 12 * d);
+        cache.append(layer, &kv, &kv, &prompt).unwrap();
+    }
+    cache.compress().unwrap();
+    assert_eq!(cache.stats().compressed_slots, 0);
+    for p in 12..12 + 200u32 {
+        for layer in 0..SHAPE.layers {
+            cache.observe_queries(layer, &gauss(&mut rng, SHAPE.q_heads * d), &[p]).unwrap();
+            let kv = gauss(&mut rng, SHAPE.kv_heads * d);
+            cache.append(layer, &kv, &kv, &[p]).unwrap();
+        }
+        cache.compress().unwrap();
+    }
+    let s = cache.stats();
+    assert!(s.compressed_slots > 0, "{s:?}");
+    for layer in 0..SHAPE.layers {
+        for head in 0..SHAPE.kv_heads {
+            let h = cache.head(layer, head);
+            if h.pos.is_empty() {
+                continue; // the budget split gave this head no row yet: nothing to smooth
+            }
+            assert_eq!(h.k_smooth.len(), d, "layer {layer} head {head} lost its smoothing");
+            assert!(h.k_smooth.iter().all(|s| s.is_finite() && *s > 0.0));
+        }
+    }
+    // The window is gone once smoothing has its statistics: resident bytes hold no queries.
+    let before = cache.stats().resident_bytes;
+    let mut out = vec![0f32; SHAPE.q_heads * d];
+    cache.attend(0, &gauss(&mut rng, SHAPE.q_heads * d), &[212], None, &mut out).unwrap();
+    assert_eq!(cache.stats().resident_bytes, before);
+    assert!(before < s.fp16_bytes, "{s:?}");
+}

@@ -23,11 +23,10 @@ pub(super) fn compress(layer: &mut CpuLayer, job: &CompressJob<'_>) -> Result<()
         return Ok(());
     }
     let d = layer.spec.head_dim;
-    let group = layer.spec.group();
     let range = job.start..job.start + job.count;
     let mut rows = Vec::new();
     for (hi, (head, idx)) in layer.heads.iter_mut().zip(job.keep).enumerate() {
-        let queries = job.steps.smooth_queries.map(|q| &q[hi * group..(hi + 1) * group]);
+        let squares = job.steps.query_squares.and_then(|q| q.get(hi)).map(Vec::as_slice);
         for part in [Part::Keys, Part::Values] {
             gather(head, part, job.start, idx, d, &mut rows);
             if part == Part::Keys
@@ -39,10 +38,8 @@ pub(super) fn compress(layer: &mut CpuLayer, job: &CompressJob<'_>) -> Result<()
             if job.steps.center {
                 center(head, part, &mut rows, d);
             }
-            if part == Part::Keys
-                && let Some(queries) = queries
-            {
-                smooth(head, queries, &mut rows, d);
+            if part == Part::Keys {
+                smooth(head, squares, &mut rows, d);
             }
             let (codec, rot) = match part {
                 Part::Keys => (&layer.keys, &layer.spec.key_rot),
@@ -92,14 +89,15 @@ fn center(head: &mut HeadImage, part: Part, rows: &mut [f32], d: usize) {
     }
 }
 
-/// Step 4 (keys): multiply by the smoothing factor, computed from the queries and the first
-/// rows the head compresses.
-fn smooth(head: &mut HeadImage, queries: &[Vec<f32>], rows: &mut [f32], d: usize) {
-    let have_queries = queries.iter().any(|q| !q.is_empty());
-    if head.k_smooth.is_empty() && !rows.is_empty() && have_queries {
+/// Step 4 (keys): multiply by the head's smoothing factor, if it has one; computed from the
+/// queries' sums of squares (when smoothing is on) and the first rows the head compresses.
+fn smooth(head: &mut HeadImage, query_squares: Option<&[f64]>, rows: &mut [f32], d: usize) {
+    if let Some(query_squares) = query_squares
+        && head.k_smooth.is_empty()
+        && !rows.is_empty()
+    {
         let (_, key_squares) = prep::column_sums(rows, d);
-        head.k_smooth =
-            prep::key_smoothing_from_sums(&prep::query_squares(queries, d), &key_squares);
+        head.k_smooth = prep::key_smoothing_from_sums(query_squares, &key_squares);
     }
     if !head.k_smooth.is_empty() {
         for row in rows.chunks_exact_mut(d) {
