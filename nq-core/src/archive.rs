@@ -207,7 +207,7 @@ impl<B: Backend> CompressedCache<B> {
             l.compressed_once = words[3] == 1;
             l.query_squares = query_squares(&sec, model.shape)?;
             l.heads_with_codes = heads.iter().map(|h| !h.pos.is_empty()).collect();
-            l.store = cache.backend.import(&spec, heads)?;
+            l.store = cache.backend.import(&spec, heads, &l.dense_pos)?;
         }
         if ar.next_section()?.is_some() {
             return Err(bad("sections after the last layer".into()));

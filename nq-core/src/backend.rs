@@ -194,7 +194,7 @@ impl RowOps for crate::CpuBackend {
 /// `q`, `out` are `[q_heads, t, d]`, job indices are in range.
 pub trait Backend: Clone + std::fmt::Debug + Send + Sync {
     /// One layer's storage, every kv head of it, resident where the backend computes.
-    type Layer: Clone + std::fmt::Debug + Send;
+    type Layer: std::fmt::Debug + Send;
 
     /// Empty storage for one layer.
     ///
@@ -202,11 +202,18 @@ pub trait Backend: Clone + std::fmt::Debug + Send + Sync {
     /// Device failures, or a spec the backend does not support ([`Error::Backend`]).
     fn new_layer(&self, spec: &LayerSpec) -> Result<Self::Layer>;
 
-    /// Append `t` dense rows to every head (stored as f16; the dense mass starts at 0).
+    /// Append dense rows at `positions` (strictly ascending, after every held position) to
+    /// every head, stored as f16; their dense mass starts at 0.
     ///
     /// # Errors
     /// Device failures.
-    fn append(&self, layer: &mut Self::Layer, k: &[f32], v: &[f32], t: usize) -> Result<()>;
+    fn append(
+        &self,
+        layer: &mut Self::Layer,
+        k: &[f32],
+        v: &[f32],
+        positions: &[u32],
+    ) -> Result<()>;
 
     /// Run one compression (see [`CompressJob`]).
     ///
@@ -240,11 +247,17 @@ pub trait Backend: Clone + std::fmt::Debug + Send + Sync {
     /// Device failures.
     fn export<'a>(&self, layer: &'a Self::Layer) -> Result<Cow<'a, [HeadImage]>>;
 
-    /// Storage built from host buffers that [`HeadImage::validate`] accepted.
+    /// Storage built from host buffers that [`HeadImage::validate`] accepted, whose dense
+    /// rows sit at `dense_pos`.
     ///
     /// # Errors
     /// Device failures.
-    fn import(&self, spec: &LayerSpec, heads: Vec<HeadImage>) -> Result<Self::Layer>;
+    fn import(
+        &self,
+        spec: &LayerSpec,
+        heads: Vec<HeadImage>,
+        dense_pos: &[u32],
+    ) -> Result<Self::Layer>;
 
     /// What the layer holds, from its buffers' lengths.
     fn usage(&self, layer: &Self::Layer) -> LayerUsage;

@@ -122,7 +122,7 @@ pub(crate) struct Layer<S> {
 ///
 /// The storage lives in a [`Backend`]: [`CpuBackend`] by default (host memory), or a device
 /// backend (`nq-cuda`) through [`with_backend`](Self::with_backend).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct CompressedCache<B: Backend = CpuBackend> {
     pub(crate) backend: B,
     pub(crate) shape: KvShape,
@@ -130,6 +130,22 @@ pub struct CompressedCache<B: Backend = CpuBackend> {
     pub(crate) rope: Option<Rope>,
     pub(crate) layers: Vec<Layer<B::Layer>>,
     identity: bool,
+}
+
+impl<B: Backend> Clone for CompressedCache<B>
+where
+    B::Layer: Clone,
+{
+    fn clone(&self) -> Self {
+        CompressedCache {
+            backend: self.backend.clone(),
+            shape: self.shape,
+            cfg: self.cfg,
+            rope: self.rope.clone(),
+            layers: self.layers.clone(),
+            identity: self.identity,
+        }
+    }
 }
 
 impl CompressedCache<CpuBackend> {
@@ -230,7 +246,8 @@ impl<B: Backend> CompressedCache<B> {
         )?;
         for (l, (new, old)) in out.layers.iter_mut().zip(&self.layers).enumerate() {
             let heads = self.backend.export(&old.store)?.into_owned();
-            new.store = self.backend.import(&layer_spec(self.shape, &cfg, l)?, heads)?;
+            let spec = layer_spec(self.shape, &cfg, l)?;
+            new.store = self.backend.import(&spec, heads, &old.dense_pos)?;
             new.dense_pos.clone_from(&old.dense_pos);
             new.seen = old.seen;
             new.sinks = cfg.evict.sinks.min(old.seen);
@@ -308,7 +325,7 @@ impl<B: Backend> CompressedCache<B> {
             }
             last = Some(p);
         }
-        self.backend.append(&mut lay.store, k, v, t)?;
+        self.backend.append(&mut lay.store, k, v, positions)?;
         lay.dense_pos.extend_from_slice(positions);
         lay.window_mass = None;
         let new_sinks = self.cfg.evict.sinks.saturating_sub(lay.seen).min(t);

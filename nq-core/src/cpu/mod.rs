@@ -51,11 +51,11 @@ impl Backend for CpuBackend {
     type Layer = CpuLayer;
 
     fn new_layer(&self, spec: &LayerSpec) -> Result<CpuLayer> {
-        self.import(spec, vec![HeadImage::default(); spec.kv_heads])
+        self.import(spec, vec![HeadImage::default(); spec.kv_heads], &[])
     }
 
-    fn append(&self, layer: &mut CpuLayer, k: &[f32], v: &[f32], t: usize) -> Result<()> {
-        let d = layer.spec.head_dim;
+    fn append(&self, layer: &mut CpuLayer, k: &[f32], v: &[f32], positions: &[u32]) -> Result<()> {
+        let (d, t) = (layer.spec.head_dim, positions.len());
         for (hi, head) in layer.heads.iter_mut().enumerate() {
             let (ks, vs) = (&k[hi * t * d..][..t * d], &v[hi * t * d..][..t * d]);
             let at = head.dense_k.len();
@@ -95,7 +95,12 @@ impl Backend for CpuBackend {
         Ok(Cow::Borrowed(&layer.heads))
     }
 
-    fn import(&self, spec: &LayerSpec, heads: Vec<HeadImage>) -> Result<CpuLayer> {
+    fn import(
+        &self,
+        spec: &LayerSpec,
+        heads: Vec<HeadImage>,
+        _dense_pos: &[u32],
+    ) -> Result<CpuLayer> {
         Ok(CpuLayer {
             keys: RowCodec::new(spec.keys, spec.head_dim, spec.scale_candidates)?,
             values: RowCodec::new(spec.values, spec.head_dim, spec.scale_candidates)?,

@@ -44,7 +44,7 @@ fn cases() -> Vec<Case> {
         },
         Case { shape: shape(2, 4, 4, 64), cfg: Preset::High.config(), prompt: 300, decode: 70 },
         Case { shape: shape(1, 8, 1, 128), cfg: Preset::Max.config(), prompt: 1000, decode: 70 },
-        Case { shape: shape(1, 6, 2, 96), cfg: Preset::Balanced.config(), prompt: 257, decode: 66 },
+        Case { shape: shape(1, 6, 2, 64), cfg: Preset::Balanced.config(), prompt: 257, decode: 66 },
         // A prompt of only sinks and recent tokens: the first rows are compressed while
         // decoding, and centering and smoothing take their statistics then.
         Case { shape: shape(1, 4, 2, 64), cfg: short, prompt: 12, decode: 100 },
@@ -250,8 +250,14 @@ impl Backend for Perturbed {
         CpuBackend.new_layer(spec)
     }
 
-    fn append(&self, layer: &mut Self::Layer, k: &[f32], v: &[f32], t: usize) -> Result<()> {
-        CpuBackend.append(layer, k, v, t)
+    fn append(
+        &self,
+        layer: &mut Self::Layer,
+        k: &[f32],
+        v: &[f32],
+        positions: &[u32],
+    ) -> Result<()> {
+        CpuBackend.append(layer, k, v, positions)
     }
 
     fn compress(&self, layer: &mut Self::Layer, job: &CompressJob<'_>) -> Result<()> {
@@ -296,8 +302,13 @@ impl Backend for Perturbed {
         CpuBackend.export(layer)
     }
 
-    fn import(&self, spec: &LayerSpec, heads: Vec<HeadImage>) -> Result<Self::Layer> {
-        CpuBackend.import(spec, heads)
+    fn import(
+        &self,
+        spec: &LayerSpec,
+        heads: Vec<HeadImage>,
+        dense_pos: &[u32],
+    ) -> Result<Self::Layer> {
+        CpuBackend.import(spec, heads, dense_pos)
     }
 
     fn usage(&self, layer: &Self::Layer) -> LayerUsage {
