@@ -58,6 +58,31 @@ pub enum CudaError {
     /// From the CPU codec (the host side of `encode`).
     #[error(transparent)]
     Lattice(#[from] nq_lattice::Error),
+    /// From `nq-core` (a host image of a layer that does not validate).
+    #[error(transparent)]
+    Core(#[from] nq_core::Error),
+    /// Positions must be strictly ascending and past the last one held.
+    #[error("{op}: position {got} does not come after {last}")]
+    Position {
+        /// The operation.
+        op: &'static str,
+        /// The offending position.
+        got: u32,
+        /// The position it must exceed.
+        last: u32,
+    },
+    /// An index or count past what is held.
+    #[error("{op}: {what} {got} is out of range (limit {limit})")]
+    OutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// What was indexed or counted.
+        what: &'static str,
+        /// The offending value.
+        got: usize,
+        /// The first value out of range.
+        limit: usize,
+    },
 }
 
 /// `Result` with [`CudaError`].

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod encode;
+mod attend;
 mod errors;
 mod oracle;
 
