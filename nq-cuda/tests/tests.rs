@@ -2,8 +2,8 @@
 //! when no CUDA driver or device is available.
 #![allow(clippy::unwrap_used)]
 
-mod encode;
 mod attend;
+mod encode;
 mod errors;
 mod oracle;
 
