@@ -169,7 +169,8 @@ fn smollm2_triggers_perplexity_matches_llama_cpp() {
     let scored: Tensor = model.forward(&ids[2047..2559], 2047, &mut cache).unwrap();
     let ppl = perplexity_from_logits(&scored, &ids[2048..2560]).unwrap();
     eprintln!("SmolLM2 triggers.txt perplexity: {ppl:.4} (llama.cpp 21.9349)");
-    assert!((ppl / 21.9349 - 1.0).abs() < 0.005, "perplexity {ppl}");
+    // Measured 21.9350: f32 summation order is all that differs from llama.cpp's f32 path.
+    assert!((ppl / 21.9349 - 1.0).abs() < 1e-4, "perplexity {ppl}");
 }
 
 /// llama-perplexity's measurement on the first `n_ctx` tokens of triggers.txt (BOS first when
@@ -198,7 +199,8 @@ fn llama_cpp_style_perplexity(name: &str, n_ctx: usize) -> Option<f64> {
 #[test]
 fn qwen05_perplexity_matches_llama_cpp() {
     let Some(ppl) = llama_cpp_style_perplexity("qwen05", 512) else { return };
-    assert!((ppl / 19.0610 - 1.0).abs() < 0.002, "perplexity {ppl}");
+    // Measured 19.0614.
+    assert!((ppl / 19.0610 - 1.0).abs() < 1e-4, "perplexity {ppl}");
 }
 
 /// Gemma-3 family against llama.cpp (as above, `-c 1024`: 14.7180). 1,024 tokens so that the
@@ -206,7 +208,9 @@ fn qwen05_perplexity_matches_llama_cpp() {
 #[test]
 fn gemma270m_perplexity_matches_llama_cpp() {
     let Some(ppl) = llama_cpp_style_perplexity("gemma270m", 1024) else { return };
-    assert!((ppl / 14.7180 - 1.0).abs() < 0.002, "perplexity {ppl}");
+    // Measured 14.7195 (1.0e-4 relative): Gemma-3's 262K-entry vocabulary and its scaled
+    // embeddings leave more rounding than the other two.
+    assert!((ppl / 14.7180 - 1.0).abs() < 3e-4, "perplexity {ppl}");
 }
 
 /// candle's quantized kernels (activations rounded to 8 bits) stay close to the f32 path.
