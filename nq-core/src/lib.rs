@@ -55,6 +55,11 @@ pub use config::{BudgetSplit, CompressionConfig, EvictConfig, Preset, ScorerKind
 pub use cpu::{CpuBackend, CpuLayer};
 pub use error::{Error, Result};
 pub use rotation::Rotation;
+
+// What the public API takes, re-exported so users need not depend on the stage crates.
+pub use nq_hadamard::RandomizedHadamard;
+pub use nq_lattice::{FixedBits, FixedCodec, ScaleMode};
+pub use nq_rope::Rope;
 pub use store::{AttendQuery, CompressJob, EncodeSteps, HeadImage, LayerSpec, LayerUsage};
 
 /// The README's examples, compiled and run as doctests.

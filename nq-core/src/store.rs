@@ -35,6 +35,22 @@ impl LayerSpec {
         self.q_heads / self.kv_heads
     }
 
+    /// The fixed-rate codec of compressed keys (`None` for f16 storage).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for bits outside 2-4.
+    pub fn key_codec(&self) -> Result<Option<nq_lattice::FixedCodec>> {
+        codec(self.keys, self.scale_candidates)
+    }
+
+    /// The fixed-rate codec of compressed values (`None` for f16 storage).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for bits outside 2-4.
+    pub fn value_codec(&self) -> Result<Option<nq_lattice::FixedCodec>> {
+        codec(self.values, self.scale_candidates)
+    }
+
     /// Payload bytes of one compressed key row (scale excluded).
     pub fn key_row_bytes(&self) -> usize {
         row_bytes(self.keys, self.head_dim)
@@ -43,6 +59,13 @@ impl LayerSpec {
     /// Payload bytes of one compressed value row (scale excluded).
     pub fn value_row_bytes(&self) -> usize {
         row_bytes(self.values, self.head_dim)
+    }
+}
+
+fn codec(storage: Storage, candidates: u8) -> Result<Option<nq_lattice::FixedCodec>> {
+    match storage {
+        Storage::F16 => Ok(None),
+        Storage::E8 { bits } => crate::lattice::fixed_codec(bits, candidates).map(Some),
     }
 }
 

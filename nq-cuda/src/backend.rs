@@ -51,13 +51,13 @@ const DECODE_MAX_GRID: u32 = 1 << 20;
 /// assert!(back.iter().all(|v| (v - 1.0).abs() < 1e-5));
 /// # Ok::<(), nq_cuda::CudaError>(())
 /// ```
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CudaBackend {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
     kernels: OnceLock<Arc<Kernels>>,
     /// Scaled sign vectors `D / sqrt(n)` on the device, by (block dim, seed).
-    signs: Mutex<SignCache>,
+    signs: Arc<Mutex<SignCache>>,
 }
 
 /// Device copies of `D / sqrt(n)`, by (Hadamard block dim, seed).
@@ -104,7 +104,7 @@ impl CudaBackend {
         }
         let ctx = CudaContext::new(ordinal)?;
         let stream = ctx.default_stream();
-        Ok(CudaBackend { ctx, stream, kernels: OnceLock::new(), signs: Mutex::new(HashMap::new()) })
+        Ok(CudaBackend { ctx, stream, kernels: OnceLock::new(), signs: Arc::new(Mutex::new(HashMap::new())) })
     }
 
     /// The device's name, as the driver reports it.

@@ -38,12 +38,14 @@
 
 pub mod attend;
 mod backend;
+mod cache;
 pub mod encode;
 mod error;
 mod module;
 pub mod store;
 
 pub use backend::{CudaBackend, DeviceCodes, MAX_BLOCK};
+pub use cache::CudaLayer;
 pub use error::{CudaError, Result};
 
 /// The README's example, compiled as a doctest.

@@ -1,0 +1,353 @@
+//! [`CudaBackend`] as an [`nq_core::Backend`]: the compressed cache's storage on the GPU.
+//!
+//! `nq_core::CompressedCache::with_backend(CudaBackend::new(0)?, ..)` keeps every buffer of
+//! every layer on the device ([`DeviceLayer`]) and runs there:
+//! - `append`: the new rows are copied up once and stored as f16;
+//! - `compress`: the encode pipeline ([`Encoder`]: gather, center, smooth, rotate, scale,
+//!   E8 codes), the codes appended on the device; the per-head mean and smoothing factor are
+//!   computed from column sums taken on the device (`d` values come back to the host for the
+//!   arithmetic of `nq_core::prep`, once per head);
+//! - `attend`: the fused decode attention ([`Attender`]); the query goes up and the output
+//!   comes back (`q_heads * t * d` values each), never the cache.
+//!
+//! What stays on the host, and why: the bookkeeping of `CompressedCache` (positions, the
+//! query window, budgets) and eviction scoring. Scoring reads the dense rows and their
+//! attention mass (`dense_rows`: after the prompt, the sinks, recent window and one block,
+//! about 100 rows per head), a few kilobytes per compression, and returns a short list; on the
+//! device it would be a top-k over a few hundred values per layer.
+
+use std::borrow::Cow;
+
+use cudarc::driver::{CudaSlice, CudaView};
+use half::f16;
+use nq_core::{
+    AttendQuery, Backend, CompressJob, DenseRows, Error, HeadImage, LayerSpec, LayerUsage,
+};
+
+use crate::CudaBackend;
+use crate::attend::{Attender, BatchQuery};
+use crate::encode::{CodesOut, Encoder, HeadRows};
+use crate::error::CudaError;
+use crate::store::{DeviceLayer, DeviceRows};
+
+/// One layer of a compressed cache on the GPU: its storage, the encoders of its keys and
+/// values, and the attention's scratch buffers.
+#[derive(Debug)]
+pub struct CudaLayer {
+    store: DeviceLayer,
+    keys: Encoder,
+    values: Encoder,
+    attender: Attender,
+    /// Host copies of each head's mean and smoothing vectors (`d` values or empty).
+    vectors: Vec<HeadVectors>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct HeadVectors {
+    k_mean: Vec<f32>,
+    v_mean: Vec<f32>,
+    k_smooth: Vec<f32>,
+}
+
+impl CudaLayer {
+    /// The device storage.
+    pub fn store(&self) -> &DeviceLayer {
+        &self.store
+    }
+
+    /// Mutable device storage, for batched attention over several sequences
+    /// ([`Attender::attend`]).
+    pub fn store_mut(&mut self) -> &mut DeviceLayer {
+        &mut self.store
+    }
+}
+
+/// A device error as a core error, naming the backend operation.
+fn core(op: &'static str) -> impl Fn(CudaError) -> Error {
+    move |e| Error::Backend { op, source: Box::new(e) }
+}
+
+fn encoder(gpu: &CudaBackend, spec: &LayerSpec, keys: bool) -> nq_core::Result<Encoder> {
+    const OP: &str = "CudaBackend::new_layer";
+    let (codec, rot) = if keys {
+        (spec.key_codec()?, &spec.key_rot)
+    } else {
+        (spec.value_codec()?, &spec.value_rot)
+    };
+    let codec = codec.ok_or_else(|| {
+        core(OP)(CudaError::Unsupported {
+            op: OP,
+            what: "f16 storage of compressed rows (the device holds E8 codes)".into(),
+        })
+    })?;
+    Encoder::new(gpu, rot, codec).map_err(core(OP))
+}
+
+impl CudaBackend {
+    fn layer_from(&self, spec: &LayerSpec, store: DeviceLayer) -> nq_core::Result<CudaLayer> {
+        Ok(CudaLayer {
+            keys: encoder(self, spec, true)?,
+            values: encoder(self, spec, false)?,
+            attender: Attender::new(),
+            vectors: vec![HeadVectors::default(); spec.kv_heads],
+            store,
+        })
+    }
+
+    /// Which rows of one head's dense buffer to encode, on the device.
+    fn upload_keep(&self, job: &CompressJob<'_>, head: usize) -> Result<CudaSlice<u32>, CudaError> {
+        let start = u32::try_from(job.start).map_err(|_| CudaError::Unsupported {
+            op: "CudaBackend::compress",
+            what: format!("dense row {} past u32", job.start),
+        })?;
+        let idx: Vec<u32> = job.keep[head].iter().map(|&i| start + i).collect();
+        Ok(self.stream.clone_htod(&idx)?)
+    }
+
+    /// Compress one head's kept rows: statistics first (once per head), then the codes.
+    fn compress_head(
+        &self,
+        layer: &mut CudaLayer,
+        job: &CompressJob<'_>,
+        head: usize,
+    ) -> nq_core::Result<()> {
+        const OP: &str = "CudaBackend::compress";
+        let err = core(OP);
+        let n = job.keep[head].len();
+        if n == 0 {
+            return Ok(());
+        }
+        let spec = layer.store.spec().clone();
+        let keep = self.upload_keep(job, head).map_err(&err)?;
+        let dense = dense_range(&layer.store, head);
+        if job.steps.center {
+            for keys in [true, false] {
+                self.first_mean(layer, head, keys, &keep, dense.clone(), n)?;
+            }
+        }
+        if let Some(squares) = job.steps.query_squares.and_then(|q| q.get(head))
+            && layer.vectors[head].k_smooth.is_empty()
+        {
+            let rows = head_rows(&layer.store, &layer.vectors[head], head, true, &keep, dense.clone(), Which::Mean);
+            let sums = layer.keys.column_sums(&rows).map_err(&err)?;
+            let smooth = nq_core::prep::key_smoothing_from_sums(squares, &sums.squares);
+            layer.store.set_vectors(head, None, None, Some(&smooth)).map_err(&err)?;
+            layer.vectors[head].k_smooth = smooth;
+        }
+        let mut out = Vec::with_capacity(2);
+        for keys in [true, false] {
+            let (enc, row) = if keys {
+                (&layer.keys, spec.key_row_bytes())
+            } else {
+                (&layer.values, spec.value_row_bytes())
+            };
+            // SAFETY: the encoder writes every code byte and scale of rows 0..n (checked by
+            // its tests with poisoned buffers), and they are read only after it ran.
+            let mut codes = unsafe { self.stream.alloc::<u8>(n * row) }.map_err(|e| err(e.into()))?;
+            // SAFETY: as above, one scale per row.
+            let mut scales = unsafe { self.stream.alloc::<u16>(n) }.map_err(|e| err(e.into()))?;
+            let mut rows = head_rows(&layer.store, &layer.vectors[head], head, keys, &keep, dense.clone(), Which::All);
+            rows.remove_rope = job.steps.rope.is_some();
+            let target = CodesOut {
+                codes: &mut codes.slice_mut(..),
+                scales: &mut scales.slice_mut(..),
+                row0: 0,
+            };
+            enc.encode_head(&rows, target).map_err(&err)?;
+            out.push((codes, scales));
+        }
+        layer.keys.finish().map_err(&err)?;
+        layer.values.finish().map_err(&err)?;
+        let positions: Vec<u32> = job.keep[head].iter().map(|&i| job.positions[i as usize]).collect();
+        let rows = DeviceRows {
+            k_codes: out[0].0.slice(..),
+            k_scales: out[0].1.slice(..),
+            v_codes: out[1].0.slice(..),
+            v_scales: out[1].1.slice(..),
+            positions: &positions,
+        };
+        layer.store.append_compressed_device(head, &rows).map_err(&err)
+    }
+
+    /// The head's key (or value) mean from its first compressed rows, set once.
+    fn first_mean(
+        &self,
+        layer: &mut CudaLayer,
+        head: usize,
+        keys: bool,
+        keep: &CudaSlice<u32>,
+        dense: std::ops::Range<usize>,
+        n: usize,
+    ) -> nq_core::Result<()> {
+        let err = core("CudaBackend::compress");
+        let set = if keys { &layer.vectors[head].k_mean } else { &layer.vectors[head].v_mean };
+        if !set.is_empty() {
+            return Ok(());
+        }
+        let rows = head_rows(&layer.store, &layer.vectors[head], head, keys, keep, dense, Which::None);
+        let enc = if keys { &layer.keys } else { &layer.values };
+        let sums = enc.column_sums(&rows).map_err(&err)?;
+        let mean = nq_core::prep::column_mean_from_sums(&sums.sum, n);
+        let (k, v) = if keys { (Some(mean.as_slice()), None) } else { (None, Some(mean.as_slice())) };
+        layer.store.set_vectors(head, k, v, None).map_err(&err)?;
+        let vectors = &mut layer.vectors[head];
+        if keys { vectors.k_mean = mean } else { vectors.v_mean = mean }
+        Ok(())
+    }
+}
+
+/// Which of a head's vectors an encoder pass applies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    /// Neither (column sums for the mean).
+    None,
+    /// The mean only (column sums for the smoothing factor).
+    Mean,
+    /// Every vector the head has (the codes).
+    All,
+}
+
+/// Element range of one head's dense rows in the store's f16 buffers.
+fn dense_range(store: &DeviceLayer, head: usize) -> std::ops::Range<usize> {
+    let d = store.spec().head_dim;
+    let at = head * store.dense_capacity() * d;
+    at..at + store.dense_len() * d
+}
+
+/// The encoder's view of one head's dense rows, keys or values.
+fn head_rows<'a>(
+    store: &'a DeviceLayer,
+    vectors: &HeadVectors,
+    head: usize,
+    keys: bool,
+    keep: &'a CudaSlice<u32>,
+    dense: std::ops::Range<usize>,
+    which: Which,
+) -> HeadRows<'a> {
+    let d = store.spec().head_dim;
+    let vector = |buf: &'a CudaSlice<f32>, has: bool| -> Option<CudaView<'a, f32>> {
+        has.then(|| buf.slice(head * d..(head + 1) * d))
+    };
+    let (rows, mean_buf, has_mean) = if keys {
+        (&store.dense_k, &store.k_mean, !vectors.k_mean.is_empty())
+    } else {
+        (&store.dense_v, &store.v_mean, !vectors.v_mean.is_empty())
+    };
+    let smooth = keys && which == Which::All && !vectors.k_smooth.is_empty();
+    HeadRows {
+        rows: rows.slice(dense),
+        keep: keep.slice(..),
+        mean: vector(mean_buf, has_mean && which != Which::None),
+        smooth: vector(&store.k_smooth, smooth),
+        remove_rope: false,
+    }
+}
+
+impl Backend for CudaBackend {
+    type Layer = CudaLayer;
+
+    fn new_layer(&self, spec: &LayerSpec) -> nq_core::Result<CudaLayer> {
+        let store = DeviceLayer::new(self, spec).map_err(core("CudaBackend::new_layer"))?;
+        self.layer_from(spec, store)
+    }
+
+    fn append(
+        &self,
+        layer: &mut CudaLayer,
+        k: &[f32],
+        v: &[f32],
+        positions: &[u32],
+    ) -> nq_core::Result<()> {
+        layer.store.append_dense(self, k, v, positions).map_err(core("CudaBackend::append"))
+    }
+
+    fn compress(&self, layer: &mut CudaLayer, job: &CompressJob<'_>) -> nq_core::Result<()> {
+        if job.count == 0 {
+            return Ok(());
+        }
+        for head in 0..layer.store.spec().kv_heads {
+            self.compress_head(layer, job, head)?;
+        }
+        layer.store.drain_dense(job.start, job.count).map_err(core("CudaBackend::compress"))
+    }
+
+    fn attend(
+        &self,
+        layer: &mut CudaLayer,
+        q: &[f32],
+        query: &AttendQuery<'_>,
+        out: &mut [f32],
+    ) -> nq_core::Result<()> {
+        const OP: &str = "CudaBackend::attend";
+        let err = core(OP);
+        if query.rope.is_some() {
+            return Err(err(CudaError::Unsupported {
+                op: OP,
+                what: "keys stored RoPE-free (remove_rope) on the device".into(),
+            }));
+        }
+        let batch = BatchQuery {
+            t: query.positions.len(),
+            positions: query.positions,
+            window: query.window,
+            record_mass: query.record_mass,
+        };
+        let q_dev = self.stream.clone_htod(q).map_err(|e| err(e.into()))?;
+        let mut out_dev = self.stream.alloc_zeros::<f32>(out.len()).map_err(|e| err(e.into()))?;
+        layer
+            .attender
+            .attend(self, &mut [&mut layer.store], &q_dev, &batch, &mut out_dev)
+            .map_err(&err)?;
+        self.stream.memcpy_dtoh(&out_dev, out).map_err(|e| err(e.into()))
+    }
+
+    fn dense_rows<'a>(&self, layer: &'a CudaLayer, head: usize) -> nq_core::Result<DenseRows<'a>> {
+        let err = core("CudaBackend::dense_rows");
+        let (store, m) = (&layer.store, layer.store.dense_len());
+        if m == 0 {
+            return Ok(DenseRows { keys: Cow::Owned(Vec::new()), values: Cow::Owned(Vec::new()), mass: Cow::Owned(Vec::new()) });
+        }
+        let range = dense_range(store, head);
+        let at = head * store.dense_capacity();
+        let down16 = |buf: &CudaSlice<u16>| -> nq_core::Result<Vec<f16>> {
+            let bits = self.stream.clone_dtoh(&buf.slice(range.clone())).map_err(|e| err(e.into()))?;
+            Ok(bits.into_iter().map(f16::from_bits).collect())
+        };
+        let mass = self.stream.clone_dtoh(&store.dense_mass.slice(at..at + m)).map_err(|e| err(e.into()))?;
+        Ok(DenseRows {
+            keys: Cow::Owned(down16(&store.dense_k)?),
+            values: Cow::Owned(down16(&store.dense_v)?),
+            mass: Cow::Owned(mass),
+        })
+    }
+
+    fn export<'a>(&self, layer: &'a CudaLayer) -> nq_core::Result<Cow<'a, [HeadImage]>> {
+        let (heads, _) = layer.store.export().map_err(core("CudaBackend::export"))?;
+        Ok(Cow::Owned(heads))
+    }
+
+    fn import(
+        &self,
+        spec: &LayerSpec,
+        heads: Vec<HeadImage>,
+        dense_pos: &[u32],
+    ) -> nq_core::Result<CudaLayer> {
+        let store = DeviceLayer::import(self, spec, &heads, dense_pos)
+            .map_err(core("CudaBackend::import"))?;
+        let mut layer = self.layer_from(spec, store)?;
+        for (v, h) in layer.vectors.iter_mut().zip(heads) {
+            *v = HeadVectors { k_mean: h.k_mean, v_mean: h.v_mean, k_smooth: h.k_smooth };
+        }
+        Ok(layer)
+    }
+
+    fn usage(&self, layer: &CudaLayer) -> LayerUsage {
+        let store = &layer.store;
+        let heads = store.spec().kv_heads;
+        LayerUsage {
+            compressed: (0..heads).map(|h| store.compressed(h)).sum(),
+            dense: heads * store.dense_len(),
+            bytes: store.resident_bytes(),
+        }
+    }
+}
