@@ -522,3 +522,35 @@ fn shared_rope_follows_the_layers() {
     let cfg = nq_core::CompressionConfig { remove_rope: true, ..Default::default() };
     assert!(nq_candle::CompressedKvCache::new(&gemma, cfg).is_err());
 }
+
+/// Gemma-3's sliding layers: a period (default 6: five sliding, one global) or one flag per
+/// layer; the sliding layers take the local RoPE base. Anything else is refused by key.
+#[test]
+fn gemma3_sliding_layers_follow_the_metadata() {
+    use gguf_file::Value::{Array, Bool, U32};
+    let key = "gemma3.attention.sliding_window_pattern";
+    let windows = |extra: &[(&str, gguf_file::Value)], name: &str| {
+        let c = config_of(&tiny_with("gemma3", name, extra));
+        let thetas: Vec<f64> = (0..c.layers).map(|l| c.rope_spec(l).theta).collect();
+        (c.layer_windows, thetas)
+    };
+    let (w, theta) = windows(&[], "gemma-default.gguf");
+    assert_eq!(w, [Some(5), Some(5), Some(5), Some(5), Some(5), None]);
+    assert_eq!(theta, [10_000.0, 10_000.0, 10_000.0, 10_000.0, 10_000.0, 1_000_000.0]);
+    let (w, _) = windows(&[(key, U32(2))], "gemma-period.gguf");
+    assert_eq!(w, [Some(5), None, Some(5), None, Some(5), None]);
+    let flags = Array([true, false, false, true, true, false].map(Bool).to_vec());
+    let (w, theta) = windows(&[(key, flags)], "gemma-flags.gguf");
+    assert_eq!(w, [Some(5), None, None, Some(5), Some(5), None]);
+    assert_eq!(theta[..2], [10_000.0, 1_000_000.0]);
+    for (name, bad) in [
+        ("gemma-short.gguf", Array(vec![Bool(true); 4])),
+        ("gemma-ints.gguf", Array(vec![U32(1); 6])),
+        ("gemma-string.gguf", gguf_file::Value::String("6".into())),
+    ] {
+        let path = tiny_with("gemma3", name, &[(key, bad)]);
+        let e = nq_candle::ModelConfig::from_gguf(&nq_candle::GgufFile::open(&path).unwrap())
+            .unwrap_err();
+        assert!(matches!(&e, nq_candle::Error::Metadata { key: k, .. } if k == key), "{e:?}");
+    }
+}

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use candle_core::quantized::gguf_file;
+
 use super::gguf::{GgufFile, Meta};
 use crate::kv::AttnSpec;
 use crate::{Error, Result};
@@ -146,6 +148,97 @@ fn attn_scale(
     }
 }
 
+/// RoPE base when the file gives none (llama.cpp's default).
+const DEFAULT_ROPE_THETA: f32 = 10_000.0;
+
+/// Head counts and the per-head dimension of the attention.
+struct Heads {
+    q_heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Heads {
+    /// `attention.head_count(_kv)`, `key_length` (else `hidden / q_heads`), and a
+    /// `value_length` that must equal it.
+    fn from_meta(meta: &Meta<'_>, arch: &str, hidden: usize) -> Result<Self> {
+        let key = |k: &str| format!("{arch}.attention.{k}");
+        let bad = |k: &str, reason: String| Error::Metadata { op: meta.op, key: key(k), reason };
+        let q_heads = meta.usize(&key("head_count"))?;
+        let kv_heads = meta.opt_usize(&key("head_count_kv"))?.unwrap_or(q_heads);
+        if q_heads == 0 || kv_heads == 0 || q_heads % kv_heads != 0 {
+            let reason = format!("kv heads {kv_heads} must divide q heads {q_heads}");
+            return Err(bad("head_count_kv", reason));
+        }
+        let head_dim = match meta.opt_usize(&key("key_length"))? {
+            Some(d) => d,
+            None if hidden.is_multiple_of(q_heads) => hidden / q_heads,
+            None => {
+                let reason = format!("hidden {hidden} is not a multiple of {q_heads} heads");
+                return Err(bad("head_count", reason));
+            }
+        };
+        if let Some(dv) = meta.opt_usize(&key("value_length"))?
+            && dv != head_dim
+        {
+            let reason = format!("{dv} differs from key_length {head_dim}: unsupported");
+            return Err(bad("value_length", reason));
+        }
+        Ok(Self { q_heads, kv_heads, head_dim })
+    }
+}
+
+/// Which layers attend through a sliding window, and the RoPE base of those layers when it
+/// differs from the global one.
+struct LocalLayers {
+    windows: Vec<Option<usize>>,
+    rope_theta: Option<f32>,
+}
+
+impl LocalLayers {
+    /// Llama, Mistral and Phi-3 apply `attention.sliding_window` (if any) to every layer;
+    /// Qwen2 to none. Gemma-3 (llama.cpp's rule) has sliding layers of
+    /// `sliding_window` tokens (default 512) with RoPE base `rope.local_freq_base` (default
+    /// 10000), and a global layer every `sliding_window_pattern` layers (default 6); the
+    /// pattern may also be one bool per layer (true: sliding).
+    fn from_meta(meta: &Meta<'_>, arch: Architecture, layers: usize) -> Result<Self> {
+        let key = |k: &str| format!("{arch}.{k}");
+        let window = meta.opt_usize(&key("attention.sliding_window"))?;
+        if arch != Architecture::Gemma3 {
+            let uniform = if arch == Architecture::Qwen2 { None } else { window };
+            return Ok(Self { windows: vec![uniform; layers], rope_theta: None });
+        }
+        let w = window.unwrap_or(512);
+        let pattern_key = key("attention.sliding_window_pattern");
+        let windows = match meta.md.get(&pattern_key) {
+            Some(gguf_file::Value::Array(flags)) if flags.len() == layers => flags
+                .iter()
+                .map(|f| match f {
+                    gguf_file::Value::Bool(sliding) => Ok(sliding.then_some(w)),
+                    other => Err(Error::Metadata {
+                        op: meta.op,
+                        key: pattern_key.clone(),
+                        reason: format!("expected one bool per layer, found {other:?}"),
+                    }),
+                })
+                .collect::<Result<Vec<_>>>()?,
+            Some(gguf_file::Value::Array(flags)) => {
+                return Err(Error::Metadata {
+                    op: meta.op,
+                    key: pattern_key,
+                    reason: format!("{} flags for {layers} layers", flags.len()),
+                });
+            }
+            _ => {
+                let period = meta.opt_usize(&pattern_key)?.unwrap_or(6);
+                (0..layers).map(|i| (period == 0 || i % period < period - 1).then_some(w)).collect()
+            }
+        };
+        let theta = meta.opt_f32(&key("rope.local_freq_base"))?.unwrap_or(DEFAULT_ROPE_THETA);
+        Ok(Self { windows, rope_theta: Some(theta) })
+    }
+}
+
 /// The RoPE scaling of global layers from `{arch}.rope.scaling.*` (llama.cpp's keys).
 ///
 /// `linear` divides frequencies by `factor`; `yarn` takes `factor`,
@@ -208,86 +301,22 @@ impl ModelConfig {
         let arch_name = meta.str("general.architecture")?;
         let architecture = Architecture::from_gguf_name(arch_name)?;
         let key = |k: &str| format!("{arch_name}.{k}");
-        let bad = |k: String, reason: String| Error::Metadata { op: OP, key: k, reason };
-
         let layers = meta.usize(&key("block_count"))?;
         let hidden = meta.usize(&key("embedding_length"))?;
-        let ffn_hidden = meta.usize(&key("feed_forward_length"))?;
-        let q_heads = meta.usize(&key("attention.head_count"))?;
-        let kv_heads = meta.opt_usize(&key("attention.head_count_kv"))?.unwrap_or(q_heads);
-        if q_heads == 0 || kv_heads == 0 || q_heads % kv_heads != 0 {
-            return Err(bad(
-                key("attention.head_count_kv"),
-                format!("kv heads {kv_heads} must divide q heads {q_heads}"),
-            ));
+        let heads = Heads::from_meta(&meta, arch_name, hidden)?;
+        let rope_dim = meta.opt_usize(&key("rope.dimension_count"))?.unwrap_or(heads.head_dim);
+        if rope_dim > heads.head_dim || rope_dim % 2 != 0 || rope_dim == 0 {
+            return Err(Error::Metadata {
+                op: OP,
+                key: key("rope.dimension_count"),
+                reason: format!(
+                    "{rope_dim} must be even, positive and <= head_dim {}",
+                    heads.head_dim
+                ),
+            });
         }
-        let head_dim = match meta.opt_usize(&key("attention.key_length"))? {
-            Some(d) => d,
-            None if hidden % q_heads == 0 => hidden / q_heads,
-            None => {
-                return Err(bad(
-                    key("attention.head_count"),
-                    format!("hidden {hidden} is not a multiple of {q_heads} heads"),
-                ));
-            }
-        };
-        if let Some(dv) = meta.opt_usize(&key("attention.value_length"))?
-            && dv != head_dim
-        {
-            return Err(bad(
-                key("attention.value_length"),
-                format!("{dv} differs from key_length {head_dim}: unsupported"),
-            ));
-        }
-        let rope_dim = meta.opt_usize(&key("rope.dimension_count"))?.unwrap_or(head_dim);
-        if rope_dim > head_dim || rope_dim % 2 != 0 || rope_dim == 0 {
-            return Err(bad(
-                key("rope.dimension_count"),
-                format!("{rope_dim} must be even, positive and <= head_dim {head_dim}"),
-            ));
-        }
-        let default_theta = 10_000.0;
-        let rope_theta = meta.opt_f32(&key("rope.freq_base"))?.unwrap_or(default_theta);
         let rope_scaling = rope_scaling(&meta, arch_name)?;
-        let rope_linear_scale = match rope_scaling {
-            #[allow(clippy::cast_possible_truncation)] // read from an f32 key
-            nq_rope::RopeScaling::Linear { factor } => Some(factor as f32),
-            _ => None,
-        };
-        let max_context = meta.usize(&key("context_length"))?;
-        let rms_eps = meta.opt_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
-        let window = meta.opt_usize(&key("attention.sliding_window"))?;
-
-        let mut layer_windows = vec![None; layers];
-        let mut rope_theta_local = None;
-        let mut embed_scale = None;
-        match architecture {
-            Architecture::Llama | Architecture::Mistral | Architecture::Phi3 => {
-                layer_windows = vec![window; layers];
-            }
-            Architecture::Qwen2 => {}
-            Architecture::Gemma3 => {
-                // llama.cpp: every 6th layer is global unless the file says otherwise; local
-                // layers use RoPE base 10000.
-                let pattern = meta
-                    .opt_usize(&key("attention.sliding_window_pattern"))
-                    .ok()
-                    .flatten()
-                    .unwrap_or(6);
-                let w = window.unwrap_or(512);
-                for (i, lw) in layer_windows.iter_mut().enumerate() {
-                    if pattern == 0 || i % pattern < pattern - 1 {
-                        *lw = Some(w);
-                    }
-                }
-                rope_theta_local =
-                    Some(meta.opt_f32(&key("rope.local_freq_base"))?.unwrap_or(default_theta));
-                #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-                {
-                    embed_scale = Some((hidden as f64).sqrt() as f32);
-                }
-            }
-        }
+        let local = LocalLayers::from_meta(&meta, architecture, layers)?;
         let vocab = file
             .content()
             .tensor_infos
@@ -298,30 +327,35 @@ impl ModelConfig {
                 name: "token_embd.weight".into(),
                 reason: "not in the file".into(),
             })?;
-        let add_bos = meta.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
         let config = Self {
             architecture,
             layers,
-            q_heads,
-            kv_heads,
-            head_dim,
+            q_heads: heads.q_heads,
+            kv_heads: heads.kv_heads,
+            head_dim: heads.head_dim,
             hidden,
-            ffn_hidden,
+            ffn_hidden: meta.usize(&key("feed_forward_length"))?,
             vocab,
-            rope_theta,
-            rope_theta_local,
+            rope_theta: meta.opt_f32(&key("rope.freq_base"))?.unwrap_or(DEFAULT_ROPE_THETA),
+            rope_theta_local: local.rope_theta,
             rope_dim,
             rope_interleaved: matches!(architecture, Architecture::Llama | Architecture::Mistral),
             rope_scaling,
-            rope_linear_scale,
-            max_context,
-            rms_eps,
-            layer_windows,
-            attn_scale: attn_scale(architecture, layers, hidden, q_heads, head_dim),
-            embed_scale,
+            rope_linear_scale: match rope_scaling {
+                #[allow(clippy::cast_possible_truncation)] // read from an f32 key
+                nq_rope::RopeScaling::Linear { factor } => Some(factor as f32),
+                _ => None,
+            },
+            max_context: meta.usize(&key("context_length"))?,
+            rms_eps: meta.opt_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+            layer_windows: local.windows,
+            attn_scale: attn_scale(architecture, layers, hidden, heads.q_heads, heads.head_dim),
+            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+            embed_scale: (architecture == Architecture::Gemma3)
+                .then(|| (hidden as f64).sqrt() as f32),
             final_softcap: meta.opt_f32(&key("final_logit_softcapping"))?,
             attn_softcap: meta.opt_f32(&key("attn_logit_softcapping"))?,
-            add_bos,
+            add_bos: meta.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
         };
         // Every layer's RoPE is checked here, so no later use can meet an invalid one.
         for layer in 0..config.layers {

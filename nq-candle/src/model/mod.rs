@@ -196,6 +196,43 @@ impl Loader<'_> {
         Ok(Linear { w, b })
     }
 
+    /// Block `i` of `c`'s model, whose rotary embedding is `Model::ropes[rope]`.
+    fn block(&mut self, c: &ModelConfig, i: usize, rope: usize) -> Result<Block> {
+        let (h, d, nq, nkv) = (c.hidden, c.head_dim, c.q_heads, c.kv_heads);
+        let p = format!("blk.{i}");
+        let qkv = if self.file.has_tensor(&format!("{p}.attn_qkv.weight")) {
+            Qkv::Fused(self.linear(&format!("{p}.attn_qkv"), (nq + 2 * nkv) * d, h)?)
+        } else {
+            Qkv::Separate {
+                q: self.linear(&format!("{p}.attn_q"), nq * d, h)?,
+                k: self.linear(&format!("{p}.attn_k"), nkv * d, h)?,
+                v: self.linear(&format!("{p}.attn_v"), nkv * d, h)?,
+            }
+        };
+        let gate_up = if self.file.has_tensor(&format!("{p}.ffn_gate.weight")) {
+            GateUp::Separate {
+                gate: self.linear(&format!("{p}.ffn_gate"), c.ffn_hidden, h)?,
+                up: self.linear(&format!("{p}.ffn_up"), c.ffn_hidden, h)?,
+            }
+        } else {
+            GateUp::Fused(self.linear(&format!("{p}.ffn_up"), 2 * c.ffn_hidden, h)?)
+        };
+        Ok(Block {
+            attn_norm: self.dense(&format!("{p}.attn_norm.weight"), &[h])?,
+            qkv,
+            q_norm: self.opt_norm(&format!("{p}.attn_q_norm.weight"), d)?,
+            k_norm: self.opt_norm(&format!("{p}.attn_k_norm.weight"), d)?,
+            o: self.linear(&format!("{p}.attn_output"), h, nq * d)?,
+            post_attn_norm: self.opt_norm(&format!("{p}.post_attention_norm.weight"), h)?,
+            ffn_norm: self.dense(&format!("{p}.ffn_norm.weight"), &[h])?,
+            gate_up,
+            down: self.linear(&format!("{p}.ffn_down"), h, c.ffn_hidden)?,
+            post_ffn_norm: self.opt_norm(&format!("{p}.post_ffw_norm.weight"), h)?,
+            spec: c.attn_spec(i),
+            rope,
+        })
+    }
+
     fn opt_norm(&mut self, name: &str, dim: usize) -> Result<Option<Tensor>> {
         if self.file.has_tensor(name) { Ok(Some(self.dense(name, &[dim])?)) } else { Ok(None) }
     }
@@ -236,7 +273,7 @@ impl Model {
         }
         let c = &config;
         let mut ld = Loader { file, device, dequantize: opts.dequantize_to_f32 };
-        let (h, d, nq, nkv) = (c.hidden, c.head_dim, c.q_heads, c.kv_heads);
+        let h = c.hidden;
         let embed_q = ld.qtensor("token_embd.weight", &[c.vocab, h])?;
         let embed = if opts.dequantize_to_f32 {
             Embedding::Dense(embed_q.dequantize(device)?)
@@ -254,38 +291,7 @@ impl Model {
                     ropes.len() - 1
                 }
             };
-            let p = format!("blk.{i}");
-            let qkv = if ld.file.has_tensor(&format!("{p}.attn_qkv.weight")) {
-                Qkv::Fused(ld.linear(&format!("{p}.attn_qkv"), (nq + 2 * nkv) * d, h)?)
-            } else {
-                Qkv::Separate {
-                    q: ld.linear(&format!("{p}.attn_q"), nq * d, h)?,
-                    k: ld.linear(&format!("{p}.attn_k"), nkv * d, h)?,
-                    v: ld.linear(&format!("{p}.attn_v"), nkv * d, h)?,
-                }
-            };
-            let gate_up = if ld.file.has_tensor(&format!("{p}.ffn_gate.weight")) {
-                GateUp::Separate {
-                    gate: ld.linear(&format!("{p}.ffn_gate"), c.ffn_hidden, h)?,
-                    up: ld.linear(&format!("{p}.ffn_up"), c.ffn_hidden, h)?,
-                }
-            } else {
-                GateUp::Fused(ld.linear(&format!("{p}.ffn_up"), 2 * c.ffn_hidden, h)?)
-            };
-            blocks.push(Block {
-                attn_norm: ld.dense(&format!("{p}.attn_norm.weight"), &[h])?,
-                qkv,
-                q_norm: ld.opt_norm(&format!("{p}.attn_q_norm.weight"), d)?,
-                k_norm: ld.opt_norm(&format!("{p}.attn_k_norm.weight"), d)?,
-                o: ld.linear(&format!("{p}.attn_output"), h, nq * d)?,
-                post_attn_norm: ld.opt_norm(&format!("{p}.post_attention_norm.weight"), h)?,
-                ffn_norm: ld.dense(&format!("{p}.ffn_norm.weight"), &[h])?,
-                gate_up,
-                down: ld.linear(&format!("{p}.ffn_down"), h, c.ffn_hidden)?,
-                post_ffn_norm: ld.opt_norm(&format!("{p}.post_ffw_norm.weight"), h)?,
-                spec: c.attn_spec(i),
-                rope,
-            });
+            blocks.push(ld.block(c, i, rope)?);
         }
         let out_norm = ld.dense("output_norm.weight", &[h])?;
         let lm_head = if ld.file.has_tensor("output.weight") {
