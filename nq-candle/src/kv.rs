@@ -214,6 +214,10 @@ const DEFAULT_QUERY_CHUNK: usize = 256;
 /// multiplied by that head's keys in one batched matmul. Long prefills are processed in query
 /// chunks, each seeing only the keys its causal mask (and window) can reach.
 ///
+/// With f16 storage, every call widens the keys and values it reads to f32 before the
+/// matmuls: a decode step converts the layer's whole K/V. The f16 cache is therefore a memory
+/// baseline, not a speed one; decode speed is fairly compared against the f32 cache.
+///
 /// # Examples
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -252,7 +256,7 @@ impl DenseCache {
     }
 
     /// An empty cache storing K/V as `dtype` (f32 or f16; f16 halves memory, attention still
-    /// runs in f32).
+    /// runs in f32, on K/V widened at every call).
     ///
     /// # Errors
     /// [`Error::Shape`](crate::Error::Shape) for any other dtype.
