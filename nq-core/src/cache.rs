@@ -224,6 +224,23 @@ impl<B: Backend> CompressedCache<B> {
         &self.backend
     }
 
+    /// What the backend was asked to store for `layer`: shape, codecs, rotations.
+    ///
+    /// # Errors
+    /// [`Error::Layer`] for a layer out of range.
+    pub fn layer_spec(&self, layer: usize) -> Result<LayerSpec> {
+        self.layer_index("CompressedCache::layer_spec", layer)?;
+        layer_spec(self.shape, &self.cfg, layer)
+    }
+
+    /// Positions of the dense (f16) tokens of `layer`, ascending; the first are the sinks.
+    ///
+    /// # Panics
+    /// If `layer` is out of range.
+    pub fn dense_positions(&self, layer: usize) -> &[u32] {
+        &self.layers[layer].dense_pos
+    }
+
     /// A copy of this still-uncompressed cache under another configuration: the same tokens
     /// and observed queries, ready to be compressed differently. Lets one prefill serve several
     /// presets.

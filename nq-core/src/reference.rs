@@ -73,6 +73,9 @@ pub fn attention(
 ///
 /// The bound returned is twice the sum, for second-order terms and `exp`'s own rounding.
 ///
+/// With `rope` (keys stored RoPE-free), compressed keys are reconstructed in the model's
+/// basis with RoPE re-applied at their positions, and scores are plain dot products with `q`.
+///
 /// # Errors
 /// [`crate::Error`] when a head's codes do not decode.
 ///
@@ -85,6 +88,7 @@ pub fn stored_attention(
     q: &[f32],
     q_pos: &[u32],
     window: Option<u32>,
+    rope: Option<&crate::Rope>,
 ) -> crate::Result<(Vec<f64>, Vec<f32>)> {
     let d = spec.head_dim;
     let (t, group) = (q_pos.len(), spec.group());
@@ -95,7 +99,7 @@ pub fn stored_attention(
     let mut out = vec![0f64; spec.q_heads * t * d];
     let mut bound = vec![0f32; spec.q_heads * t * d];
     for (hk, head) in heads.iter().enumerate() {
-        let rows = StoredRows::new(spec, head)?;
+        let rows = StoredRows::new(spec, head, rope)?;
         for hq in hk * group..(hk + 1) * group {
             for (i, &p) in q_pos.iter().enumerate() {
                 let at = (hq * t + i) * d;
@@ -137,12 +141,18 @@ pub fn stored_attention(
 struct StoredRows {
     /// Decoded key rows `scale_n * c_n`, rotated and smoothed as stored.
     keys: Vec<f64>,
+    /// With RoPE removed: the keys in the model's basis, RoPE re-applied.
+    keys_model: Option<Vec<f64>>,
     /// Value rows in the model's basis, mean added.
     values: Vec<Vec<f64>>,
 }
 
 impl StoredRows {
-    fn new(spec: &crate::LayerSpec, head: &crate::HeadImage) -> crate::Result<Self> {
+    fn new(
+        spec: &crate::LayerSpec,
+        head: &crate::HeadImage,
+        rope: Option<&crate::Rope>,
+    ) -> crate::Result<Self> {
         let d = spec.head_dim;
         let n = head.pos.len();
         let codec = |s| crate::codec::RowCodec::new(s, d, spec.scale_candidates);
@@ -155,7 +165,22 @@ impl StoredRows {
             let mean = |c: usize| head.v_mean.get(c).copied().map_or(0.0, f64::from);
             values.push(row.iter().enumerate().map(|(c, &x)| f64::from(x) + mean(c)).collect());
         }
-        Ok(StoredRows { keys: k.iter().map(|&x| f64::from(x)).collect(), values })
+        let keys_model = match rope {
+            Some(rope) => {
+                let mut plain = k.clone();
+                for row in plain.chunks_exact_mut(d) {
+                    spec.key_rot.inverse(row)?;
+                    for (c, x) in row.iter_mut().enumerate() {
+                        let s = head.k_smooth.get(c).copied().unwrap_or(1.0);
+                        *x = *x / s + head.k_mean.get(c).copied().unwrap_or(0.0);
+                    }
+                }
+                rope.apply(&mut plain, &head.pos)?;
+                Some(plain.iter().map(|&x| f64::from(x)).collect())
+            }
+            None => None,
+        };
+        Ok(StoredRows { keys: k.iter().map(|&x| f64::from(x)).collect(), keys_model, values })
     }
 
     /// Scores, score term magnitudes and value rows of the tokens `visible` to query `qv`:
@@ -185,6 +210,15 @@ impl StoredRows {
         let (mut s, mut terms, mut values) = (Vec::new(), Vec::new(), Vec::new());
         for (n, &pos) in head.pos.iter().enumerate() {
             if !visible(pos) {
+                continue;
+            }
+            if let Some(plain) = &self.keys_model {
+                let k = &plain[n * d..][..d];
+                s.push(k.iter().zip(qv).map(|(&a, &b)| a * f64::from(b)).sum::<f64>() * scale);
+                terms.push(
+                    k.iter().zip(qv).map(|(&a, &b)| (a * f64::from(b)).abs()).sum::<f64>() * scale,
+                );
+                values.push(self.values[n].clone());
                 continue;
             }
             let k = &self.keys[n * d..][..d];

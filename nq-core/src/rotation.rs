@@ -73,10 +73,8 @@ impl Rotation {
     }
 }
 
-/// Derive independent seeds from one (splitmix64 finaliser).
-pub(crate) fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// Derive independent seeds from one: one step of `nq_hadamard::splitmix64` from state `z`.
+pub(crate) fn splitmix(z: u64) -> u64 {
+    let mut state = z;
+    nq_hadamard::splitmix64(&mut state)
 }

@@ -6,3 +6,4 @@ mod attention;
 mod backend;
 mod cache;
 mod errors;
+mod oracle;

@@ -29,6 +29,17 @@ fn spec(stage: &str) -> (String, &'static [&'static str], bool, &'static str) {
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
+    if args.first().is_some_and(|a| a == "cuda") {
+        // Built here, run on a GPU machine: its own options (see cuda.rs).
+        let records = crate::cuda::run(&args[1..])?;
+        let out_dir = project_root().join("target").join("nq-bench");
+        fs::create_dir_all(&out_dir)?;
+        let path = out_dir.join("cuda.json");
+        fs::write(&path, serde_json::to_string_pretty(&records)? + "\n")?;
+        print_summary("cuda", &records);
+        eprintln!("wrote {} ({} records)", path.display(), records.len());
+        return Ok(());
+    }
     let mut stages = Vec::new();
     let mut criterion = true;
     let mut quick = false;

@@ -9,6 +9,7 @@
 
 mod bench;
 mod ci;
+mod cuda;
 mod fetch;
 mod quality;
 mod readme;
@@ -33,6 +34,11 @@ commands:
                                  quality: `nq eval --json` on
                                  smollm2 and qwen05 (--quick: one sample per genre; --collect:
                                  merge eval files already written instead of running)
+  bench cuda [--run | --collect DIR]
+                                 GPU figures (cuda.json): build and strip nq-cuda's tests and
+                                 benches into target/nq-gpu/ (no CUDA needed to build); run
+                                 `bash target/nq-gpu/run.sh OUT` on a GPU machine, then --collect
+                                 OUT (or --run on a GPU machine with Rust)
   ci                             run the CI command list (fmt, clippy, tests, scalar tests, docs)
   readme                         regenerate the README's result tables from target/nq-bench/*.json
 ";

@@ -202,8 +202,9 @@ fn compare_attention<B: Backend>(
             let spec = layer_spec(shape, &dev.cfg, layer).map_err(err("layer_spec"))?;
             let heads = dev.backend.export(&dev.layers[layer].store).map_err(err("export"))?;
             let dense_pos = &dev.layers[layer].dense_pos;
-            let (want, bound) = stored_attention(&spec, &heads, dense_pos, &q, &positions, window)
-                .map_err(err("stored_attention"))?;
+            let (want, bound) =
+                stored_attention(&spec, &heads, dense_pos, &q, &positions, window, None)
+                    .map_err(err("stored_attention"))?;
             let w = window.map(|w| w as usize);
             let mut unused = vec![0f32; q.len()];
             cpu.attend(layer, &q, &positions, w, &mut unused).map_err(err("attend"))?;
