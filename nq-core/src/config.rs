@@ -44,18 +44,11 @@ pub enum ScorerKind {
     KeyNorm,
 }
 
-/// How the eviction budget is spread over the heads of a layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BudgetSplit {
-    /// Every kv head keeps the same number of tokens.
-    PerHead,
-    /// Heads of a layer share the layer's budget (Ada-KV style reallocation).
-    PerLayer,
-    /// All heads of all layers share one budget at the first compression (after prefill), so
-    /// layers whose attention is concentrated lend budget to the others; later blocks are
-    /// shared per layer.
-    Global,
-}
+/// How the eviction budget is spread over heads: nq-evict's [`Split`](nq_evict::Split), the
+/// one definition (`PerHead`, `PerLayer`, `Global`). With `Global`, all heads of all layers
+/// share one budget at the first compression (after prefill); later blocks are shared per
+/// layer.
+pub use nq_evict::Split as BudgetSplit;
 
 /// Which tokens are kept, and how they are scored.
 #[derive(Clone, Copy, Debug, PartialEq)]

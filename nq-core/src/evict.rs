@@ -4,13 +4,13 @@ use std::ops::Range;
 
 use nq_evict::{
     Blend, Budget, ExpectedAttention, HeadNorm, KeyKey, KeyNorm, ObservedAttention, Policy,
-    Protect, ScoreInput, Scorer, Shape, Split, ValueNorm, select,
+    Protect, ScoreInput, Scorer, Shape, ValueNorm, select,
 };
 
 use crate::backend::Backend;
 use crate::cache::{KvShape, Layer};
 use crate::codec::widen;
-use crate::config::{BudgetSplit, EvictConfig, ScorerKind};
+use crate::config::{EvictConfig, ScorerKind};
 use crate::error::Result;
 
 /// Scores the dense tokens of a layer, per kv head.
@@ -128,11 +128,7 @@ pub(crate) fn choose(
         sinks: range.start,
         recent: n - range.end,
         budget: Budget::Tokens(kept + protected),
-        split: match cfg.split {
-            BudgetSplit::PerHead => Split::PerHead,
-            BudgetSplit::PerLayer => Split::PerLayer,
-            BudgetSplit::Global => Split::Global,
-        },
+        split: cfg.split,
         // Normalizing over all tokens, protected ones included, leaves more budget to the
         // heads that attend to the middle of the sequence.
         head_norm: HeadNorm::All,
