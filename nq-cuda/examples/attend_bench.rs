@@ -237,7 +237,7 @@ fn error_record(gpu: &CudaBackend, device: &str) -> Result<Value> {
     Attender::new().attend(gpu, &mut [&mut layer], &q_dev, &query, &mut out)?;
     let got = gpu.stream().clone_dtoh(&out)?;
     let (stored, _) =
-        nq_core::reference::stored_attention(&sp, &heads, &dense_pos, &q, &qpos, None)?;
+        nq_core::reference::stored_attention(&sp, &heads, &dense_pos, &q, &qpos, None, None)?;
     let shape = KvShape { layers: 1, q_heads: HQ, kv_heads: HKV, head_dim: D };
     #[allow(clippy::cast_possible_truncation)]
     let key_pos: Vec<u32> = (0..l as u32).collect();
@@ -317,9 +317,9 @@ fn main() -> Result<()> {
         scales: gpu.stream().clone_htod(&host_scales)?,
     };
     let tunings = [
-        AttendTuning { target_ctas: 512, min_chunk: 256, min_blocks: 1 },
-        AttendTuning { target_ctas: 2048, min_chunk: 256, min_blocks: 2 },
-        AttendTuning { target_ctas: 4096, min_chunk: 128, min_blocks: 3 },
+        AttendTuning { target_ctas: 512, min_chunk: 256, min_blocks: 1, prefetch: true },
+        AttendTuning { target_ctas: 2048, min_chunk: 256, min_blocks: 1, prefetch: false },
+        AttendTuning { target_ctas: 4096, min_chunk: 128, min_blocks: 3, prefetch: true },
     ];
     for &l in &ls {
         for &b in &bs {

@@ -109,6 +109,9 @@ extern "C" __global__ void f32_to_f16_rows(
 #ifndef NQ_MINB
 #define NQ_MINB 1
 #endif
+#ifndef NQ_PREFETCH
+#define NQ_PREFETCH 1
+#endif
 
 // E8_LO/E8_HI: f16 high bytes of the E8P magnitudes (index a + 4 * negative) and
 // RW_LO/RW_HI: those of half a residual word coordinate; defined by the host from the
@@ -527,49 +530,69 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
     const int c0 = max(split * chunk, any_lo);
     const int c1 = min(min((split + 1) * chunk, n), any_hi);
     const int tbase = split * chunk;
-    for (int tb = tbase + warp * 16; tb < c1; tb += NWARPS * 16) {
-        if (tb + 16 <= c0) continue;
-        // ---- loads: key codes of tokens tb+g, tb+g+8; value codes of tb+{2c,2c+1,2c+8,2c+9}
+    // Codes and scales of one 16-token tile, as this lane needs them: key codes of tokens
+    // tb+g, tb+g+8; value codes of tb+{2c, 2c+1, 2c+8, 2c+9}; scale pairs of tokens
+    // tb + 8 nt + 2c + {0, 1} (4-byte aligned: cap % 64 == 0).
+    struct Tile {
         u32 kw[2][(KLANE + 3) / 4];
+        u32 vw[4][(VLANE + 3) / 4];
+        u32 ks[2], vs[2];
+    };
+    auto load = [&](Tile& T, int tb) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
             const int tok = tb + g + 8 * e;
             if (tok < n) {
-                load_bytes<KLANE, align_of2(KROW, KLANE)>(kc + (long long)tok * KROW + c * KLANE, kw[e]);
+                load_bytes<KLANE, align_of2(KROW, KLANE)>(kc + (long long)tok * KROW + c * KLANE, T.kw[e]);
             } else {
 #pragma unroll
-                for (int i = 0; i < (KLANE + 3) / 4; ++i) kw[e][i] = 0;
+                for (int i = 0; i < (KLANE + 3) / 4; ++i) T.kw[e][i] = 0;
             }
         }
-        u32 vw[4][(VLANE + 3) / 4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int tok = tb + 2 * c + (e & 1) + 8 * (e >> 1);
             if (tok < n) {
-                load_bytes<VLANE, align_of2(VROW, VLANE)>(vc + (long long)tok * VROW + g * VLANE, vw[e]);
+                load_bytes<VLANE, align_of2(VROW, VLANE)>(vc + (long long)tok * VROW + g * VLANE, T.vw[e]);
             } else {
 #pragma unroll
-                for (int i = 0; i < (VLANE + 3) / 4; ++i) vw[e][i] = 0;
+                for (int i = 0; i < (VLANE + 3) / 4; ++i) T.vw[e][i] = 0;
             }
         }
-        // Scales of tokens tb + 8 nt + 2c + {0, 1} (pairs are 4-byte aligned: cap % 64 == 0).
-        float kscl[2][2], vscl[2][2];
 #pragma unroll
         for (int nt = 0; nt < 2; ++nt) {
             const int tok = tb + 8 * nt + 2 * c;
-            u32 kk = 0, vv = 0;
+            T.ks[nt] = 0;
+            T.vs[nt] = 0;
             if (tok + 1 < n) {
-                kk = __ldg(reinterpret_cast<const u32*>(ks + tok));
-                vv = __ldg(reinterpret_cast<const u32*>(vs + tok));
+                T.ks[nt] = __ldg(reinterpret_cast<const u32*>(ks + tok));
+                T.vs[nt] = __ldg(reinterpret_cast<const u32*>(vs + tok));
             } else if (tok < n) {
-                kk = __ldg(ks + tok);
-                vv = __ldg(vs + tok);
+                T.ks[nt] = __ldg(ks + tok);
+                T.vs[nt] = __ldg(vs + tok);
             }
-            kscl[nt][0] = f16_to_f32((u16)(kk & 0xffffu));
-            kscl[nt][1] = f16_to_f32((u16)(kk >> 16));
-            vscl[nt][0] = f16_to_f32((u16)(vv & 0xffffu));
-            vscl[nt][1] = f16_to_f32((u16)(vv >> 16));
         }
+    };
+    // This warp's first tile that reaches c0, then every NWARPS-th; with NQ_PREFETCH the
+    // next tile's loads are issued before this tile's arithmetic.
+    int tb = tbase + warp * 16;
+    if (tb + 16 <= c0) tb += ((c0 - tb - 16) / (NWARPS * 16) + 1) * (NWARPS * 16);
+    Tile cur;
+    if (tb < c1) load(cur, tb);
+    for (; tb < c1; tb += NWARPS * 16) {
+        Tile nxt;
+        const bool more = tb + NWARPS * 16 < c1;
+        if (NQ_PREFETCH && more) load(nxt, tb + NWARPS * 16);
+        float kscl[2][2], vscl[2][2];
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+            kscl[nt][0] = f16_to_f32((u16)(cur.ks[nt] & 0xffffu));
+            kscl[nt][1] = f16_to_f32((u16)(cur.ks[nt] >> 16));
+            vscl[nt][0] = f16_to_f32((u16)(cur.vs[nt] & 0xffffu));
+            vscl[nt][1] = f16_to_f32((u16)(cur.vs[nt] >> 16));
+        }
+        const auto& kw = cur.kw;
+        const auto& vw = cur.vw;
 
         // ---- scores: S[16 rows x 16 tokens] = Q . K^T, decoded straight from the codes ----
         float sc[2][4];
@@ -647,6 +670,11 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
                 const u32 b1 = __byte_perm(cv[2][i >> 1], cv[3][i >> 1], sel);
                 mma16816(o[be * 8 + i], pa, b0, b1);
             }
+        }
+        if (NQ_PREFETCH) {
+            if (more) cur = nxt;
+        } else if (more) {
+            load(cur, tb + NWARPS * 16);
         }
     }
 

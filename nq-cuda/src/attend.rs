@@ -65,11 +65,13 @@ pub struct AttendTuning {
     /// `minBlocksPerMultiprocessor` of `__launch_bounds__` (1 lets the compiler use
     /// every register it wants; 2-3 cap the registers for more CTAs per SM).
     pub min_blocks: u32,
+    /// Issue the next tile's loads before the current tile's arithmetic (costs registers).
+    pub prefetch: bool,
 }
 
 impl Default for AttendTuning {
     fn default() -> Self {
-        AttendTuning { target_ctas: 1024, min_chunk: 256, min_blocks: 1 }
+        AttendTuning { target_ctas: 1024, min_chunk: 256, min_blocks: 1, prefetch: true }
     }
 }
 
@@ -97,7 +99,7 @@ struct AttendKernels {
     smem: u32,
 }
 
-type KernelKey = (usize, usize, usize, usize, u32);
+type KernelKey = (usize, usize, usize, usize, u32, bool);
 
 static LOADED: OnceLock<Mutex<HashMap<KernelKey, Arc<AttendKernels>>>> = OnceLock::new();
 static STORE: OnceLock<Mutex<HashMap<usize, CudaFunction>>> = OnceLock::new();
@@ -120,9 +122,11 @@ fn kernels(
     d: usize,
     kb: usize,
     vb: usize,
-    min_blocks: u32,
+    tuning: AttendTuning,
 ) -> Result<Arc<AttendKernels>> {
-    let key = (gpu.ctx.ordinal(), d, kb, vb, min_blocks);
+    let min_blocks = tuning.min_blocks;
+    let prefetch = u8::from(tuning.prefetch);
+    let key = (gpu.ctx.ordinal(), d, kb, vb, min_blocks, tuning.prefetch);
     let map = LOADED.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(k) = map.get(&key) {
@@ -130,7 +134,7 @@ fn kernels(
     }
     let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let src = format!(
-        "#define NQ_D {d}\n#define NQ_KB {kb}\n#define NQ_VB {vb}\n#define NQ_MINB {min_blocks}\n\
+        "#define NQ_D {d}\n#define NQ_KB {kb}\n#define NQ_VB {vb}\n#define NQ_MINB {min_blocks}\n#define NQ_PREFETCH {prefetch}\n\
          #define E8_LO {:#x}u\n#define E8_HI {:#x}u\n#define RW_LO {:#x}u\n#define RW_HI {:#x}u\n{ATTEND_CU}",
         word(&E8_BYTES[..4]),
         word(&E8_BYTES[4..]),
@@ -415,7 +419,7 @@ impl Attender {
                 return Err(CudaError::Len { op: OP, what, got, expected: rows_total * d });
             }
         }
-        let k = kernels(gpu, d, kb, vb, self.tuning.min_blocks)?;
+        let k = kernels(gpu, d, kb, vb, self.tuning)?;
         let spec = layers[0].spec().clone();
         let ksigns = gpu.scaled_signs(&spec.key_rot.blocks()[0])?;
         let vsigns = gpu.scaled_signs(&spec.value_rot.blocks()[0])?;

@@ -418,8 +418,8 @@ fn default_case() -> Case {
 #[test]
 fn attend_matches_the_f64_reference() {
     let Some(gpu) = gpu() else { return };
-    let few = AttendTuning { target_ctas: 4, min_chunk: 64, min_blocks: 1 };
-    let many = AttendTuning { target_ctas: 4096, min_chunk: 64, min_blocks: 3 };
+    let few = AttendTuning { target_ctas: 4, min_chunk: 64, min_blocks: 1, prefetch: false };
+    let many = AttendTuning { target_ctas: 4096, min_chunk: 64, min_blocks: 3, prefetch: true };
     let cases = [
         default_case(),
         Case {
