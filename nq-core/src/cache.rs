@@ -9,7 +9,7 @@ use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::evict::{Scoring, choose};
 use crate::rotation::{Rotation, splitmix};
-use crate::store::{AttendQuery, CompressJob, EncodeSteps, LayerSpec};
+use crate::store::{AttendQuery, ByteBreakdown, CompressJob, EncodeSteps, LayerSpec};
 
 /// Shape of a model's KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +65,10 @@ pub struct CacheStats {
     /// Token slots evicted, summed over layers and heads.
     pub evicted_slots: usize,
     /// Bytes of every buffer the cache holds (codes, scales, positions, f16 windows,
-    /// query window, rotation signs): the sum of their lengths.
+    /// query window, rotation signs): the sum of their lengths, `bytes.total()`.
     pub resident_bytes: usize,
+    /// The same bytes by component.
+    pub bytes: ByteBreakdown,
     /// Bytes an f16 cache of every token seen would hold: `2 * layers * kv_heads * tokens * d * 2`.
     pub fp16_bytes: usize,
 }
@@ -606,19 +608,22 @@ impl<B: Backend> CompressedCache<B> {
         for lay in &self.layers {
             s.tokens_seen = s.tokens_seen.max(lay.seen);
             s.evicted_slots += lay.evicted;
-            s.resident_bytes += lay.dense_pos.len() * 4
-                + lay.queries.pos.len() * 4
-                + lay.queries.rows.iter().map(|r| r.len() * 4).sum::<usize>()
-                + lay.window_mass.as_ref().map_or(0, |m| m.len() * 4)
-                + lay.query_squares.iter().map(|q| q.len() * 8).sum::<usize>()
-                + 2 * d * 4; // the two rotations' sign vectors
-
+            let host = ByteBreakdown {
+                positions: lay.dense_pos.len() * 4,
+                rotation: 2 * d * 4, // the two rotations' sign vectors
+                queries: lay.queries.pos.len() * 4
+                    + lay.queries.rows.iter().map(|r| r.len() * 4).sum::<usize>()
+                    + lay.window_mass.as_ref().map_or(0, |m| m.len() * 4)
+                    + lay.query_squares.iter().map(|q| q.len() * 8).sum::<usize>(),
+                ..ByteBreakdown::default()
+            };
             let usage = self.backend.usage(&lay.store);
             s.compressed_slots += usage.compressed;
             s.dense_slots += usage.dense;
-            s.resident_bytes += usage.bytes;
+            s.bytes = s.bytes + host + usage.bytes;
             s.fp16_bytes += 2 * self.shape.kv_heads * lay.seen * d * 2;
         }
+        s.resident_bytes = s.bytes.total();
         s
     }
 }

@@ -48,7 +48,7 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use archive::{Extras, ModelId};
+pub use archive::{ArchiveSummary, Extras, ModelId, inspect};
 pub use backend::{Backend, DenseRows, Encoded, RowOps, Rows};
 pub use cache::{CacheStats, CompressedCache, KvShape};
 pub use config::{BudgetSplit, CompressionConfig, EvictConfig, Preset, ScorerKind, Storage};
@@ -60,7 +60,9 @@ pub use rotation::Rotation;
 pub use nq_hadamard::RandomizedHadamard;
 pub use nq_lattice::{FixedBits, FixedCodec, ScaleMode};
 pub use nq_rope::Rope;
-pub use store::{AttendQuery, CompressJob, EncodeSteps, HeadImage, LayerSpec, LayerUsage};
+pub use store::{
+    AttendQuery, ByteBreakdown, CompressJob, EncodeSteps, HeadImage, LayerSpec, LayerUsage,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

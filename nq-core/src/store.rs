@@ -115,13 +115,7 @@ impl HeadImage {
 
     /// Bytes of every buffer, from their lengths.
     pub fn bytes(&self) -> usize {
-        self.pos.len() * 4
-            + self.k_codes.len()
-            + self.v_codes.len()
-            + (self.k_scales.len() + self.v_scales.len()) * 2
-            + (self.dense_k.len() + self.dense_v.len()) * 2
-            + self.dense_mass.len() * 4
-            + (self.k_mean.len() + self.v_mean.len() + self.k_smooth.len()) * 4
+        ByteBreakdown::of_head(self).total()
     }
 
     /// Check every buffer against the layer's spec and `n_dense` dense tokens.
@@ -221,6 +215,101 @@ pub struct LayerUsage {
     pub compressed: usize,
     /// Dense token slots, summed over heads.
     pub dense: usize,
-    /// Bytes of every buffer the backend holds for the layer.
-    pub bytes: usize,
+    /// Bytes of every buffer the backend holds for the layer, by component.
+    pub bytes: ByteBreakdown,
+}
+
+/// Where the bytes of a cache go, one field per component, so every design choice can be
+/// argued in bytes. Every field is a sum of buffer lengths.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ByteBreakdown {
+    /// Key codes of compressed tokens.
+    pub key_codes: usize,
+    /// Value codes of compressed tokens.
+    pub value_codes: usize,
+    /// Per-vector f16 scales of keys and values.
+    pub scales: usize,
+    /// Positions of compressed tokens (u32), and of dense tokens.
+    pub positions: usize,
+    /// f16 rows of the sink and recent windows and of tokens not compressed yet.
+    pub windows: usize,
+    /// Attention mass per dense token (eviction bookkeeping).
+    pub mass: usize,
+    /// Per-head key and value means (centering).
+    pub means: usize,
+    /// Per-head key smoothing factors.
+    pub smoothing: usize,
+    /// The rotations' sign vectors.
+    pub rotation: usize,
+    /// Kept for the first compression only: the query window, its attention mass and sums
+    /// of squares.
+    pub queries: usize,
+}
+
+impl ByteBreakdown {
+    /// Every component.
+    pub fn total(&self) -> usize {
+        self.key_codes
+            + self.value_codes
+            + self.scales
+            + self.positions
+            + self.windows
+            + self.mass
+            + self.means
+            + self.smoothing
+            + self.rotation
+            + self.queries
+    }
+
+    /// The components as `(name, bytes)` pairs, in a fixed order (for JSON records:
+    /// `bytes_key_codes`, ...).
+    pub fn components(&self) -> [(&'static str, usize); 10] {
+        [
+            ("key_codes", self.key_codes),
+            ("value_codes", self.value_codes),
+            ("scales", self.scales),
+            ("positions", self.positions),
+            ("windows", self.windows),
+            ("mass", self.mass),
+            ("means", self.means),
+            ("smoothing", self.smoothing),
+            ("rotation", self.rotation),
+            ("queries", self.queries),
+        ]
+    }
+
+    /// One head's buffers.
+    pub fn of_head(h: &HeadImage) -> Self {
+        ByteBreakdown {
+            key_codes: h.k_codes.len(),
+            value_codes: h.v_codes.len(),
+            scales: (h.k_scales.len() + h.v_scales.len()) * 2,
+            positions: h.pos.len() * 4,
+            windows: (h.dense_k.len() + h.dense_v.len()) * 2,
+            mass: h.dense_mass.len() * 4,
+            means: (h.k_mean.len() + h.v_mean.len()) * 4,
+            smoothing: h.k_smooth.len() * 4,
+            rotation: 0,
+            queries: 0,
+        }
+    }
+}
+
+impl std::ops::Add for ByteBreakdown {
+    type Output = Self;
+
+    fn add(self, o: Self) -> Self {
+        ByteBreakdown {
+            key_codes: self.key_codes + o.key_codes,
+            value_codes: self.value_codes + o.value_codes,
+            scales: self.scales + o.scales,
+            positions: self.positions + o.positions,
+            windows: self.windows + o.windows,
+            mass: self.mass + o.mass,
+            means: self.means + o.means,
+            smoothing: self.smoothing + o.smoothing,
+            rotation: self.rotation + o.rotation,
+            queries: self.queries + o.queries,
+        }
+    }
 }

@@ -133,3 +133,24 @@ fn config_bytes_round_trip_and_read_version_2() {
     future[0] = 5;
     assert!(CompressionConfig::from_bytes(&future).is_err());
 }
+
+#[test]
+fn inspect_reports_the_cache_bytes_by_component() {
+    for preset in [Preset::High, Preset::Balanced, Preset::Max] {
+        let cache = compressed(preset);
+        let bytes = cache.save(Vec::new(), &model(), preset.name(), &Vec::new()).unwrap();
+        let summary = nq_core::inspect(&bytes[..]).unwrap();
+        let stats = cache.stats();
+        assert_eq!(summary.preset, preset.name());
+        assert_eq!(summary.config, preset.config());
+        assert_eq!(summary.sections, 1 + SHAPE.layers);
+        assert_eq!(summary.compressed_slots, stats.compressed_slots);
+        assert_eq!(summary.dense_slots, stats.dense_slots);
+        // Every component the archive stores decodes to what the cache holds; the rotations
+        // are rebuilt from the seed, so they are the only difference.
+        let mut resident = stats.bytes;
+        resident.rotation = 0;
+        assert_eq!(summary.bytes, resident, "{preset:?}");
+        assert!(summary.bytes.key_codes > 0 && summary.bytes.value_codes > 0);
+    }
+}

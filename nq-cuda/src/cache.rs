@@ -21,7 +21,8 @@ use std::borrow::Cow;
 use cudarc::driver::{CudaSlice, CudaView};
 use half::f16;
 use nq_core::{
-    AttendQuery, Backend, CompressJob, DenseRows, Error, HeadImage, LayerSpec, LayerUsage,
+    AttendQuery, Backend, ByteBreakdown, CompressJob, DenseRows, Error, HeadImage, LayerSpec,
+    LayerUsage,
 };
 
 use crate::CudaBackend;
@@ -128,7 +129,15 @@ impl CudaBackend {
         if let Some(squares) = job.steps.query_squares.and_then(|q| q.get(head))
             && layer.vectors[head].k_smooth.is_empty()
         {
-            let rows = head_rows(&layer.store, &layer.vectors[head], head, true, &keep, dense.clone(), Which::Mean);
+            let rows = head_rows(
+                &layer.store,
+                &layer.vectors[head],
+                head,
+                true,
+                &keep,
+                dense.clone(),
+                Which::Mean,
+            );
             let sums = layer.keys.column_sums(&rows).map_err(&err)?;
             let smooth = nq_core::prep::key_smoothing_from_sums(squares, &sums.squares);
             layer.store.set_vectors(head, None, None, Some(&smooth)).map_err(&err)?;
@@ -143,10 +152,19 @@ impl CudaBackend {
             };
             // SAFETY: the encoder writes every code byte and scale of rows 0..n (checked by
             // its tests with poisoned buffers), and they are read only after it ran.
-            let mut codes = unsafe { self.stream.alloc::<u8>(n * row) }.map_err(|e| err(e.into()))?;
+            let mut codes =
+                unsafe { self.stream.alloc::<u8>(n * row) }.map_err(|e| err(e.into()))?;
             // SAFETY: as above, one scale per row.
             let mut scales = unsafe { self.stream.alloc::<u16>(n) }.map_err(|e| err(e.into()))?;
-            let mut rows = head_rows(&layer.store, &layer.vectors[head], head, keys, &keep, dense.clone(), Which::All);
+            let mut rows = head_rows(
+                &layer.store,
+                &layer.vectors[head],
+                head,
+                keys,
+                &keep,
+                dense.clone(),
+                Which::All,
+            );
             rows.remove_rope = job.steps.rope.is_some();
             let target = CodesOut {
                 codes: &mut codes.slice_mut(..),
@@ -158,7 +176,8 @@ impl CudaBackend {
         }
         layer.keys.finish().map_err(&err)?;
         layer.values.finish().map_err(&err)?;
-        let positions: Vec<u32> = job.keep[head].iter().map(|&i| job.positions[i as usize]).collect();
+        let positions: Vec<u32> =
+            job.keep[head].iter().map(|&i| job.positions[i as usize]).collect();
         let rows = DeviceRows {
             k_codes: out[0].0.slice(..),
             k_scales: out[0].1.slice(..),
@@ -184,14 +203,20 @@ impl CudaBackend {
         if !set.is_empty() {
             return Ok(());
         }
-        let rows = head_rows(&layer.store, &layer.vectors[head], head, keys, keep, dense, Which::None);
+        let rows =
+            head_rows(&layer.store, &layer.vectors[head], head, keys, keep, dense, Which::None);
         let enc = if keys { &layer.keys } else { &layer.values };
         let sums = enc.column_sums(&rows).map_err(&err)?;
         let mean = nq_core::prep::column_mean_from_sums(&sums.sum, n);
-        let (k, v) = if keys { (Some(mean.as_slice()), None) } else { (None, Some(mean.as_slice())) };
+        let (k, v) =
+            if keys { (Some(mean.as_slice()), None) } else { (None, Some(mean.as_slice())) };
         layer.store.set_vectors(head, k, v, None).map_err(&err)?;
         let vectors = &mut layer.vectors[head];
-        if keys { vectors.k_mean = mean } else { vectors.v_mean = mean }
+        if keys {
+            vectors.k_mean = mean
+        } else {
+            vectors.v_mean = mean
+        }
         Ok(())
     }
 }
@@ -305,15 +330,23 @@ impl Backend for CudaBackend {
         let err = core("CudaBackend::dense_rows");
         let (store, m) = (&layer.store, layer.store.dense_len());
         if m == 0 {
-            return Ok(DenseRows { keys: Cow::Owned(Vec::new()), values: Cow::Owned(Vec::new()), mass: Cow::Owned(Vec::new()) });
+            return Ok(DenseRows {
+                keys: Cow::Owned(Vec::new()),
+                values: Cow::Owned(Vec::new()),
+                mass: Cow::Owned(Vec::new()),
+            });
         }
         let range = dense_range(store, head);
         let at = head * store.dense_capacity();
         let down16 = |buf: &CudaSlice<u16>| -> nq_core::Result<Vec<f16>> {
-            let bits = self.stream.clone_dtoh(&buf.slice(range.clone())).map_err(|e| err(e.into()))?;
+            let bits =
+                self.stream.clone_dtoh(&buf.slice(range.clone())).map_err(|e| err(e.into()))?;
             Ok(bits.into_iter().map(f16::from_bits).collect())
         };
-        let mass = self.stream.clone_dtoh(&store.dense_mass.slice(at..at + m)).map_err(|e| err(e.into()))?;
+        let mass = self
+            .stream
+            .clone_dtoh(&store.dense_mass.slice(at..at + m))
+            .map_err(|e| err(e.into()))?;
         Ok(DenseRows {
             keys: Cow::Owned(down16(&store.dense_k)?),
             values: Cow::Owned(down16(&store.dense_v)?),
@@ -343,11 +376,24 @@ impl Backend for CudaBackend {
 
     fn usage(&self, layer: &CudaLayer) -> LayerUsage {
         let store = &layer.store;
-        let heads = store.spec().kv_heads;
-        LayerUsage {
-            compressed: (0..heads).map(|h| store.compressed(h)).sum(),
-            dense: heads * store.dense_len(),
-            bytes: store.resident_bytes(),
-        }
+        let spec = store.spec();
+        let (heads, m, d) = (spec.kv_heads, store.dense_len(), spec.head_dim);
+        let n: usize = (0..heads).map(|h| store.compressed(h)).sum();
+        let vectors = |f: fn(&HeadVectors) -> usize| layer.vectors.iter().map(f).sum::<usize>() * 4;
+        let bytes = ByteBreakdown {
+            key_codes: n * spec.key_row_bytes(),
+            value_codes: n * spec.value_row_bytes(),
+            scales: n * 2 * 2,
+            // The device keeps its own copy of the dense positions.
+            positions: n * 4 + m * 4,
+            windows: heads * m * d * 2 * 2,
+            mass: heads * m * 4,
+            means: vectors(|v| v.k_mean.len() + v.v_mean.len()),
+            smoothing: vectors(|v| v.k_smooth.len()),
+            rotation: 0,
+            queries: 0,
+        };
+        debug_assert_eq!(bytes.total(), store.resident_bytes());
+        LayerUsage { compressed: n, dense: heads * m, bytes }
     }
 }

@@ -12,7 +12,7 @@ use half::slice::HalfFloatSliceExt;
 use crate::backend::{Backend, DenseRows};
 use crate::codec::RowCodec;
 use crate::error::Result;
-use crate::store::{AttendQuery, CompressJob, HeadImage, LayerSpec, LayerUsage};
+use crate::store::{AttendQuery, ByteBreakdown, CompressJob, HeadImage, LayerSpec, LayerUsage};
 
 /// The CPU backend: storage in host memory, attention threaded over kv heads.
 #[derive(Clone, Copy, Debug, Default)]
@@ -114,7 +114,7 @@ impl Backend for CpuBackend {
         layer.heads.iter().fold(LayerUsage::default(), |u, h| LayerUsage {
             compressed: u.compressed + h.pos.len(),
             dense: u.dense + h.dense_k.len() / d,
-            bytes: u.bytes + h.bytes(),
+            bytes: u.bytes + ByteBreakdown::of_head(h),
         })
     }
 }
