@@ -67,10 +67,6 @@ impl HeadCtx<'_> {
         let (mut dense_k, mut dense_v) = (Vec::new(), Vec::new());
         widen(&head.dense_k, &mut dense_k);
         widen(&head.dense_v, &mut dense_v);
-        let keys_plain = match self.query.rope {
-            Some(rope) if !head.pos.is_empty() => self.decode_rope_keys(rope, head)?,
-            _ => Vec::new(),
-        };
         let mut s_c = vec![0f32; head.pos.len()];
         let mut s_d = vec![0f32; dense_pos.len()];
         let mut qr = vec![0f32; d];
@@ -89,10 +85,8 @@ impl HeadCtx<'_> {
                 let (c0, d0) = (c0.min(c1), d0.min(d1));
                 let (sc, sd) = (&mut s_c[c0..c1], &mut s_d[d0..d1]);
                 let kb = self.keys.bytes_per_row();
-                if !keys_plain.is_empty() {
-                    for (s, k) in sc.iter_mut().zip(keys_plain[c0 * d..].chunks_exact(d)) {
-                        *s = dot(qv, k) * scale;
-                    }
+                if let Some(rope) = self.query.rope {
+                    self.rope_scores(rope, head, qv, c0, sc, &mut qr)?;
                 } else if c1 > c0 {
                     for (r, &x) in qr.iter_mut().zip(qv) {
                         *r = x * scale;
@@ -142,19 +136,42 @@ impl HeadCtx<'_> {
         Ok(())
     }
 
-    /// Keys stored RoPE-free: decoded, un-rotated, RoPE re-applied at their positions.
-    fn decode_rope_keys(&self, rope: &Rope, head: &HeadImage) -> Result<Vec<f32>> {
-        let d = self.d;
-        let mut keys = vec![0f32; head.pos.len() * d];
-        self.keys.decode(&head.k_codes, &head.k_scales, &mut keys)?;
-        for row in keys.chunks_exact_mut(d) {
-            self.key_rot.inverse(row)?;
-            if !head.k_smooth.is_empty() {
-                row.iter_mut().zip(&head.k_smooth).for_each(|(x, s)| *x /= s);
+    /// Scores of keys stored RoPE-free, read in place: `RoPE_p(k) . q = k . RoPE_p^T(q)`, so
+    /// the query is rotated back to each key's position `p` (`u = RoPE_{-p}(q)`), then
+    /// treated as the plain path treats `q` (divided by the smoothing, rotated, dotted with
+    /// the codes, the mean term added). No key is decoded; the cost is one RoPE and one
+    /// Hadamard transform of the query per key.
+    fn rope_scores(
+        &self,
+        rope: &Rope,
+        head: &HeadImage,
+        qv: &[f32],
+        c0: usize,
+        sc: &mut [f32],
+        u: &mut [f32],
+    ) -> Result<()> {
+        let scale = 1.0 / (self.d as f32).sqrt();
+        let kb = self.keys.bytes_per_row();
+        for (n, s) in (c0..).zip(sc.iter_mut()) {
+            u.copy_from_slice(qv);
+            rope.invert_row(u, head.pos[n])?;
+            let shift = if head.k_mean.is_empty() { 0.0 } else { dot(u, &head.k_mean) * scale };
+            for (r, i) in u.iter_mut().zip(0..) {
+                *r *= scale;
+                if let Some(sm) = head.k_smooth.get(i) {
+                    *r /= sm;
+                }
             }
-            row.iter_mut().zip(&head.k_mean).for_each(|(x, m)| *x += m);
+            self.key_rot.forward(u)?;
+            let scales = if self.keys.has_scales() { &head.k_scales[n..=n] } else { &[] };
+            self.keys.dot(
+                u,
+                &head.k_codes[n * kb..(n + 1) * kb],
+                scales,
+                std::slice::from_mut(s),
+            )?;
+            *s += shift;
         }
-        rope.apply(&mut keys, &head.pos)?;
-        Ok(keys)
+        Ok(())
     }
 }
