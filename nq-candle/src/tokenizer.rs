@@ -51,12 +51,32 @@ pub struct GgufTokenizer {
     eos: Option<u32>,
     add_bos: bool,
     vocab_size: usize,
+    chat_template: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 enum Inner {
     Bpe(Box<Tokenizer>),
     Spm(Box<Spm>),
+}
+
+/// The system message a ChatML template writes when the conversation has none: the first
+/// `<|im_start|>system` turn whose content is a literal (no template code in it). The template
+/// writes the newline either as a real newline or as the escape `\n`.
+fn chatml_default_system(template: &str) -> Option<String> {
+    const OPEN: &str = "<|im_start|>system";
+    let mut rest = template;
+    while let Some(at) = rest.find(OPEN) {
+        rest = &rest[at + OPEN.len()..];
+        let body = rest.strip_prefix("\\n").or_else(|| rest.strip_prefix('\n'));
+        let Some(body) = body else { continue };
+        let Some(end) = body.find("<|im_end|>") else { continue };
+        let content = &body[..end];
+        if !content.is_empty() && !content.contains(['\'', '"', '{', '}', '<', '+']) {
+            return Some(content.to_owned());
+        }
+    }
+    None
 }
 
 fn tok_err(op: &'static str, e: impl std::fmt::Display) -> Error {
@@ -122,7 +142,45 @@ impl GgufTokenizer {
             eos: meta.opt_u32("tokenizer.ggml.eos_token_id")?,
             add_bos: meta.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
             vocab_size: tokens.len(),
+            chat_template: meta.opt_str("tokenizer.chat_template")?.map(str::to_owned),
         })
+    }
+
+    /// The model's chat template (`tokenizer.chat_template`, Jinja source), if it has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
+    /// The text that asks `question` as one user turn and opens the assistant's turn, in the
+    /// format of the model's chat template, with the template's default system message;
+    /// `None` for a model without a template (a base model: prompt it with plain text).
+    ///
+    /// The template is not executed (that needs a Jinja engine): its format is recognized by
+    /// its markers, ChatML (`<|im_start|>`, SmolLM2 and Qwen2.5) or Gemma's turns
+    /// (`<start_of_turn>`), and the default system message is the one the template writes
+    /// when the conversation has none.
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`] for a template of another format.
+    pub fn chat_prompt(&self, question: &str) -> Result<Option<String>> {
+        let Some(t) = &self.chat_template else { return Ok(None) };
+        if t.contains("<|im_start|>") {
+            let system = chatml_default_system(t)
+                .map(|s| format!("<|im_start|>system\n{s}<|im_end|>\n"))
+                .unwrap_or_default();
+            return Ok(Some(format!(
+                "{system}<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+            )));
+        }
+        if t.contains("<start_of_turn>") {
+            return Ok(Some(format!(
+                "<start_of_turn>user\n{question}<end_of_turn>\n<start_of_turn>model\n"
+            )));
+        }
+        Err(tok_err(
+            "GgufTokenizer::chat_prompt",
+            "the chat template is neither ChatML (<|im_start|>) nor Gemma's (<start_of_turn>)",
+        ))
     }
 
     /// Token ids of `text`, with no BOS/EOS added. Special-token text in the input (for

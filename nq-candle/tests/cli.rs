@@ -72,3 +72,41 @@ fn temperatures_are_checked_before_loading() {
         assert!(e.contains("--temperature"), "{t}: {e}");
     }
 }
+
+/// Bad input 6 and 13 as the issue found them: `nq save --prompt-file doc.txt -o doc.nqkv`,
+/// then `nq run --resume doc.nqkv` gave other text than `nq run --prompt-file doc.txt`,
+/// reported `prompt: 0 tokens`, and accepted `--preset` while ignoring it.
+#[test]
+fn save_then_resume_is_the_fresh_run() {
+    if crate::common::model_or_skip("smollm2").is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("nq-cli-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let doc = dir.join("doc.txt");
+    let text = std::fs::read_to_string(crate::common::data("dpkg_triggers.txt")).unwrap();
+    std::fs::write(&doc, text.chars().take(2500).collect::<String>()).unwrap();
+    let archive = dir.join("doc.nqkv");
+    let real = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_nq")).args(args).output().unwrap();
+    let doc_s = doc.to_str().unwrap();
+    let archive_s = archive.to_str().unwrap();
+    let saved = real(&["save", "--prompt-file", doc_s, "-o", archive_s]);
+    assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
+    let run = |args: &[&str]| {
+        let out = real(args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let fresh = run(&["run", "--prompt-file", doc_s, "--max-tokens", "12", "--json"]);
+    let resumed = run(&["run", "--resume", archive_s, "--max-tokens", "12", "--json"]);
+    assert_eq!(resumed["text"], fresh["text"]);
+    assert_eq!(resumed["prompt_tokens"], fresh["prompt_tokens"]);
+    assert_eq!(
+        (resumed["preset"].as_str(), resumed["resumed"].as_bool()),
+        (Some("balanced"), Some(true))
+    );
+    let other = real(&["run", "--resume", archive_s, "--preset", "max", "--max-tokens", "1"]);
+    let e = stderr_error(&other);
+    assert!(e.contains("compressed with preset `balanced`"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -232,3 +232,24 @@ fn smollm2_quantized_path_close_to_dequantized() {
     // 8-bit activations: about 2^-7 relative error per dot product; perplexity moves a few %.
     assert!((pa / pb - 1.0).abs() < 0.05, "f32 {pa} vs quantized {pb}");
 }
+
+/// The chat prompt follows each model's template: ChatML with the template's own default
+/// system message for SmolLM2 and Qwen2.5; Gemma-3-270M is a base model with no template.
+#[test]
+fn chat_prompts_follow_the_gguf_templates() {
+    let want = [
+        ("smollm2", Some("You are a helpful AI assistant named SmolLM, trained by Hugging Face")),
+        ("qwen05", Some("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")),
+        ("gemma270m", None),
+    ];
+    for (model, system) in want {
+        let Some(path) = model_or_skip(model) else { continue };
+        let tok = GgufTokenizer::from_gguf(&path).unwrap();
+        let got = tok.chat_prompt("Why?").unwrap();
+        let want = system.map(|s| {
+            format!("<|im_start|>system\n{s}<|im_end|>\n<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n")
+        });
+        assert_eq!(got, want, "{model}");
+        assert_eq!(tok.chat_template().is_some(), system.is_some(), "{model}");
+    }
+}

@@ -28,8 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Fetch the default model if missing, then generate with a compressed cache and report
-    /// the measured memory saving.
+    /// Fetch the default model if missing, then ask it a question about a document through
+    /// its chat template, with an uncompressed and a compressed cache, and compare the answers.
     Demo(DemoArgs),
     /// Generate text with a compressed cache.
     Run(RunArgs),
@@ -64,7 +64,7 @@ impl ModelArgs {
 struct DemoArgs {
     #[command(flatten)]
     m: ModelArgs,
-    /// Tokens to generate.
+    /// Most tokens of each answer.
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
 }
@@ -241,12 +241,15 @@ fn preset(name: &str) -> Result<Preset> {
 }
 
 /// A real document long enough for compression to matter (dpkg's trigger specification,
-/// GPL-2, Debian; shipped as test data), cut at a paragraph, then a question about it.
-fn demo_prompt() -> String {
+/// GPL-2, Debian; shipped as test data), cut at a paragraph.
+fn demo_document() -> &'static str {
     let doc = include_str!("../../tests/data/dpkg_triggers.txt");
     let cut = doc[..6000.min(doc.len())].rfind("\n\n").unwrap_or(doc.len().min(6000));
-    format!("{}\n\nIn short, a dpkg trigger is", &doc[..cut])
+    &doc[..cut]
 }
+
+const DEMO_QUESTION: &str =
+    "Answer in two sentences: what is a dpkg trigger, and when does dpkg run it?";
 
 fn demo(a: DemoArgs) -> Result<()> {
     if nq_candle::model::KNOWN_MODELS.iter().any(|m| m.name == a.m.model)
@@ -255,16 +258,53 @@ fn demo(a: DemoArgs) -> Result<()> {
         eprintln!("model `{}` is not installed; fetching it (one time)", a.m.model);
         fetch::fetch(&a.m.model, |msg| eprintln!("{msg}"))?;
     }
-    run_cmd(RunArgs {
-        m: a.m,
-        prompt: Some(demo_prompt()),
-        prompt_file: None,
-        resume: None,
-        max_tokens: a.max_tokens,
-        temperature: 0.0,
-        stats: true,
-        json: false,
-    })
+    let preset = a.m.preset()?;
+    let (model, tok) = load(&a.m.model)?;
+    let doc = demo_document();
+    let prompt = match tok.chat_prompt(&format!("{doc}\n\n{DEMO_QUESTION}"))? {
+        Some(p) => {
+            eprintln!("document: {} characters of dpkg's trigger specification", doc.len());
+            eprintln!("question (through the model's chat template): {DEMO_QUESTION}");
+            p
+        }
+        None => {
+            eprintln!(
+                "`{}` has no chat template (a base model): it continues the document instead",
+                a.m.model
+            );
+            format!("{doc}\n\nIn short, a dpkg trigger is")
+        }
+    };
+    let sampling = SamplingOptions::default();
+    let pb = spinner("answering with the uncompressed f16 cache");
+    let mut reference = Generator::new(model.clone(), tok.clone(), Preset::None);
+    let base = reference.generate_with(&prompt, a.max_tokens, sampling, |_| {})?;
+    pb.set_message(format!("answering with the {} cache", preset.name()));
+    let mut generator = Generator::new(model, tok, preset);
+    let g = generator.generate_with(&prompt, a.max_tokens, sampling, |_| {})?;
+    pb.finish_and_clear();
+    let same = base.tokens.iter().zip(&g.tokens).take_while(|(x, y)| x == y).count();
+    let longest = base.tokens.len().max(g.tokens.len());
+    println!("--- uncompressed f16 cache:\n{}\n", base.text.trim());
+    println!(
+        "--- {} cache, {:.1}x smaller ({} instead of {}):\n{}\n",
+        preset.name(),
+        g.prompt_stats.ratio(),
+        human(g.prompt_stats.resident_bytes),
+        human(g.prompt_stats.fp16_bytes),
+        g.text.trim()
+    );
+    println!(
+        "{same} of {longest} tokens identical (the answers agree on their first {same} tokens)"
+    );
+    eprintln!(
+        "prompt: {} tokens; prefill {:.2} s; decode {:.1} tokens/s compressed vs {:.1} uncompressed",
+        g.prompt_tokens,
+        g.prefill_seconds,
+        g.tokens.len() as f64 / g.decode_seconds.max(1e-9),
+        base.tokens.len() as f64 / base.decode_seconds.max(1e-9)
+    );
+    Ok(())
 }
 
 fn read_prompt(prompt: Option<String>, file: Option<PathBuf>) -> Result<String> {
