@@ -61,27 +61,14 @@ impl Scoring {
             ScorerKind::KeyNorm => Box::new(KeyNorm),
         };
         let scorer = if self.cfg.value_norm { Box::new(ValueNorm::new(scorer)) } else { scorer };
+        if let (ScorerKind::Observed, Some(mass)) = (kind, &lay.window_mass) {
+            // The window's attention came with the prompt's own attention: finish it.
+            return self.score_mass(backend, lay, mass, observed);
+        }
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         let mut queries = Vec::with_capacity(group * w * d);
         let heads = self.shape.kv_heads;
         let mut out = Vec::with_capacity(heads);
-        if let (ScorerKind::Observed, Some(mass)) = (kind, &lay.window_mass) {
-            // The window's attention came with the prompt's own attention: finish it.
-            for h in 0..heads {
-                let mut scores = vec![0f32; n];
-                observed.score_mass(
-                    &mass[h * group * n..(h + 1) * group * n],
-                    group,
-                    &mut scores,
-                )?;
-                if self.cfg.value_norm {
-                    widen(&backend.dense_rows(&lay.store, h)?.values, &mut values);
-                    ValueNorm::new(observed).weigh(&values, d, &mut scores)?;
-                }
-                out.push(scores);
-            }
-            return Ok(out);
-        }
         for h in 0..heads {
             let rows = backend.dense_rows(&lay.store, h)?;
             widen(&rows.keys, &mut keys);
@@ -104,6 +91,32 @@ impl Scoring {
             };
             let mut scores = vec![0f32; n];
             scorer.score(&input, &mut scores)?;
+            out.push(scores);
+        }
+        Ok(out)
+    }
+}
+
+impl Scoring {
+    /// Observed-attention scores from the window's attention mass `[q_heads, n]`, value-norm
+    /// weighted when configured.
+    fn score_mass<B: Backend>(
+        &self,
+        backend: &B,
+        lay: &Layer<B::Layer>,
+        mass: &[f32],
+        observed: ObservedAttention,
+    ) -> Result<Vec<Vec<f32>>> {
+        let (d, group, n) = (self.shape.head_dim, self.shape.group(), lay.dense_pos.len());
+        let mut values = Vec::new();
+        let mut out = Vec::with_capacity(self.shape.kv_heads);
+        for h in 0..self.shape.kv_heads {
+            let mut scores = vec![0f32; n];
+            observed.score_mass(&mass[h * group * n..(h + 1) * group * n], group, &mut scores)?;
+            if self.cfg.value_norm {
+                widen(&backend.dense_rows(&lay.store, h)?.values, &mut values);
+                ValueNorm::new(observed).weigh(&values, d, &mut scores)?;
+            }
             out.push(scores);
         }
         Ok(out)
