@@ -180,10 +180,21 @@ fn main() {
     if let Err(e) = run(cli) {
         let msg = message(&e);
         if json {
-            println!("{}", json!({ "error": msg }));
+            print_json(&json!({ "error": msg }));
         } else {
             eprintln!("error: {msg}");
         }
+        std::process::exit(1);
+    }
+}
+
+/// Prints one JSON document on stdout. A closed stdout (`nq ... --json | head`) ends the
+/// program quietly instead of panicking as `println!` does.
+fn print_json(v: &serde_json::Value) {
+    let text =
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
         std::process::exit(1);
     }
 }
@@ -382,7 +393,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
             "ratio_resident": s.ratio(), "resident_bytes": s.resident_bytes, "fp16_bytes": s.fp16_bytes,
             "peak_rss_bytes": rss,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print_json(&v);
         return Ok(());
     }
     println!();
@@ -583,7 +594,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     if !errors.is_empty() {
         doc["error"] = json!(errors.join("; "));
     }
-    println!("{}", serde_json::to_string_pretty(&doc)?);
+    print_json(&doc);
     if !errors.is_empty() {
         std::process::exit(1);
     }
@@ -659,7 +670,7 @@ fn save(a: SaveArgs) -> Result<()> {
 fn inspect(a: InspectArgs) -> Result<()> {
     let info = archive::inspect(&a.file)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        print_json(&serde_json::to_value(&info)?);
     } else {
         println!("{info:#?}");
     }
