@@ -6,7 +6,9 @@ use nq_rope::Rope;
 
 use super::CpuLayer;
 use crate::attention::{axpy, dot, exp_normalize};
-use crate::codec::{RowCodec, widen};
+use half::slice::HalfFloatSliceExt;
+
+use crate::codec::RowCodec;
 use crate::error::Result;
 use crate::rotation::Rotation;
 use crate::store::{AttendQuery, HeadImage};
@@ -64,9 +66,9 @@ impl HeadCtx<'_> {
         let dense_pos = self.query.dense_pos;
         let t = q_pos.len();
         let scale = 1.0 / (d as f32).sqrt();
-        let (mut dense_k, mut dense_v) = (Vec::new(), Vec::new());
-        widen(&head.dense_k, &mut dense_k);
-        widen(&head.dense_v, &mut dense_v);
+        // One f16 row at a time is widened into this scratch: the dense rows are read as
+        // they are stored, never copied whole to f32.
+        let mut row = vec![0f32; d];
         let mut s_c = vec![0f32; head.pos.len()];
         let mut s_d = vec![0f32; dense_pos.len()];
         let mut qr = vec![0f32; d];
@@ -102,8 +104,9 @@ impl HeadCtx<'_> {
                         sc.iter_mut().for_each(|s| *s += shift);
                     }
                 }
-                for (s, k) in sd.iter_mut().zip(dense_k[d0 * d..].chunks_exact(d)) {
-                    *s = dot(qv, k) * scale;
+                for (s, k) in sd.iter_mut().zip(head.dense_k[d0 * d..].chunks_exact(d)) {
+                    k.convert_to_f32_slice(&mut row);
+                    *s = dot(qv, &row) * scale;
                 }
                 let max = sc.iter().chain(sd.iter()).copied().fold(f32::NEG_INFINITY, f32::max);
                 o.fill(0.0);
@@ -123,8 +126,9 @@ impl HeadCtx<'_> {
                         axpy(sc.iter().sum(), &head.v_mean, o);
                     }
                 }
-                for (&w, v) in sd.iter().zip(dense_v[d0 * d..].chunks_exact(d)) {
-                    axpy(w, v, o);
+                for (&w, v) in sd.iter().zip(head.dense_v[d0 * d..].chunks_exact(d)) {
+                    v.convert_to_f32_slice(&mut row);
+                    axpy(w, &row, o);
                 }
                 if self.query.record_mass {
                     let mass = &mut head.dense_mass[d0..d1];
