@@ -104,7 +104,12 @@ impl CudaBackend {
         }
         let ctx = CudaContext::new(ordinal)?;
         let stream = ctx.default_stream();
-        Ok(CudaBackend { ctx, stream, kernels: OnceLock::new(), signs: Arc::new(Mutex::new(HashMap::new())) })
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            kernels: OnceLock::new(),
+            signs: Arc::new(Mutex::new(HashMap::new())),
+        })
     }
 
     /// The device's name, as the driver reports it.
@@ -131,7 +136,10 @@ impl CudaBackend {
     }
 
     /// `D / sqrt(n)` of one Hadamard block on the device, uploaded once per (dim, seed).
-    pub(crate) fn scaled_signs(&self, block: &nq_hadamard::RandomizedHadamard) -> Result<Arc<CudaSlice<f32>>> {
+    pub(crate) fn scaled_signs(
+        &self,
+        block: &nq_hadamard::RandomizedHadamard,
+    ) -> Result<Arc<CudaSlice<f32>>> {
         let key = (block.dim(), block.seed());
         let mut cache = self.signs.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(s) = cache.get(&key) {

@@ -1,7 +1,7 @@
 //! Every `CudaError` variant a caller can provoke with bad input is returned, not a panic.
 
 use half::f16;
-use nq_core::{Encoded, RowOps, Rotation, Rows};
+use nq_core::{Encoded, Rotation, RowOps, Rows};
 use nq_cuda::CudaError;
 use nq_lattice::{FixedBits, FixedCodec, ScaleMode};
 

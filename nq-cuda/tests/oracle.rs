@@ -2,7 +2,7 @@
 //! every 2-bit code, odd row counts, small and large Hadamard blocks.
 
 use half::f16;
-use nq_core::{CpuBackend, Encoded, RowOps, Rotation, Rows};
+use nq_core::{CpuBackend, Encoded, Rotation, RowOps, Rows};
 use nq_lattice::{FixedBits, FixedCodec, ScaleMode};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
