@@ -17,13 +17,16 @@ const STAGES: &[&str] = &["hadamard", "rope", "lattice", "entropy", "evict"];
 /// Stages beyond the stage crates, run on request: `core` (nq-core's compression and attention
 /// benches and its `compress_time` example) and `decode` (nq-candle's `decode_speed` example:
 /// decode tokens/s at 8K context, f16 cache against compressed caches, on the default model).
-const EXTRA: &[&str] = &["core", "decode"];
+/// `attend` (nq-core's `attend_time`: decode-time attention at 8K, f16 cache through the same
+/// code path against each preset, block compression in the loop).
+const EXTRA: &[&str] = &["core", "decode", "attend"];
 
 /// How a stage is run: package, cargo features, whether it has criterion benches, report example.
 fn spec(stage: &str) -> (String, &'static [&'static str], bool, &'static str) {
     match stage {
         "core" => ("nq-core".into(), &["testing"], true, "compress_time"),
         "decode" => ("nq-candle".into(), &[], false, "decode_speed"),
+        "attend" => ("nq-core".into(), &["testing"], false, "attend_time"),
         _ => (format!("nq-{stage}"), &[], true, "report"),
     }
 }

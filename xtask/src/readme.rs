@@ -17,8 +17,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let root = project_root();
     let path = root.join("README.md");
     let mut text = fs::read_to_string(&path).context("README.md")?;
-    let tables =
-        [("quality", quality as fn(&[Value]) -> String), ("speed", speed), ("stages", stages)];
+    let tables = [
+        ("quality", quality as fn(&[Value]) -> String),
+        ("speed", speed),
+        ("attention", attention),
+        ("cuda", cuda),
+        ("stages", stages),
+    ];
     for (name, render) in tables {
         let records = load(name)?;
         let Some(records) = records else {
@@ -44,6 +49,8 @@ fn load(name: &str) -> Result<Option<Vec<Value>>> {
     let files: Vec<&str> = match name {
         "quality" => vec!["quality"],
         "speed" => vec!["core", "decode"],
+        "attention" => vec!["attend"],
+        "cuda" => vec!["cuda"],
         _ => vec!["hadamard", "lattice", "entropy", "evict", "rope"],
     };
     let mut out = Vec::new();
@@ -117,6 +124,67 @@ fn speed(records: &[Value]) -> String {
             r["model"].as_str().unwrap_or("?"),
             r["cache"].as_str().unwrap_or("?"),
             num(r, "tok_per_s"),
+        );
+    }
+    s
+}
+
+/// Decode-time attention on the CPU (`attend_time`): one line per preset.
+fn attention(records: &[Value]) -> String {
+    let mut s = String::from(
+        "| cache | context | ms per decode step (30 layers) | vs the f16 cache | resident | ISA |\n|---|---|---|---|---|---|\n",
+    );
+    for r in records.iter().filter(|r| r["bench"] == "cpu_decode_attention") {
+        let mib = r["resident_bytes"].as_f64().unwrap_or(f64::NAN) / f64::from(1u32 << 20);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {}x | {mib:.1} MiB | {} |",
+            r["preset"].as_str().unwrap_or("?"),
+            r["t"],
+            num(r, "ms_per_step"),
+            num(r, "speedup_vs_f16"),
+            r["isa"].as_str().unwrap_or("?"),
+        );
+    }
+    s
+}
+
+/// The GPU run (`cargo xtask bench cuda`): attention against SDPA, encode, copy bandwidth.
+fn cuda(records: &[Value]) -> String {
+    let mut s = String::from("| measurement | setting | figures | card |\n|---|---|---|---|\n");
+    for r in records {
+        let bench = r["bench"].as_str().unwrap_or("?");
+        let setting: Vec<String> = ["storage", "b", "l", "bits", "scale_mode"]
+            .iter()
+            .filter_map(|k| {
+                r.get(*k)
+                    .filter(|v| !v.is_null())
+                    .map(|v| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_owned)))
+            })
+            .collect();
+        let figures: Vec<String> = [
+            "us",
+            "sdpa_cudnn_us",
+            "sdpa_flash_us",
+            "speedup_vs_sdpa",
+            "gb_per_s",
+            "fraction_of_copy",
+            "max_abs_err",
+            "rms_err",
+        ]
+        .iter()
+        .filter(|k| r.get(**k).is_some_and(Value::is_number))
+        .map(|k| format!("{k} {}", num(r, k)))
+        .collect();
+        if figures.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {bench} | {} | {} | {} |",
+            setting.join(" "),
+            figures.join(", "),
+            r["device"].as_str().unwrap_or("?")
         );
     }
     s
