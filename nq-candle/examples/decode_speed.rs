@@ -50,9 +50,8 @@ fn main() -> Result<()> {
     let path = nq_candle::model_path(name)?;
     let model = Model::from_gguf(&path, &Device::Cpu, LoadOptions::default())?;
     let tok = GgufTokenizer::from_gguf(&path)?;
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
     let mut ids: Vec<u32> = nq_candle::eval::document_start(&tok).into_iter().collect();
-    for sample in nq_candle::eval::load_corpus(&corpus)? {
+    for sample in nq_candle::eval::builtin_corpus() {
         if ids.len() > context {
             break;
         }

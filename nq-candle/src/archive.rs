@@ -6,7 +6,6 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use nq_core::{CompressedCache, ModelId};
-use nq_entropy::{ArchiveReader, Data};
 use serde::Serialize;
 
 use crate::compressed::{CompressedKvCache, kv_shape, rope_of};
@@ -209,7 +208,7 @@ pub struct ArchiveInfo {
     pub file_bytes: u64,
     /// Architecture of the model it belongs to.
     pub architecture: String,
-    /// Layers, kv heads, head_dim.
+    /// Decoder layers.
     pub layers: u32,
     /// Key/value heads per layer.
     pub kv_heads: u32,
@@ -227,10 +226,21 @@ pub struct ArchiveInfo {
     pub dense_slots: usize,
     /// Sections read (state + layers), all checksums verified.
     pub sections: usize,
+    /// Decoded bytes of the cache by component (`key_codes`, `value_codes`, `scales`,
+    /// `positions`, `windows`, `mass`, `means`, `smoothing`, `rotation`, `queries`), and
+    /// their `total`.
+    pub bytes: std::collections::BTreeMap<&'static str, usize>,
 }
 
-/// Read and verify every section of an archive, without a model. Memory is bounded by one
-/// section, and the streams' decoded size by the header's shape (`nq_entropy::Limits`).
+/// The components of a byte breakdown as a map, with their total.
+pub fn byte_map(b: &nq_core::ByteBreakdown) -> std::collections::BTreeMap<&'static str, usize> {
+    let mut m: std::collections::BTreeMap<_, _> = b.components().into_iter().collect();
+    m.insert("total", b.total());
+    m
+}
+
+/// Read and verify every section of an archive, without a model ([`nq_core::inspect`]).
+/// Memory is bounded by one section, and the streams' decoded size by the header's shape.
 ///
 /// # Errors
 /// [`Error::Io`] and [`Error::Archive`] naming `path`: corrupt, truncated or oversized
@@ -238,37 +248,23 @@ pub struct ArchiveInfo {
 pub fn inspect(path: &Path) -> Result<ArchiveInfo> {
     let f = File::open(path).map_err(|e| io("inspect", path, e))?;
     let file_bytes = f.metadata().map_err(|e| io("inspect", path, e))?.len();
-    let bad = |source| Error::Archive { op: "inspect", path: path.to_path_buf(), source };
-    let entropy = |e: nq_entropy::Error| bad(e.into());
-    let mut ar = ArchiveReader::open(BufReader::new(f)).map_err(entropy)?;
-    let fp = ar.fingerprint().clone();
-    let cfg = nq_core::CompressionConfig::from_bytes(&fp.config).map_err(bad)?;
-    let (mut compressed_slots, mut dense_slots, mut sections) = (0, 0, 0);
-    while let Some(sec) = ar.next_section().map_err(entropy)? {
-        sections += 1;
-        for s in &sec.streams {
-            match (&s.data, s.name.rsplit('.').next()) {
-                (Data::Positions(p), Some("pos")) if s.name.starts_with('h') => {
-                    compressed_slots += p.len()
-                }
-                (Data::WindowF16(v), Some("dk")) => {
-                    dense_slots += v.len() / fp.head_dim.max(1) as usize
-                }
-                _ => {}
-            }
-        }
-    }
+    let s = nq_core::inspect(BufReader::new(f)).map_err(|source| Error::Archive {
+        op: "inspect",
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(ArchiveInfo {
         file_bytes,
-        architecture: fp.architecture,
-        layers: fp.layers,
-        kv_heads: fp.kv_heads,
-        head_dim: fp.head_dim,
-        rope_theta: fp.rope_theta,
-        preset: fp.preset,
-        config: format!("{cfg:?}"),
-        compressed_slots,
-        dense_slots,
-        sections,
+        architecture: s.architecture,
+        layers: s.layers,
+        kv_heads: s.kv_heads,
+        head_dim: s.head_dim,
+        rope_theta: s.rope_theta,
+        preset: s.preset,
+        config: format!("{:?}", s.config),
+        compressed_slots: s.compressed_slots,
+        dense_slots: s.dense_slots,
+        sections: s.sections,
+        bytes: byte_map(&s.bytes),
     })
 }

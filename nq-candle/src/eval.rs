@@ -116,7 +116,54 @@ pub struct EvalOptions {
     pub continuation: usize,
     /// Named configurations to compare with the uncompressed run.
     pub configs: Vec<(String, CompressionConfig)>,
+    /// Whether the continuation is compressed as it is scored.
+    pub mode: EvalMode,
 }
+
+/// How the continuation meets the compressed cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalMode {
+    /// As in generation: the continuation is fed in chunks of [`DECODE_CHUNK`] tokens,
+    /// teacher-forced, and the cache compresses what is due after each chunk (a block of
+    /// `block` tokens once it left the recent window), so later tokens attend to compressed
+    /// continuation tokens. The default, and the README's table.
+    #[default]
+    Decode,
+    /// Only the prompt is compressed; the continuation stays f16 (one forward pass).
+    Prompt,
+}
+
+impl EvalMode {
+    /// `decode` or `prompt`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalMode::Decode => "decode",
+            EvalMode::Prompt => "prompt",
+        }
+    }
+}
+
+impl std::str::FromStr for EvalMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "decode" => Ok(EvalMode::Decode),
+            "prompt" => Ok(EvalMode::Prompt),
+            _ => Err(invalid(
+                "--mode",
+                s,
+                "decode (compress the continuation as it is scored) or prompt",
+            )),
+        }
+    }
+}
+
+/// Continuation tokens per forward pass in [`EvalMode::Decode`]: the cache compresses after
+/// each chunk, so a block is compressed at most this many tokens later than in token-by-token
+/// generation (16 is the recent window of every preset: a block leaves it within a chunk).
+pub const DECODE_CHUNK: usize = 16;
 
 impl EvalOptions {
     /// Checks that the protocol can score anything: a prefix and a continuation of at least
@@ -147,6 +194,7 @@ impl Default for EvalOptions {
             prefix: 1664,
             continuation: 512,
             configs: Preset::ALL.iter().map(|p| (p.name().to_owned(), p.config())).collect(),
+            mode: EvalMode::Decode,
         }
     }
 }
@@ -180,6 +228,13 @@ pub struct SampleResult {
     pub fp16_bytes: usize,
     /// Seconds the compression of the prefix took.
     pub seconds: f64,
+    /// The largest `ppl_delta_pct` of the pooled samples (aggregates only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ppl_delta_pct_worst: Option<f64>,
+    /// Bytes of the compressed prefix cache by component (`bytes_key_codes`,
+    /// `bytes_value_codes`, ...; means over samples in aggregates).
+    #[serde(flatten)]
+    pub bytes: std::collections::BTreeMap<String, f64>,
     /// Per-token negative log-likelihoods, uncompressed (for pooled aggregates; not serialized).
     #[serde(skip)]
     pub nll_base: Vec<f64>,
@@ -229,8 +284,21 @@ pub fn eval_sample(
     progress("prefill");
     let last = model.forward_last(&tokens[..p], 0, &mut base)?;
     let score = |cache: &mut CompressedKvCache| -> Result<Tensor> {
-        let cont = model.forward(&tokens[p..p + c - 1], p, cache)?;
-        Ok(Tensor::cat(&[&last.reshape((1, ()))?, &cont], 0)?)
+        let mut rows = vec![last.reshape((1, ()))?];
+        let chunk = match opts.mode {
+            EvalMode::Decode => DECODE_CHUNK,
+            EvalMode::Prompt => c,
+        };
+        let mut at = p;
+        while at < p + c - 1 {
+            let end = (at + chunk).min(p + c - 1);
+            rows.push(model.forward(&tokens[at..end], at, cache)?);
+            if opts.mode == EvalMode::Decode {
+                cache.compress()?;
+            }
+            at = end;
+        }
+        Ok(Tensor::cat(&rows.iter().collect::<Vec<_>>(), 0)?)
     };
     progress("uncompressed");
     let base_logits = score(&mut base.clone())?;
@@ -263,6 +331,13 @@ pub fn eval_sample(
             archive_bytes: archive.len(),
             fp16_bytes: stats.fp16_bytes,
             seconds,
+            ppl_delta_pct_worst: None,
+            bytes: stats
+                .bytes
+                .components()
+                .into_iter()
+                .map(|(k, v)| (format!("bytes_{k}"), v as f64))
+                .collect(),
             nll_base: nll_base.clone(),
             nll,
             kl,
@@ -311,6 +386,15 @@ pub fn aggregate(results: &[SampleResult]) -> Vec<SampleResult> {
                 archive_bytes: (avg(|r| r.archive_bytes as f64)).round() as usize,
                 fp16_bytes: (avg(|r| r.fp16_bytes as f64)).round() as usize,
                 seconds: avg(|r| r.seconds),
+                ppl_delta_pct_worst: rs.iter().map(|r| r.ppl_delta_pct).reduce(f64::max),
+                bytes: rs[0]
+                    .bytes
+                    .keys()
+                    .map(|k| {
+                        let sum: f64 = rs.iter().filter_map(|r| r.bytes.get(k)).sum();
+                        (k.clone(), sum / rs.len() as f64)
+                    })
+                    .collect(),
                 nll_base: Vec::new(),
                 nll: Vec::new(),
                 kl: Vec::new(),
@@ -474,6 +558,8 @@ pub struct Protocol {
     pub continuation: usize,
     /// Samples per genre, or `None` for all.
     pub samples_per_genre: Option<usize>,
+    /// `decode` (the continuation compressed as it is scored) or `prompt`.
+    pub mode: EvalMode,
 }
 
 impl Protocol {
@@ -489,14 +575,23 @@ impl Protocol {
                 serde_json::Value::Null => None,
                 n => Some(usize::try_from(n.as_u64()?).ok()?),
             },
+            // Results written before the mode existed compressed the prompt only.
+            mode: match v.get("mode").and_then(serde_json::Value::as_str) {
+                Some("decode") => EvalMode::Decode,
+                _ => EvalMode::Prompt,
+            },
         })
     }
 
     fn describe(&self) -> String {
         let samples = self.samples_per_genre.map_or("all".to_owned(), |n| n.to_string());
         format!(
-            "model {}, corpus {}, prefix {}, continuation {}, samples per genre {samples}",
-            self.model, self.corpus, self.prefix, self.continuation
+            "model {}, corpus {}, prefix {}, continuation {}, samples per genre {samples}, mode {}",
+            self.model,
+            self.corpus,
+            self.prefix,
+            self.continuation,
+            self.mode.name()
         )
     }
 }
@@ -555,7 +650,11 @@ impl EvalRun {
     /// [`Error::ResultConflict`] naming the file and both protocols; [`Error::Io`] naming the
     /// file.
     pub fn write(&self, dir: &Path, name: &str, overwrite: bool) -> Result<PathBuf> {
-        let path = dir.join(format!("eval-{}-{name}.json", self.protocol.model));
+        let suffix = match self.protocol.mode {
+            EvalMode::Decode => "",
+            EvalMode::Prompt => "-prompt",
+        };
+        let path = dir.join(format!("eval-{}-{name}{suffix}.json", self.protocol.model));
         if !overwrite && let Ok(text) = std::fs::read_to_string(&path) {
             let existing: Option<Protocol> = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()

@@ -281,11 +281,7 @@ fn pick(logits: &Tensor, temperature: f32, rng: &mut u64) -> Result<u32> {
     }
     let probs = candle_nn::ops::softmax_last_dim(&(logits / f64::from(temperature))?)?;
     let probs: Vec<f32> = probs.to_vec1()?;
-    *rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *rng;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
+    let z = nq_core::splitmix64(rng);
     let u = (z >> 40) as f32 / (1u64 << 24) as f32;
     let mut acc = 0.0;
     for (i, p) in probs.iter().enumerate() {

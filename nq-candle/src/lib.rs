@@ -39,7 +39,7 @@ pub mod tokenizer;
 
 pub use compressed::CompressedKvCache;
 pub use error::{Error, Result};
-pub use generate::{Generation, Generator, SamplingOptions};
+pub use generate::{Generation, Generator, Prefill, SamplingOptions, StopReason};
 pub use kv::{AttendShape, AttnSpec, DenseCache, KvCache};
 pub use model::{
     Architecture, GgufFile, KNOWN_MODELS, KnownModel, LoadOptions, Model, ModelConfig, RopeTables,

@@ -11,6 +11,7 @@ fn protocol(samples_per_genre: Option<usize>) -> Protocol {
         prefix: 1664,
         continuation: 512,
         samples_per_genre,
+        mode: nq_candle::eval::EvalMode::Decode,
     }
 }
 
@@ -75,4 +76,30 @@ fn configurations_from_arguments() {
     assert!(matches!(&e, Error::InvalidOption { got, .. } if got == "kbits=5"), "{e:?}");
     let e = configs_from_args(&s(&["max"]), &[], &s(&["x=max", "x=high"])).unwrap_err();
     assert!(e.to_string().contains("already taken"), "{e}");
+}
+
+/// Decode mode compresses the continuation as it is scored: with the balanced preset the
+/// scored continuation sees compressed continuation tokens, so its figures differ from the
+/// prompt-only mode, while the uncompressed baseline agrees to rounding (same tokens, other
+/// chunking of the forward passes).
+#[test]
+fn decode_mode_compresses_the_continuation() {
+    let Some((model, tok)) = crate::common::smollm2() else { return };
+    let sample = nq_candle::eval::builtin_corpus().into_iter().next().expect("a sample");
+    let run = |mode| {
+        let opts = nq_candle::eval::EvalOptions {
+            prefix: 256,
+            continuation: 160,
+            configs: vec![("balanced".into(), nq_core::Preset::Balanced.config())],
+            mode,
+        };
+        nq_candle::eval::eval_sample(model, tok, &sample, &opts, |_| {}).expect("evaluates")
+    };
+    let decode = run(nq_candle::eval::EvalMode::Decode);
+    let prompt = run(nq_candle::eval::EvalMode::Prompt);
+    let (d, p) = (&decode[0], &prompt[0]);
+    assert!((d.ppl_base / p.ppl_base - 1.0).abs() < 1e-3, "{} vs {}", d.ppl_base, p.ppl_base);
+    assert_ne!(d.ppl, p.ppl, "the continuation must meet a different cache");
+    assert!(d.bytes["bytes_key_codes"] > 0.0);
+    assert_eq!(d.resident_bytes, p.resident_bytes, "the prefix is compressed the same way");
 }

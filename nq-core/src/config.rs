@@ -287,7 +287,14 @@ impl CompressionConfig {
             (Some(&Self::BYTES_VERSION), n) if n == V2_LEN + 2 => {
                 (flag(V2_LEN, "value_norm")?, flag(V2_LEN + 1, "smooth_keys")?)
             }
-            (version, n) => return Err(bad(&format!("{n} bytes, version {version:?}"))),
+            (None, _) => return Err(bad("empty")),
+            (Some(&version), n) => {
+                return Err(bad(&format!(
+                    "version {version} in {n} bytes (this build reads versions 2 to {} with {V2_LEN} to {} bytes)",
+                    Self::BYTES_VERSION,
+                    V2_LEN + 2
+                )));
+            }
         };
         let f32_at = |i: usize| f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let u64_at = |i: usize| {

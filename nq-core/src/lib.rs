@@ -57,7 +57,7 @@ pub use error::{Error, Result};
 pub use rotation::Rotation;
 
 // What the public API takes, re-exported so users need not depend on the stage crates.
-pub use nq_hadamard::RandomizedHadamard;
+pub use nq_hadamard::{RandomizedHadamard, splitmix64};
 pub use nq_lattice::{FixedBits, FixedCodec, ScaleMode};
 pub use nq_rope::Rope;
 pub use store::{

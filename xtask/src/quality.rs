@@ -16,7 +16,7 @@ const PRESETS: &[&str] = &["high", "balanced", "max"];
 /// Run the evaluations (`collect`: only merge the `eval-MODEL-PRESET.json` files already
 /// written by `nq eval --json`, skipping models with none) and merge them.
 pub(crate) fn run(quick: bool, collect: bool) -> Result<Vec<Value>> {
-    let out = project_root().join("target/nq-bench");
+    let out = project_root().join(if quick { "target/nq-bench/quick" } else { "target/nq-bench" });
     let mut records = Vec::new();
     for model in MODELS {
         if collect {
@@ -38,7 +38,12 @@ pub(crate) fn run(quick: bool, collect: bool) -> Result<Vec<Value>> {
         cmd.args(["run", "--release", "--quiet", "-p", "nq-candle", "--bin", "nq", "--"]);
         cmd.args(["eval", "--model", model, "--preset", &PRESETS.join(","), "--json"]);
         if quick {
-            cmd.args(["--samples", "1"]);
+            // Its own folder: a quick run never meets the full protocol's results.
+            cmd.args(["--samples", "1", "--out"]);
+            cmd.arg(&out);
+        } else {
+            cmd.arg("--out");
+            cmd.arg(&out);
         }
         run_checked(&mut cmd)?;
         for preset in PRESETS {

@@ -117,6 +117,10 @@ struct EvalArgs {
     /// Evaluate only the first N samples of each genre.
     #[arg(long)]
     samples: Option<usize>,
+    /// `decode`: the continuation is appended and compressed in blocks as it is scored, as in
+    /// generation (teacher-forced); `prompt`: only the prompt is compressed.
+    #[arg(long, default_value = "decode")]
+    mode: eval::EvalMode,
     /// Write OUT/eval-MODEL-PRESET.json and print one JSON document on stdout (errors too);
     /// the table goes to stderr.
     #[arg(long)]
@@ -486,7 +490,8 @@ fn corpus(given: Option<PathBuf>) -> Result<(Vec<eval::Sample>, String)> {
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
     let configs = eval::configs_from_args(&a.preset, &a.set, &a.variant)?;
-    let opts = eval::EvalOptions { prefix: a.prefix, continuation: a.continuation, configs };
+    let opts =
+        eval::EvalOptions { prefix: a.prefix, continuation: a.continuation, configs, mode: a.mode };
     opts.validate()?;
     if a.samples == Some(0) {
         return Err(Error::InvalidOption {
@@ -517,6 +522,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             prefix: a.prefix,
             continuation: a.continuation,
             samples_per_genre: a.samples,
+            mode: a.mode,
         },
         results: Vec::new(),
         skipped: Vec::new(),
