@@ -487,10 +487,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
     }
     __syncthreads();
     // The tables, replicated (qf is dead now).
-    for (int i = tid; i < 256 * REPS; i += NTHREADS) pt[i] = tabs[i / REPS];
-    for (int i = tid; i < 128 * REPS; i += NTHREADS) wt[i] = tabs[256 + i / REPS];
+#pragma unroll 8
+    for (int i = tid; i < 256 * REPS; i += NTHREADS) pt[i] = __ldg(tabs + i / REPS);
+#pragma unroll 8
+    for (int i = tid; i < 128 * REPS; i += NTHREADS) wt[i] = __ldg(tabs + 256 + i / REPS);
     if (RES) {
-        for (int i = tid; i < 256 * REPS; i += NTHREADS) rt[i] = tabs[384 + i / REPS];
+#pragma unroll 8
+        for (int i = tid; i < 256 * REPS; i += NTHREADS) rt[i] = __ldg(tabs + 384 + i / REPS);
     }
 
     const int g = lane >> 2, c = lane & 3;
@@ -758,17 +761,25 @@ extern "C" __global__ void __launch_bounds__(256) attend_combine(
     const float* pa = part_acc + prow * splits * D;
 
     float mx = NEG_INF;
+#pragma unroll 8
     for (int s = 0; s < splits; ++s) mx = fmaxf(mx, ml[2 * s]);
-    float accr = 0.0f, accp = 0.0f, l = 0.0f, lc = 0.0f;
+    float accr = 0.0f, accp = 0.0f, lc = 0.0f, ld = 0.0f;
     if (mx != NEG_INF) {
-        for (int s = 0; s < splits; ++s) {
+        // Two loops (compressed, then dense partials), unrolled so that loads overlap.
+#pragma unroll 8
+        for (int s = 0; s < splits_c; ++s) {
             const float f = ex2(ml[2 * s] - mx);
-            const float a = f * pa[(long long)s * D + k];
-            const float w = f * ml[2 * s + 1];
-            l += w;
-            if (s < splits_c) { accr += a; lc += w; } else { accp += a; }
+            accr += f * pa[(long long)s * D + k];
+            lc += f * ml[2 * s + 1];
+        }
+#pragma unroll 4
+        for (int s = splits_c; s < splits; ++s) {
+            const float f = ex2(ml[2 * s] - mx);
+            accp += f * pa[(long long)s * D + k];
+            ld += f * ml[2 * s + 1];
         }
     }
+    const float l = lc + ld;
     // Un-rotate: x <- (D / sqrt(D)) H x.
     xs[k] = accr;
     __syncthreads();
