@@ -79,13 +79,40 @@ __device__ __forceinline__ u16 float_to_half(float f) {
 // 16 bytes (8 f16 values), for one vector load.
 struct alignas(16) U4 { u32 a, b, c, d; };
 
+// |x| by clearing the sign bit (as Rust's f32::abs), with no math library.
+__device__ __forceinline__ float abs_f(float x) { return __uint_as_float(__float_as_uint(x) & 0x7fffffffu); }
+
 // x86 maxps/minps semantics, as lanes.rs defines max/min.
 __device__ __forceinline__ float max_x86(float a, float b) { return a > b ? a : b; }
 __device__ __forceinline__ float min_x86(float a, float b) { return a < b ? a : b; }
 
-// e8p.rs `sort8`: decreasing, the same 19-comparator network.
+// Larger / smaller of two non-negative, non-NaN floats (absolute values of finite data): one
+// max.f32 / min.f32 instead of a compare and a select. Equal to max_x86 / min_x86 there:
+// the two differ only for a NaN or for -0 against +0, and |x| is never -0.
+__device__ __forceinline__ float max_abs(float a, float b) {
+#ifdef __CUDA_ARCH__
+    float r;
+    asm("max.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+#else
+    return max_x86(a, b);
+#endif
+}
+
+__device__ __forceinline__ float min_abs(float a, float b) {
+#ifdef __CUDA_ARCH__
+    float r;
+    asm("min.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+#else
+    return min_x86(a, b);
+#endif
+}
+
+// e8p.rs `sort8`: decreasing, the same 19-comparator network, on absolute values (both
+// callers sort |t| or |r|).
 __device__ __forceinline__ void sort8(float w[8]) {
-#define CAS(a, b) { const float hi = max_x86(w[a], w[b]); const float lo = min_x86(w[a], w[b]); w[a] = hi; w[b] = lo; }
+#define CAS(a, b) { const float hi = max_abs(w[a], w[b]); const float lo = min_abs(w[a], w[b]); w[a] = hi; w[b] = lo; }
     CAS(0, 2) CAS(1, 3) CAS(4, 6) CAS(5, 7) CAS(0, 4) CAS(1, 5) CAS(2, 6) CAS(3, 7) CAS(0, 1)
     CAS(2, 3) CAS(4, 5) CAS(6, 7) CAS(2, 4) CAS(3, 5) CAS(1, 4) CAS(3, 6) CAS(1, 2) CAS(3, 4)
     CAS(5, 6)
@@ -133,7 +160,7 @@ __device__ __forceinline__ Scored score_shift(const float v[8], bool up) {
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         S.t[i] = v[i] - s;
-        const float w = fabsf(S.t[i]);
+        const float w = abs_f(S.t[i]);
         S.srt[i] = w;
         odd = odd != (S.t[i] < 0.0f);
         const float ww = w * w;
@@ -189,7 +216,7 @@ __device__ __forceinline__ void e8p_nearest(const float v[8], float p[8], bool& 
     const bool fix = up ? hi.fix : lo.fix;
     float w[8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) w[i] = fabsf(t[i]);
+    for (int i = 0; i < 8; ++i) w[i] = abs_f(t[i]);
     if (strictly_decreasing(srt)) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
@@ -214,7 +241,7 @@ __device__ __forceinline__ u32 e8p_index(const float p[8], bool up, const u16* _
     int key = 0;
     u32 hi = up ? 128u : 0u;
 #pragma unroll
-    for (int i = 7; i >= 0; --i) key = key * 3 + (int)fabsf(p[i]);  // |p| in {1/2, 3/2, 5/2}
+    for (int i = 7; i >= 0; --i) key = key * 3 + (int)abs_f(p[i]);  // |p| in {1/2, 3/2, 5/2}
 #pragma unroll
     for (int i = 0; i < 7; ++i) hi |= (p[i] < 0.0f ? 1u : 0u) << i;
     const u32 id = __ldg(key_to_id + (key & 8191)) & 0xffu;
@@ -229,7 +256,7 @@ __device__ __forceinline__ u32 e81b_nearest(const float r[8], float word[8]) {
     float sum = 0.0f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-        a[i] = fabsf(r[i]);
+        a[i] = abs_f(r[i]);
         negative[i] = r[i] < 0.0f;
         odd = odd != negative[i];
         sum = sum + a[i];
@@ -504,7 +531,7 @@ __device__ __forceinline__ void encode_kernel(
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
             sq[8 * t + i] = x[i] * x[i];
-            const float a = fabsf(x[i]);
+            const float a = abs_f(x[i]);
             amax = a > amax ? a : amax;
         }
     }
@@ -520,7 +547,7 @@ __device__ __forceinline__ void encode_kernel(
         const float o = __shfl_xor_sync(FULL, amax, s, G);
         amax = o > amax ? o : amax;
     }
-    const float rms = (float)sqrt(sumsq / (double)d);
+    const float rms = (float)__dsqrt_rn(__ddiv_rn(sumsq, (double)d));
 
     float c[8];
     float v[8];
@@ -529,11 +556,11 @@ __device__ __forceinline__ void encode_kernel(
     bool overflow = false;
     float overflow_scale = 0.0f;
     if (mode != 2) {
-        const float target = mode == 1 ? rms_factor * rms : amax / max_coord;
+        const float target = mode == 1 ? rms_factor * rms : __fdiv_rn(amax, max_coord);
         const u16 h = scale_to_f16(target, &overflow);
         if (overflow) overflow_scale = target;
         const float hs = half_to_float(h);
-        const float inv = hs > 0.0f ? 1.0f / hs : 0.0f;
+        const float inv = hs > 0.0f ? __fdiv_rn(1.0f, hs) : 0.0f;
 #pragma unroll
         for (int i = 0; i < 8; ++i) v[i] = x[i] * inv;
         best_code = encode_block<BPB>(v, c, key_to_id);
@@ -543,7 +570,7 @@ __device__ __forceinline__ void encode_kernel(
         for (int k = 0; k < n_cand; ++k) {
             const float dd = rms_factor * rms * gains[k];
             const float dec = dd < TINY ? 0.0f : dd;
-            const float inv = dd < TINY ? 0.0f : 1.0f / dd;
+            const float inv = dd < TINY ? 0.0f : __fdiv_rn(1.0f, dd);
 #pragma unroll
             for (int i = 0; i < 8; ++i) v[i] = x[i] * inv;
             const u32 code = encode_block<BPB>(v, c, key_to_id);
@@ -562,7 +589,7 @@ __device__ __forceinline__ void encode_kernel(
             }
             __syncwarp();
             xc_r = xc_r * (double)dec;
-            const float fit = (cc_r > 0.0 && xc_r > 0.0) ? (float)(xc_r / cc_r) : 0.0f;
+            const float fit = (cc_r > 0.0 && xc_r > 0.0) ? (float)__ddiv_rn(xc_r, cc_r) : 0.0f;
             bool of = false;
             const u16 h = scale_to_f16(fit, &of);
             if (of) {

@@ -142,6 +142,33 @@ fn differing_rows(
         .collect()
 }
 
+/// Codes `x.len() / dim` rows by `launch` into poisoned buffers at [`ROW0`], then codes the
+/// CPU-prepared rows `x` with the CPU codec: the rows that differ, the device's codes and
+/// scales, the CPU's.
+#[allow(clippy::type_complexity)]
+fn code_and_compare(
+    gpu: &nq_cuda::CudaBackend,
+    rot: &Rotation,
+    codec: FixedCodec,
+    x: &[f32],
+    launch: impl FnOnce(&Encoder, CodesOut<'_, '_>),
+) -> (Vec<usize>, (Vec<u8>, Vec<f16>), (Vec<u8>, Vec<f16>)) {
+    let s = gpu.stream();
+    let d = rot.dim();
+    let n = x.len() / d;
+    let enc = Encoder::new(gpu, rot, codec).unwrap();
+    let mut out = Out::new(s, &codec, n, d);
+    {
+        let (mut codes, mut scales) = out.sink();
+        launch(&enc, CodesOut { codes: &mut codes, scales: &mut scales, row0: ROW0 });
+    }
+    enc.finish().unwrap();
+    let got = out.written(s);
+    let want = cpu_codes(&codec, x, d);
+    let bad = differing_rows(out.row_bytes, &got, &want);
+    (bad, got, want)
+}
+
 fn cpu_codes(codec: &FixedCodec, x: &[f32], d: usize) -> (Vec<u8>, Vec<f16>) {
     let n = x.len() / d;
     let mut codes = vec![0u8; codec.code_len(n, d)];
@@ -167,17 +194,9 @@ fn encode_rows_equals_cpu_codec_bit_for_bit() {
         for bits in RATES {
             for mode in MODES {
                 let codec = FixedCodec::new(bits, mode).unwrap();
-                let enc = Encoder::new(&gpu, &rot, codec).unwrap();
-                let mut out = Out::new(s, &codec, n, d);
-                {
-                    let (mut codes, mut scales) = out.sink();
-                    let sink = CodesOut { codes: &mut codes, scales: &mut scales, row0: ROW0 };
+                let (bad, _, _) = code_and_compare(&gpu, &rot, codec, &x, |enc, sink| {
                     enc.encode_rows(&dev_x.slice(..), sink).unwrap();
-                }
-                enc.finish().unwrap();
-                let got = out.written(s);
-                let want = cpu_codes(&codec, &x, d);
-                let bad = differing_rows(out.row_bytes, &got, &want);
+                });
                 assert!(bad.is_empty(), "d {d} {bits:?} {mode:?}: rows {bad:?} differ");
             }
         }
@@ -276,17 +295,9 @@ fn encode_head_matches_cpu_pipeline() {
         for bits in RATES {
             for mode in MODES {
                 let codec = FixedCodec::new(bits, mode).unwrap();
-                let enc = Encoder::new(&gpu, &rot, codec).unwrap();
-                let mut out = Out::new(s, &codec, n, d);
-                {
-                    let (mut codes, mut scales) = out.sink();
-                    let sink = CodesOut { codes: &mut codes, scales: &mut scales, row0: ROW0 };
+                let (bad, got, want) = code_and_compare(&gpu, &rot, codec, &x, |enc, sink| {
                     enc.encode_head(&head, sink).unwrap();
-                }
-                enc.finish().unwrap();
-                let got = out.written(s);
-                let want = cpu_codes(&codec, &x, d);
-                let bad = differing_rows(out.row_bytes, &got, &want);
+                });
                 total_rows += n;
                 total_differing += bad.len();
                 if !bad.is_empty() {
