@@ -117,7 +117,8 @@ fn collect(out: &Path) -> Result<Vec<Value>> {
     let mut records = Vec::new();
     for file in ["encode.json", "attend.json"] {
         let path = out.join(file);
-        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let parsed: Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a JSON array of records", path.display()))?;
         let Value::Array(rs) = parsed else { bail!("{} is not a JSON array", path.display()) };
