@@ -11,8 +11,8 @@
 //! | `rotate` (forward and inverse) | GPU kernel `kernels/rotate.cu`: shared-memory butterflies, one launch per power-of-two block of the block-diagonal rotation (96 = 64 + 32) |
 //! | `decode` (2, 3, 4 bits) | GPU kernel `kernels/decode.cu`: one thread per 8 values, E8P and residual tables uploaded once per device; bit-identical to the CPU |
 //! | `encode` | **host fallback**: download, then `FixedCodec::encode_rows` on the CPU |
-//!
-//! There is no GPU encoder and no fused decode-attention kernel yet.
+//! | storage of a layer | [`store::DeviceLayer`]: codes, scales, positions, f16 dense rows, means, growable device buffers |
+//! | decode attention | [`attend::Attender`], `kernels/attend.cu`: flash-decoding over the codes in place (tensor cores, GQA, B sequences per call) |
 //!
 //! The crate builds without a CUDA toolkit (cudarc loads `libcuda` and `libnvrtc`
 //! dynamically). At run time [`CudaBackend::new`] returns [`CudaError::NoLibrary`] when
