@@ -13,62 +13,56 @@ use crate::{cargo, project_root, run_checked};
 const MODELS: &[&str] = &["smollm2", "qwen05"];
 const PRESETS: &[&str] = &["high", "balanced", "max"];
 
-/// Run the evaluations (`collect`: only merge the `eval-MODEL-PRESET.json` files already
-/// written by `nq eval --json`, skipping models with none) and merge them.
+/// The evaluation modes, each with its result-file suffix: the continuation compressed as it
+/// is scored (as in generation), and the prompt-only protocol.
+const MODES: &[(&str, &str)] = &[("decode", ""), ("prompt", "-prompt")];
+
+/// Run the evaluations in both modes (`collect`: only merge the `eval-MODEL-PRESET[-prompt].json`
+/// files already written by `nq eval --json`, skipping those missing) and merge them.
 pub(crate) fn run(quick: bool, collect: bool) -> Result<Vec<Value>> {
     let out = project_root().join(if quick { "target/nq-bench/quick" } else { "target/nq-bench" });
     let mut records = Vec::new();
     for model in MODELS {
-        if collect {
+        for (mode, suffix) in MODES {
+            if !collect {
+                evaluate(model, mode, quick, &out)?;
+            }
             for preset in PRESETS {
-                let path = out.join(format!("eval-{model}-{preset}.json"));
-                let Ok(text) = fs::read_to_string(&path) else { continue };
+                let path = out.join(format!("eval-{model}-{preset}{suffix}.json"));
+                let text = match fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(_) if collect => continue,
+                    Err(e) => return Err(e).with_context(|| format!("{} missing", path.display())),
+                };
                 let Value::Array(items) = serde_json::from_str(&text)? else {
                     bail!("{} is not a JSON array", path.display());
                 };
-                records.extend(aggregates(items, quick));
+                records.extend(aggregates(items, quick).map(|mut r| {
+                    r["mode"] = json!(mode);
+                    r
+                }));
             }
-            continue;
-        }
-        let mut cmd = cargo();
-        cmd.args(["run", "--release", "--quiet", "-p", "nq-candle", "--bin", "nq", "--"]);
-        cmd.args(["fetch", model]);
-        run_checked(&mut cmd)?;
-        let mut cmd = cargo();
-        cmd.args(["run", "--release", "--quiet", "-p", "nq-candle", "--bin", "nq", "--"]);
-        cmd.args(["eval", "--model", model, "--preset", &PRESETS.join(","), "--json"]);
-        if quick {
-            // Its own folder: a quick run never meets the full protocol's results.
-            cmd.args(["--samples", "1", "--out"]);
-            cmd.arg(&out);
-        } else {
-            cmd.arg("--out");
-            cmd.arg(&out);
-        }
-        run_checked(&mut cmd)?;
-        for preset in PRESETS {
-            let path = out.join(format!("eval-{model}-{preset}.json"));
-            let text =
-                fs::read_to_string(&path).with_context(|| format!("{} missing", path.display()))?;
-            let Value::Array(items) = serde_json::from_str(&text)? else {
-                bail!("{} is not a JSON array", path.display());
-            };
-            // Keep the per-genre and overall aggregates; per-sample records stay in eval-*.json.
-            records.extend(
-                items
-                    .into_iter()
-                    .filter(|r| r["sample"].as_str().is_some_and(|s| s.ends_with("samples")))
-                    .map(|mut r| {
-                        r["bench"] = json!("quality");
-                        r["quick"] = json!(quick);
-                        r
-                    }),
-            );
         }
     }
     fs::write(out.join("pareto.svg"), pareto_svg(&records))?;
     eprintln!("wrote {}", out.join("pareto.svg").display());
     Ok(records)
+}
+
+/// `nq eval --json` of every preset on `model` in `mode`, results under `out`.
+fn evaluate(model: &str, mode: &str, quick: bool, out: &std::path::Path) -> Result<()> {
+    let nq = || {
+        let mut cmd = cargo();
+        cmd.args(["run", "--release", "--quiet", "-p", "nq-candle", "--bin", "nq", "--"]);
+        cmd
+    };
+    run_checked(nq().args(["fetch", model]))?;
+    let mut cmd = nq();
+    cmd.args(["eval", "--model", model, "--preset", &PRESETS.join(","), "--json", "--mode", mode]);
+    if quick {
+        cmd.args(["--samples", "1"]);
+    }
+    run_checked(cmd.arg("--out").arg(out))
 }
 
 /// The per-genre and overall aggregates of an eval file; per-sample records stay there.

@@ -80,16 +80,18 @@ fn num(r: &Value, k: &str) -> String {
 
 fn quality(records: &[Value]) -> String {
     let mut s = String::from(
-        "| model | preset | samples | ppl change % | KL (nats) | ratio, resident | ratio, archive | compress s |\n|---|---|---|---|---|---|---|---|\n",
+        "| model | mode | preset | samples | ppl change % | worst sample % | KL (nats) | ratio, resident | ratio, archive | compress s |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in records.iter().filter(|r| r["genre"] == "all") {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:+.2} | {} | {}x | {}x | {} |",
+            "| {} | {} | {} | {} | {:+.2} | {:+.2} | {} | {}x | {}x | {} |",
             r["model"].as_str().unwrap_or("?"),
+            r["mode"].as_str().unwrap_or("prompt"),
             r["preset"].as_str().unwrap_or("?"),
             r["sample"].as_str().unwrap_or("?"),
             r["ppl_delta_pct"].as_f64().unwrap_or(f64::NAN),
+            r["ppl_delta_pct_worst"].as_f64().unwrap_or(f64::NAN),
             num(r, "kld"),
             num(r, "ratio_resident"),
             num(r, "ratio_archive"),
