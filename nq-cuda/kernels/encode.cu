@@ -352,9 +352,10 @@ __device__ __forceinline__ u32 encode_block(const float v[8], float c[8], const 
     const float s = up ? 0.25f : -0.25f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) c[i] = p[i] + s;
-    if (BPB == 2) return first;
-    float r[8];
-    if (BPB == 3) {
+    if constexpr (BPB == 2) {
+        return first;
+    } else if constexpr (BPB == 3) {
+        float r[8];
 #pragma unroll
         for (int i = 0; i < 8; ++i) r[i] = (v[i] - c[i]) * 2.0f;
         float w[8];
@@ -362,17 +363,19 @@ __device__ __forceinline__ u32 encode_block(const float v[8], float c[8], const 
 #pragma unroll
         for (int i = 0; i < 8; ++i) c[i] = c[i] + w[i] * 0.5f;
         return first | (k << 16);
+    } else {
+        float r[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) r[i] = (v[i] - c[i]) * 4.0f;
+        float p2[8];
+        bool up2;
+        e8p_nearest(r, p2, up2);
+        const u32 second = e8p_index(p2, up2, key_to_id);
+        const float s2 = up2 ? 0.25f : -0.25f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) c[i] = c[i] + (p2[i] + s2) * 0.25f;
+        return first | (second << 16);
     }
-#pragma unroll
-    for (int i = 0; i < 8; ++i) r[i] = (v[i] - c[i]) * 4.0f;
-    float p2[8];
-    bool up2;
-    e8p_nearest(r, p2, up2);
-    const u32 second = e8p_index(p2, up2, key_to_id);
-    const float s2 = up2 ? 0.25f : -0.25f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) c[i] = c[i] + (p2[i] + s2) * 0.25f;
-    return first | (second << 16);
 }
 
 // scale.rs `to_f16`: 0 below TINY; *overflow set when the scale does not fit f16.
