@@ -4,7 +4,8 @@
 //! records to stdout; progress goes to stderr.
 //!
 //! `cargo build --release -p nq-cuda --example attend_bench`; on the GPU machine, from the
-//! repository root: `attend_bench [--quick] [--sdpa PATH]` (runs `python3
+//! repository root: `attend_bench [--quick] [--sdpa PATH]` (`--quick`: only B = 32 and 8 at
+//! L = 32K and B = 1 at L = 128K, the shapes of the targets; runs `python3
 //! nq-cuda/bench/sdpa.py` unless `--sdpa none`).
 //!
 //! Records:
@@ -288,13 +289,13 @@ fn main() -> Result<()> {
     eprintln!("device: {device}");
     let mut records = Vec::new();
 
-    let (bs, ls): (Vec<usize>, Vec<usize>) = if quick {
-        (vec![1, 32], vec![32768])
+    // --quick: the shapes of issue 10's targets only.
+    let shapes: Vec<(usize, usize)> = if quick {
+        vec![(32, 32768), (8, 32768), (1, 131_072)]
     } else {
-        (vec![1, 8, 32], vec![8192, 32768, 131_072])
+        let ls = [8192, 32768, 131_072];
+        ls.iter().flat_map(|&l| [1, 8, 32].map(move |b| (b, l))).collect()
     };
-    let shapes: Vec<(usize, usize)> =
-        ls.iter().flat_map(|&l| bs.iter().map(move |&b| (b, l))).collect();
     let sdpa_records = if sdpa_path == "none" { Vec::new() } else { sdpa(&sdpa_path, &shapes)? };
     records.extend(sdpa_records.iter().map(|r| {
         let mut r = r.clone();
@@ -321,71 +322,67 @@ fn main() -> Result<()> {
         AttendTuning { target_ctas: 2048, min_chunk: 256, min_blocks: 1, prefetch: false },
         AttendTuning { target_ctas: 4096, min_chunk: 128, min_blocks: 3, prefetch: true },
     ];
-    for &l in &ls {
-        for &b in &bs {
-            for st in &STORAGES {
-                let sp = spec(st.kb, st.vb)?;
-                let per_seq = HKV * l * (sp.key_row_bytes() + sp.value_row_bytes() + 8);
-                let (free, _) = gpu.stream().context().mem_get_info()?;
-                #[allow(
-                    clippy::cast_precision_loss,
-                    clippy::cast_possible_truncation,
-                    clippy::cast_sign_loss
-                )]
-                let need = (b as f64 * per_seq as f64 * st.keep * 1.2) as usize + (256 << 20);
-                if need > free {
-                    eprintln!("skip {} b={b} l={l}: needs {need} bytes, {free} free", st.name);
-                    records.push(json!({ "bench": "cuda_attend", "b": b, "l": l, "storage": st.name, "skipped": "does not fit device memory", "device": device }));
-                    continue;
-                }
-                let mut layers = (0..b)
-                    .map(|_| build_layer(&gpu, &sp, &pool, l, st.keep, &mut rng))
-                    .collect::<Result<Vec<_>>>()?;
-                let resident: usize = layers.iter().map(DeviceLayer::resident_bytes).sum();
-                let q: Vec<f32> = (0..b * HQ * D).map(|_| gauss(&mut rng)).collect();
-                let q_dev = gpu.stream().clone_htod(&q)?;
-                let mut out = gpu.stream().alloc_zeros::<f32>(b * HQ * D)?;
-                #[allow(clippy::cast_possible_truncation)]
-                let qpos = vec![l as u32; b];
-                let query = BatchQuery { t: 1, positions: &qpos, window: None, record_mass: false };
-                let mut att = Attender::new();
-                let mut refs: Vec<&mut DeviceLayer> = layers.iter_mut().collect();
-                let us =
-                    time_us(&gpu, || Ok(att.attend(&gpu, &mut refs, &q_dev, &query, &mut out)?))?;
-                let cudnn = sdpa_us(&sdpa_records, b, l, "cudnn");
-                let flash = sdpa_us(&sdpa_records, b, l, "flash");
-                let best = match (cudnn, flash) {
-                    (Some(a), Some(f)) => Some(a.min(f)),
-                    (a, f) => a.or(f),
-                };
-                #[allow(clippy::cast_precision_loss)]
-                let gb = resident as f64 / (us * 1e-6) / 1e9;
-                let speedup = best.map(|s| s / us);
-                eprintln!(
-                    "{:8} b={b:2} l={l:6}: {us:9.1} us  {gb:7.0} GB/s  sdpa {best:?} us  x{speedup:?}",
-                    st.name
-                );
-                records.push(json!({
-                    "bench": "cuda_attend", "b": b, "l": l, "storage": st.name, "us": us,
-                    "sdpa_cudnn_us": cudnn, "sdpa_flash_us": flash, "speedup_vs_sdpa": speedup,
-                    "gb_per_s": gb, "resident_bytes": resident, "codes": "random",
-                    "tuning": format!("{:?}", att.tuning), "device": device,
-                }));
-                let tune_here =
-                    (st.name == "balanced" || st.name == "quant") && (b, l) != (8, 8192);
-                if tune_here {
-                    for tuning in tunings {
-                        att.tuning = tuning;
-                        let us_t = time_us(&gpu, || {
-                            Ok(att.attend(&gpu, &mut refs, &q_dev, &query, &mut out)?)
-                        })?;
-                        eprintln!("    tuning {tuning:?}: {us_t:.1} us");
-                        records.push(json!({
+    for &(b, l) in &shapes {
+        for st in &STORAGES {
+            let sp = spec(st.kb, st.vb)?;
+            let per_seq = HKV * l * (sp.key_row_bytes() + sp.value_row_bytes() + 8);
+            let (free, _) = gpu.stream().context().mem_get_info()?;
+            #[allow(
+                clippy::cast_precision_loss,
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss
+            )]
+            let need = (b as f64 * per_seq as f64 * st.keep * 1.2) as usize + (256 << 20);
+            if need > free {
+                eprintln!("skip {} b={b} l={l}: needs {need} bytes, {free} free", st.name);
+                records.push(json!({ "bench": "cuda_attend", "b": b, "l": l, "storage": st.name, "skipped": "does not fit device memory", "device": device }));
+                continue;
+            }
+            let mut layers = (0..b)
+                .map(|_| build_layer(&gpu, &sp, &pool, l, st.keep, &mut rng))
+                .collect::<Result<Vec<_>>>()?;
+            let resident: usize = layers.iter().map(DeviceLayer::resident_bytes).sum();
+            let q: Vec<f32> = (0..b * HQ * D).map(|_| gauss(&mut rng)).collect();
+            let q_dev = gpu.stream().clone_htod(&q)?;
+            let mut out = gpu.stream().alloc_zeros::<f32>(b * HQ * D)?;
+            #[allow(clippy::cast_possible_truncation)]
+            let qpos = vec![l as u32; b];
+            let query = BatchQuery { t: 1, positions: &qpos, window: None, record_mass: false };
+            let mut att = Attender::new();
+            let mut refs: Vec<&mut DeviceLayer> = layers.iter_mut().collect();
+            let us = time_us(&gpu, || Ok(att.attend(&gpu, &mut refs, &q_dev, &query, &mut out)?))?;
+            let cudnn = sdpa_us(&sdpa_records, b, l, "cudnn");
+            let flash = sdpa_us(&sdpa_records, b, l, "flash");
+            let best = match (cudnn, flash) {
+                (Some(a), Some(f)) => Some(a.min(f)),
+                (a, f) => a.or(f),
+            };
+            #[allow(clippy::cast_precision_loss)]
+            let gb = resident as f64 / (us * 1e-6) / 1e9;
+            let speedup = best.map(|s| s / us);
+            eprintln!(
+                "{:8} b={b:2} l={l:6}: {us:9.1} us  {gb:7.0} GB/s  sdpa {best:?} us  x{speedup:?}",
+                st.name
+            );
+            records.push(json!({
+                "bench": "cuda_attend", "b": b, "l": l, "storage": st.name, "us": us,
+                "sdpa_cudnn_us": cudnn, "sdpa_flash_us": flash, "speedup_vs_sdpa": speedup,
+                "gb_per_s": gb, "resident_bytes": resident, "codes": "random",
+                "tuning": format!("{:?}", att.tuning), "device": device,
+            }));
+            let tune_here = (st.name == "balanced" || st.name == "quant") && (b, l) != (8, 8192);
+            if tune_here {
+                for tuning in tunings {
+                    att.tuning = tuning;
+                    let us_t = time_us(&gpu, || {
+                        Ok(att.attend(&gpu, &mut refs, &q_dev, &query, &mut out)?)
+                    })?;
+                    eprintln!("    tuning {tuning:?}: {us_t:.1} us");
+                    records.push(json!({
                             "bench": "cuda_attend_tuning", "b": b, "l": l, "storage": st.name, "us": us_t,
                             "target_ctas": tuning.target_ctas, "min_chunk": tuning.min_chunk,
                             "min_blocks": tuning.min_blocks, "device": device,
                         }));
-                    }
                 }
             }
         }
