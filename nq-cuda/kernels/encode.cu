@@ -173,27 +173,36 @@ __device__ __forceinline__ Scored score_shift(const float v[8], bool up) {
     for (int r = 0; r < 8; ++r) pre[r + 1] = pre[r] + S.srt[r];
     const bool even = !odd;
     float best = __int_as_float(0x7f800000);
-    S.n3 = 0; S.n5 = 0; S.u3 = 0.0f; S.u5 = 0.0f; S.fix = false;
-    // e8p.rs `TYPES`, in order: (n3, n5, squared norm, sum parity, smallest value).
-#define TY(N3, N5, NORM, PAR, AMIN) {                                                   \
+    int bt = 0;
+    // e8p.rs `TYPES`, in order: (n3, n5, squared norm, sum parity, smallest value). Only the
+    // winner's number is tracked here; its fields are unpacked after the loop (the first
+    // strictly smallest key wins, as on the CPU).
+#define TY(K, N3, N5, NORM, PAR, AMIN) {                                                \
         const bool fx = (PAR == 1) ? even : odd;                                         \
         float key = NORM - (pre[N3] + pre[N5]) * 2.0f;                                   \
         if (fx) key = key + S.srt[7] * (4.0f * AMIN);                                    \
-        if (key < best) {                                                                \
-            best = key; S.n3 = N3; S.n5 = N5;                                            \
-            S.u3 = (N3 < 8) ? S.srt[(N3) & 7] : -1.0f; S.u5 = S.srt[N5]; S.fix = fx;     \
-        }                                                                                \
+        if (key < best) { best = key; bt = K; }                                          \
     }
-    TY(0, 0, 2.0f, 0, 0.5f)
-    TY(1, 0, 4.0f, 1, 0.5f)
-    TY(2, 0, 6.0f, 0, 0.5f)
-    TY(3, 0, 8.0f, 1, 0.5f)
-    TY(4, 0, 10.0f, 0, 0.5f)
-    TY(1, 1, 8.0f, 0, 0.5f)
-    TY(2, 1, 10.0f, 1, 0.5f)
-    TY(2, 2, 14.0f, 0, 0.5f)
-    TY(8, 0, 18.0f, 0, 1.5f)
+    TY(0, 0, 0, 2.0f, 0, 0.5f)
+    TY(1, 1, 0, 4.0f, 1, 0.5f)
+    TY(2, 2, 0, 6.0f, 0, 0.5f)
+    TY(3, 3, 0, 8.0f, 1, 0.5f)
+    TY(4, 4, 0, 10.0f, 0, 0.5f)
+    TY(5, 1, 1, 8.0f, 0, 0.5f)
+    TY(6, 2, 1, 10.0f, 1, 0.5f)
+    TY(7, 2, 2, 14.0f, 0, 0.5f)
+    TY(8, 8, 0, 18.0f, 0, 1.5f)
 #undef TY
+    // The same table packed: n3 and n5 one nibble per type, the sum parity one bit.
+    const int n3 = (int)((0x822143210ull >> (4 * bt)) & 0xfu);
+    const int n5 = (int)((0x021100000ull >> (4 * bt)) & 0xfu);
+    S.n3 = n3;
+    S.n5 = n5;
+    S.fix = ((0x4au >> bt) & 1u) ? even : odd;
+    // srt[n3] (-1 for n3 = 8: no value is left out) and srt[n5], by selects.
+    S.u3 = n3 == 0 ? S.srt[0] : n3 == 1 ? S.srt[1] : n3 == 2 ? S.srt[2] : n3 == 3 ? S.srt[3]
+         : n3 == 4 ? S.srt[4] : -1.0f;
+    S.u5 = n5 == 0 ? S.srt[0] : n5 == 1 ? S.srt[1] : S.srt[2];
     S.cost = base + best;
     return S;
 }
