@@ -17,7 +17,9 @@
 //   (relative error <= 2^-11 per element); scores accumulate in f32 on the tensor cores
 //   (mma.sync m16n8k16), then are multiplied by the token's f16 scale and the power of two.
 // - softmax weights times the value scale are rounded to f16 for the P.V product
-//   (relative error <= 2^-11), accumulated in f32.
+//   (relative error <= 2^-11 while w * v_scale >= 2^-14, the smallest normal f16; below,
+//   an absolute error <= 2^-25 per token, w <= 1 being relative to the running maximum),
+//   accumulated in f32.
 // - online softmax in base 2 (ex2.approx, relative error ~2^-22), partials merged by
 //   attend_combine, which also un-rotates the value accumulator (f32 butterflies).
 

@@ -55,7 +55,9 @@ const DESC_FIXED: usize = 16;
 /// Dense rows per dense CTA.
 const DENSE_CHUNK: usize = 128;
 
-/// How the work is split; the defaults are what the benchmark measured best.
+/// How the work is split. The defaults are a first guess from the arithmetic (about 8
+/// CTAs per SM, at least 256 tokens each), not yet tuned by measurement: `attend_bench`
+/// times the alternatives (`cuda_attend_tuning` records).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttendTuning {
     /// CTAs to aim for over the whole batch (splits per head are chosen to reach it).
