@@ -16,7 +16,7 @@
 // Errors are reported through `status` (three u64, initialised to ~0 by the host):
 //   status[0] = min over non-finite prepared values of (flat index << 32 | f32 bits)
 //   status[1] = min over overflowing scales of (row << 32 | f32 bits of the scale)
-//   status[2] = min over gathered rows whose index is out of range of (row << 32 | index)
+//   status[2] = min over kept indices out of range of (index << 32 | the head's row count)
 
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -446,7 +446,7 @@ __device__ __forceinline__ void encode_kernel(
             long long r = row;
             if (idx != nullptr) r = (long long)idx[row];
             if (r >= m_rows) {
-                atomicMin(status + 2, ((u64)row << 32) | (u64)(u32)r);
+                atomicMin(status + 2, ((u64)(u32)r << 32) | (u64)(u32)m_rows);
             } else {
                 const u16* s = src16 + r * d + 8 * t;
                 if ((((unsigned long long)s) & 15ull) == 0) {
@@ -666,7 +666,7 @@ extern "C" __global__ void column_sums_partial(
     for (long long row = r0; row < r1; ++row) {
         const long long r = idx != nullptr ? (long long)idx[row] : row;
         if (r >= m_rows) {
-            atomicMin(status + 2, ((u64)row << 32) | (u64)(u32)r);
+            atomicMin(status + 2, ((u64)(u32)r << 32) | (u64)(u32)m_rows);
             continue;
         }
         float x = half_to_float(src16[r * d + col]);

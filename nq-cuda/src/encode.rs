@@ -372,8 +372,8 @@ impl Encoder {
     /// values can differ from a CPU row-order sum in the last bits.
     ///
     /// # Errors
-    /// As [`encode_head`](Self::encode_head), plus a row index out of range
-    /// ([`CudaError::Unsupported`] naming the row and index).
+    /// As [`encode_head`](Self::encode_head), plus a kept index past the head's rows
+    /// ([`CudaError::OutOfRange`]).
     pub fn column_sums(&self, head: &HeadRows<'_>) -> Result<ColumnSums> {
         const OP: &str = "Encoder::column_sums";
         let m_rows = self.check_head(OP, head)?;
@@ -446,8 +446,8 @@ impl Encoder {
     /// [`CudaError::Lattice`] with [`nq_lattice::Error::NonFinite`] (a prepared value is
     /// NaN or infinite; `index` is its position in the rows of that launch) or
     /// [`nq_lattice::Error::ScaleOverflow`] (a row needs a scale above 65504), as the CPU
-    /// codec reports them; [`CudaError::Unsupported`] for a row index out of range (the
-    /// row is coded as zeros); driver failures.
+    /// codec reports them; [`CudaError::OutOfRange`] for a kept index past the head's rows
+    /// (that row is coded as zeros); driver failures.
     pub fn finish(&self) -> Result<()> {
         const OP: &str = "Encoder::finish";
         let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
@@ -459,13 +459,11 @@ impl Encoder {
         let high = |w: u64| usize::try_from(w >> 32).unwrap_or(usize::MAX);
         let low = |w: u64| u32::try_from(w & 0xffff_ffff).unwrap_or(u32::MAX);
         if words[2] != NO_ERROR {
-            return Err(CudaError::Unsupported {
+            return Err(CudaError::OutOfRange {
                 op: OP,
-                what: format!(
-                    "kept row {}: index {} is out of range of the head's rows",
-                    high(words[2]),
-                    low(words[2])
-                ),
+                what: "kept row index",
+                got: high(words[2]),
+                limit: usize::try_from(low(words[2])).unwrap_or(usize::MAX),
             });
         }
         if words[0] != NO_ERROR {
