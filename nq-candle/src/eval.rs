@@ -283,22 +283,8 @@ pub fn eval_sample(
     let mut base = CompressedKvCache::new(model.config(), base_cfg)?;
     progress("prefill");
     let last = model.forward_last(&tokens[..p], 0, &mut base)?;
-    let score = |cache: &mut CompressedKvCache| -> Result<Tensor> {
-        let mut rows = vec![last.reshape((1, ()))?];
-        let chunk = match opts.mode {
-            EvalMode::Decode => DECODE_CHUNK,
-            EvalMode::Prompt => c,
-        };
-        let mut at = p;
-        while at < p + c - 1 {
-            let end = (at + chunk).min(p + c - 1);
-            rows.push(model.forward(&tokens[at..end], at, cache)?);
-            if opts.mode == EvalMode::Decode {
-                cache.compress()?;
-            }
-            at = end;
-        }
-        Ok(Tensor::cat(&rows.iter().collect::<Vec<_>>(), 0)?)
+    let score = |cache: &mut CompressedKvCache| {
+        score_continuation(model, &tokens[p..p + c - 1], p, &last, cache, opts.mode)
     };
     progress("uncompressed");
     let base_logits = score(&mut base.clone())?;
@@ -344,6 +330,33 @@ pub fn eval_sample(
         });
     }
     Ok(out)
+}
+
+/// Teacher-forced logits of the continuation: `last` (the prefill's last logits) predicts
+/// the first target, `inputs` (all but the last target, from position `at`) the rest. In
+/// [`EvalMode::Decode`] they go through the cache in chunks of [`DECODE_CHUNK`], compressing
+/// what is due after each.
+fn score_continuation(
+    model: &Model,
+    inputs: &[u32],
+    mut at: usize,
+    last: &Tensor,
+    cache: &mut CompressedKvCache,
+    mode: EvalMode,
+) -> Result<Tensor> {
+    let mut rows = vec![last.reshape((1, ()))?];
+    let chunk = match mode {
+        EvalMode::Decode => DECODE_CHUNK,
+        EvalMode::Prompt => inputs.len().max(1),
+    };
+    for part in inputs.chunks(chunk) {
+        rows.push(model.forward(part, at, cache)?);
+        if mode == EvalMode::Decode {
+            cache.compress()?;
+        }
+        at += part.len();
+    }
+    Ok(Tensor::cat(&rows.iter().collect::<Vec<_>>(), 0)?)
 }
 
 /// Pool sample results into one aggregate per `(genre, preset)` and one per preset with

@@ -7,10 +7,9 @@ use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use nq_candle::archive::StopReason;
 use nq_candle::{
-    Error, Generator, GgufTokenizer, LoadOptions, Model, SamplingOptions, archive, eval, fetch,
-    model_path,
+    Error, Generation, Generator, GgufTokenizer, LoadOptions, Model, Prefill, SamplingOptions,
+    StopReason, archive, eval, fetch, model_path,
 };
 use nq_core::{CacheStats, Preset};
 use serde_json::json;
@@ -345,7 +344,27 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     let (model, tok) = load(&a.m.model)?;
     // A resumed cache carries its own configuration; the generator's is used by prefill only.
     let mut generator = Generator::new(model, tok, a.m.preset()?);
-    let (start, preset_name) = if let Some(file) = &a.resume {
+    let (start, preset_name) = run_start(&a, &mut generator)?;
+    let stream = !a.json;
+    let on_text = |s: &str| {
+        if stream {
+            print!("{s}");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    let g = generator.generate_from(start, a.max_tokens, sampling, on_text)?;
+    if a.json {
+        print_json(&run_json(&a, &preset_name, &g));
+    } else {
+        run_report(&a, &preset_name, &g);
+    }
+    Ok(())
+}
+
+/// The state a run starts from: the archive's (`--resume`, whose preset is kept), or the
+/// prompt prefilled and compressed with the preset asked for.
+fn run_start(a: &RunArgs, generator: &mut Generator) -> Result<(Prefill, String)> {
+    if let Some(file) = &a.resume {
         let (start, stored) = archive::load(file, generator.model().config())?;
         if let Some(asked) = &a.m.preset
             && preset(asked)?.name() != stored
@@ -355,51 +374,48 @@ fn run_cmd(a: RunArgs) -> Result<()> {
                 file.display()
             );
         }
-        (start, stored)
-    } else {
-        let prompt = read_prompt(a.prompt, a.prompt_file)?;
-        if !a.json {
-            // Long prompts are shown by their last lines only.
-            let tail: Vec<&str> = prompt.lines().rev().take(3).collect();
-            if tail.len() < prompt.lines().count() {
-                println!("[... {} characters of prompt ...]", prompt.len());
-            }
-            print!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        return Ok((start, stored));
+    }
+    let prompt = read_prompt(a.prompt.clone(), a.prompt_file.clone())?;
+    if !a.json {
+        // Long prompts are shown by their last lines only.
+        let tail: Vec<&str> = prompt.lines().rev().take(3).collect();
+        if tail.len() < prompt.lines().count() {
+            println!("[... {} characters of prompt ...]", prompt.len());
         }
-        (generator.prefill(&prompt)?, a.m.preset()?.name().to_owned())
-    };
-    let stream = !a.json;
-    let on_text = |s: &str| {
-        if stream {
-            print!("{s}");
-            let _ = std::io::stdout().flush();
-        }
-    };
-    let g = generator.generate_from(start, a.max_tokens, sampling, on_text)?;
-    let rss = peak_rss_bytes();
-    let s = &g.stats;
-    let p = &g.prompt_stats;
-    let stop = match g.stop {
+        print!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    }
+    Ok((generator.prefill(&prompt)?, a.m.preset()?.name().to_owned()))
+}
+
+fn stop_reason(stop: StopReason) -> String {
+    match stop {
         StopReason::MaxTokens => "max_tokens".to_owned(),
         StopReason::EndOfSequence => "end_of_sequence".to_owned(),
         StopReason::ContextFull { max_context } => format!("context_full ({max_context} tokens)"),
-    };
-    if a.json {
-        let v = json!({
-            "model": a.m.model, "preset": preset_name, "text": g.text, "stop": stop,
-            "resumed": a.resume.is_some(),
-            "prompt_tokens": g.prompt_tokens, "generated_tokens": g.tokens.len(),
-            "prefill_seconds": g.prefill_seconds, "compress_seconds": g.compress_seconds,
-            "decode_seconds": g.decode_seconds,
-            "decode_tokens_per_s": g.tokens.len() as f64 / g.decode_seconds.max(1e-9),
-            "prompt_ratio_resident": p.ratio(), "prompt_resident_bytes": p.resident_bytes,
-            "prompt_fp16_bytes": p.fp16_bytes,
-            "ratio_resident": s.ratio(), "resident_bytes": s.resident_bytes, "fp16_bytes": s.fp16_bytes,
-            "peak_rss_bytes": rss,
-        });
-        print_json(&v);
-        return Ok(());
     }
+}
+
+/// `nq run --json`: one document with the text and every figure.
+fn run_json(a: &RunArgs, preset_name: &str, g: &Generation) -> serde_json::Value {
+    let (s, p) = (&g.stats, &g.prompt_stats);
+    json!({
+        "model": a.m.model, "preset": preset_name, "text": g.text, "stop": stop_reason(g.stop),
+        "resumed": a.resume.is_some(),
+        "prompt_tokens": g.prompt_tokens, "generated_tokens": g.tokens.len(),
+        "prefill_seconds": g.prefill_seconds, "compress_seconds": g.compress_seconds,
+        "decode_seconds": g.decode_seconds,
+        "decode_tokens_per_s": g.tokens.len() as f64 / g.decode_seconds.max(1e-9),
+        "prompt_ratio_resident": p.ratio(), "prompt_resident_bytes": p.resident_bytes,
+        "prompt_fp16_bytes": p.fp16_bytes,
+        "ratio_resident": s.ratio(), "resident_bytes": s.resident_bytes, "fp16_bytes": s.fp16_bytes,
+        "peak_rss_bytes": peak_rss_bytes(),
+    })
+}
+
+/// `nq run` without `--json`: the figures on stderr after the streamed text.
+fn run_report(a: &RunArgs, preset_name: &str, g: &Generation) {
+    let (s, p) = (&g.stats, &g.prompt_stats);
     println!();
     eprintln!("---");
     if let StopReason::ContextFull { max_context } = g.stop {
@@ -427,18 +443,17 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         human(s.fp16_bytes),
         s.ratio()
     );
-    if let Some(note) = ratio_note(&preset_name, s) {
+    if let Some(note) = ratio_note(preset_name, s) {
         eprintln!("{note}");
     }
     if a.stats {
-        match rss {
+        match peak_rss_bytes() {
             Some(r) => {
                 eprintln!("process peak RSS: {} (model weights dominate at this size)", human(r))
             }
             None => eprintln!("process peak RSS: unavailable on this platform"),
         }
     }
-    Ok(())
 }
 
 /// Why a ratio is below 1x, where it is.
@@ -502,15 +517,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         }
         .into());
     }
-    let (mut samples, corpus_name) = corpus(a.corpus.clone())?;
-    if let Some(n) = a.samples {
-        let mut seen = std::collections::HashMap::new();
-        samples.retain(|s| {
-            let c = seen.entry(s.genre.clone()).or_insert(0);
-            *c += 1;
-            *c <= n
-        });
-    }
+    let (samples, corpus_name) = eval_samples(&a)?;
     let (model, tok) = load(&a.model)?;
     let model_name = Path::new(&a.model)
         .file_stem()
@@ -527,13 +534,50 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         results: Vec::new(),
         skipped: Vec::new(),
     };
+    eval_all(&model, &tok, &samples, &opts, &mut run)?;
+    print_eval_table(&run, a.json);
+    if !a.json {
+        if run.results.is_empty() {
+            bail!(
+                "no sample was long enough for prefix {} + continuation {}",
+                a.prefix,
+                a.continuation
+            );
+        }
+        return Ok(());
+    }
+    write_eval(&a, &opts, &run)
+}
+
+/// The corpus samples `nq eval` runs on: the first `--samples` of each genre.
+fn eval_samples(a: &EvalArgs) -> Result<(Vec<eval::Sample>, String)> {
+    let (mut samples, corpus_name) = corpus(a.corpus.clone())?;
+    if let Some(n) = a.samples {
+        let mut seen = std::collections::HashMap::new();
+        samples.retain(|s| {
+            let c = seen.entry(s.genre.clone()).or_insert(0);
+            *c += 1;
+            *c <= n
+        });
+    }
+    Ok((samples, corpus_name))
+}
+
+/// Evaluate every sample (too-short ones are skipped with a warning and counted).
+fn eval_all(
+    model: &Model,
+    tok: &GgufTokenizer,
+    samples: &[eval::Sample],
+    opts: &eval::EvalOptions,
+    run: &mut eval::EvalRun,
+) -> Result<()> {
     let pb = ProgressBar::new(samples.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} samples [{elapsed}<{eta}] {msg}")
             .expect("valid template"),
     );
-    for s in &samples {
-        let r = eval::eval_sample(&model, &tok, s, &opts, |step| {
+    for s in samples {
+        let r = eval::eval_sample(model, tok, s, opts, |step| {
             pb.set_message(format!("{}/{}: {step}", s.genre, s.name))
         });
         let r = match r {
@@ -561,17 +605,11 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         pb.inc(1);
     }
     pb.finish_and_clear();
-    print_eval_table(&run, a.json);
-    if !a.json {
-        if run.results.is_empty() {
-            bail!(
-                "no sample was long enough for prefix {} + continuation {}",
-                a.prefix,
-                a.continuation
-            );
-        }
-        return Ok(());
-    }
+    Ok(())
+}
+
+/// `nq eval --json`: write each configuration's file and print one document.
+fn write_eval(a: &EvalArgs, opts: &eval::EvalOptions, run: &eval::EvalRun) -> Result<()> {
     // Every configuration's file is attempted; the document names what was written and what
     // failed, and carries the records either way.
     let mut written = Vec::new();
