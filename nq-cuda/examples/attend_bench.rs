@@ -318,7 +318,8 @@ fn main() -> Result<()> {
         scales: gpu.stream().clone_htod(&host_scales)?,
     };
     let tunings = [
-        AttendTuning { target_ctas: 512, min_chunk: 256, min_blocks: 1, prefetch: true },
+        AttendTuning { target_ctas: 256, min_chunk: 256, min_blocks: 1, prefetch: true },
+        AttendTuning { target_ctas: 1024, min_chunk: 256, min_blocks: 1, prefetch: true },
         AttendTuning { target_ctas: 2048, min_chunk: 256, min_blocks: 1, prefetch: false },
         AttendTuning { target_ctas: 4096, min_chunk: 128, min_blocks: 3, prefetch: true },
     ];

@@ -674,7 +674,8 @@ fn attend_and_store_reject_bad_input() {
     assert!(matches!(e, CudaError::BadScale { row: 0, .. }), "{e}");
     let e = layer.append_compressed(2, &rows).unwrap_err();
     assert!(matches!(e, CudaError::OutOfRange { got: 2, limit: 2, .. }), "{e}");
-    let short = HostRows { k_codes: &[0; 31], ..rows };
+    // Finite scales, so that the length is what is wrong (scales are checked first).
+    let short = HostRows { k_codes: &[0; 31], k_scales: &[f16::ONE], ..rows };
     let e = layer.append_compressed(0, &short).unwrap_err();
     assert!(matches!(e, CudaError::Len { what: "key codes", got: 31, expected: 32, .. }), "{e}");
 }
