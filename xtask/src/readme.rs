@@ -174,12 +174,21 @@ fn cuda(records: &[Value]) -> String {
             "speedup_vs_sdpa",
             "gb_per_s",
             "fraction_of_copy",
-            "max_abs_err",
-            "rms_err",
+            "max_abs_err_vs_stored",
+            "rms_err_vs_stored",
+            "max_abs_err_vs_original",
+            "rms_err_vs_original",
+            "output_rms",
         ]
         .iter()
-        .filter(|k| r.get(**k).is_some_and(Value::is_number))
-        .map(|k| format!("{k} {}", num(r, k)))
+        .filter_map(|k| Some((k, r.get(*k)?.as_f64()?)))
+        .map(|(k, v)| {
+            if v != 0.0 && v.abs() < 0.01 {
+                format!("{k} {v:.2e}")
+            } else {
+                format!("{k} {}", num(r, k))
+            }
+        })
         .collect();
         if figures.is_empty() {
             continue;
