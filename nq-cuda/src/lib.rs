@@ -1,16 +1,20 @@
 //! CUDA backend for nexusquant: [`nq_core::Backend`] on an NVIDIA GPU, with kernels
 //! compiled at run time by NVRTC.
 //!
-//! In the pipeline (see `nq-core`), the GPU backend runs the randomized Hadamard rotation
-//! `x <- H D x` and the decode of the fixed-rate E8 codes of `nq-lattice`; the CPU backend
-//! of `nq-core` is its test oracle (`nq_core::testing::check_backend`).
+//! `nq_core::CompressedCache::with_backend(CudaBackend::new(0)?, ..)` keeps the compressed
+//! cache on the GPU: every layer's storage ([`CudaLayer`] over [`store::DeviceLayer`]), the
+//! encode pipeline ([`encode::Encoder`]) and the fused decode attention
+//! ([`attend::Attender`]) run there; only eviction scoring reads a few dense rows back. The CPU
+//! backend of `nq-core` is its test oracle (`nq_core::testing::check_backend`, run by this
+//! crate's tests through `backend_tests!`).
 //!
 //! | operation | where it runs |
 //! |---|---|
 //! | `upload` / `download` | driver copies |
 //! | `rotate` (forward and inverse) | GPU kernel `kernels/rotate.cu`: shared-memory butterflies, one launch per power-of-two block of the block-diagonal rotation (96 = 64 + 32) |
 //! | `decode` (2, 3, 4 bits) | GPU kernel `kernels/decode.cu`: one thread per 8 values, E8P and residual tables uploaded once per device; bit-identical to the CPU |
-//! | `encode` | **host fallback**: download, then `FixedCodec::encode_rows` on the CPU |
+//! | `RowOps::encode` | host fallback (download, `FixedCodec::encode_rows`), kept for row-level comparisons |
+//! | the cache's encode (`Backend::compress`) | [`encode::Encoder`], `kernels/encode.cu`: gather, center, smooth, rotate, scale and E8 codes in one launch per head; codes bit-identical to the CPU |
 //! | storage of a layer | [`store::DeviceLayer`]: codes, scales, positions, f16 dense rows, means, growable device buffers |
 //! | decode attention | [`attend::Attender`], `kernels/attend.cu`: flash-decoding over the codes in place (tensor cores, GQA, B sequences per call) |
 //!
