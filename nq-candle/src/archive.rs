@@ -16,9 +16,23 @@ use crate::{Error, Result};
 /// The identity of `config`'s model as archives record it.
 pub fn model_id(config: &ModelConfig) -> ModelId {
     let mut scaling = Vec::new();
-    scaling.extend_from_slice(&config.rope_linear_scale.unwrap_or(1.0).to_le_bytes());
+    // Archives of unscaled and linearly scaled models keep the fingerprint of earlier
+    // versions (the linear factor as f32, 1 without scaling); every other scaling adds all its
+    // parameters, so a cache never loads into a model whose RoPE differs.
+    #[allow(clippy::cast_possible_truncation)] // the factor was read from an f32 key
+    let linear = match config.rope_scaling {
+        nq_rope::RopeScaling::Linear { factor } => factor as f32,
+        _ => 1.0,
+    };
+    scaling.extend_from_slice(&linear.to_le_bytes());
     scaling.extend_from_slice(&(config.rope_dim as u32).to_le_bytes());
     scaling.extend_from_slice(&config.rope_theta_local.unwrap_or(0.0).to_le_bytes());
+    if !matches!(
+        config.rope_scaling,
+        nq_rope::RopeScaling::None | nq_rope::RopeScaling::Linear { .. }
+    ) {
+        scaling.extend_from_slice(format!("{:?}", config.rope_scaling).as_bytes());
+    }
     ModelId {
         architecture: config.architecture.to_string(),
         shape: kv_shape(config),

@@ -425,7 +425,7 @@ fn model_rope_agrees_with_nq_rope() {
     let linear = [("qwen2.rope.scaling.type", s("linear")), ("qwen2.rope.scaling.factor", f(4.0))];
     let c = config_of(&tiny_with("qwen2", "linear.gguf", &linear));
     assert_eq!(c.rope_spec(0).scaling, nq_rope::RopeScaling::Linear { factor: 4.0 });
-    assert_eq!(c.rope_linear_scale, Some(4.0));
+    assert_eq!(c.rope_scaling, nq_rope::RopeScaling::Linear { factor: 4.0 });
     check_model_rope(&c, "qwen2 linear");
     let yarn = [
         ("llama.rope.scaling.type", s("yarn")),
@@ -450,7 +450,7 @@ fn model_rope_agrees_with_nq_rope() {
         other => panic!("{other:?}"),
     };
     assert_eq!(c.rope_spec(0).scaling, want);
-    assert_eq!(c.rope_linear_scale, None);
+    assert!(!matches!(c.rope_scaling, nq_rope::RopeScaling::Linear { .. }));
     assert!(c.rope(0).unwrap().attention_factor() > 1.0, "yarn scales q and k");
     check_model_rope(&c, "llama yarn");
     // Gemma-3: only the global layers are scaled.

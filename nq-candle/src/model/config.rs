@@ -109,10 +109,6 @@ pub struct ModelConfig {
     /// RoPE frequency scaling of global layers (`rope.scaling.*`: none, linear or yarn);
     /// sliding-window layers are never scaled.
     pub rope_scaling: nq_rope::RopeScaling,
-    /// `rope.scaling.factor` when [`rope_scaling`](Self::rope_scaling) is linear, else `None`.
-    /// A copy kept because archive fingerprints read it (`archive::model_id`); it carries
-    /// nothing that `rope_scaling` does not.
-    pub rope_linear_scale: Option<f32>,
     /// Context length the model was trained for (`context_length`); forward refuses positions
     /// beyond it unless [`LoadOptions::max_context`](crate::LoadOptions) overrides it.
     pub max_context: usize,
@@ -341,11 +337,6 @@ impl ModelConfig {
             rope_dim,
             rope_interleaved: matches!(architecture, Architecture::Llama | Architecture::Mistral),
             rope_scaling,
-            rope_linear_scale: match rope_scaling {
-                #[allow(clippy::cast_possible_truncation)] // read from an f32 key
-                nq_rope::RopeScaling::Linear { factor } => Some(factor as f32),
-                _ => None,
-            },
             max_context: meta.usize(&key("context_length"))?,
             rms_eps: meta.opt_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
             layer_windows: local.windows,
