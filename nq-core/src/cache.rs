@@ -572,6 +572,10 @@ impl<B: Backend> CompressedCache<B> {
     /// Scores are `q . k / sqrt(head_dim)`. Writes `[q_heads, t, head_dim]` into `out`.
     /// Compressed rows are read in place (no dequantized copy of the layer is made).
     ///
+    /// This is the generation path, so it also does the eviction bookkeeping of decode-time
+    /// blocks: each dense token's attention probability is added to its mass
+    /// ([`AttendQuery::record_mass`]), which later decides which tokens of its block are kept.
+    ///
     /// # Errors
     /// [`Error::Layer`] or [`Error::Len`].
     pub fn attend(
