@@ -424,7 +424,7 @@ fn invalid(option: &'static str, got: &str, reason: impl Into<String>) -> Error 
     Error::InvalidOption { op: "eval", option, got: got.to_owned(), reason: reason.into() }
 }
 
-/// Apply one `KEY=VALUE` override (`nq eval --set`) to a configuration. Keys: keep, sinks,
+/// Apply one `KEY=VALUE` override (`nq eval --set`) to a configuration. Keys: keep, dkeep, sinks,
 /// recent, window, block, cands, kbits, vbits, rope, center, vnorm, split, scorer.
 ///
 /// # Errors
@@ -441,6 +441,10 @@ pub fn apply_override(cfg: &mut CompressionConfig, kv: &str) -> Result<()> {
     };
     match k {
         "keep" => cfg.evict.keep = v.parse().map_err(|_| invalid("--set", kv, "not a number"))?,
+        "dkeep" => {
+            cfg.evict.decode_keep =
+                Some(v.parse().map_err(|_| invalid("--set", kv, "not a number"))?);
+        }
         "sinks" => cfg.evict.sinks = num(v)?,
         "recent" => cfg.evict.recent = num(v)?,
         "window" => cfg.evict.window = num(v)?,

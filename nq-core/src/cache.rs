@@ -422,7 +422,8 @@ impl<B: Backend> CompressedCache<B> {
             return Ok(());
         }
         self.compress_prompt()?;
-        let (recent, block, keep) = (self.cfg.evict.recent, self.cfg.block, self.cfg.evict.keep);
+        let (recent, block) = (self.cfg.evict.recent, self.cfg.block);
+        let keep = self.cfg.evict.decode_keep.unwrap_or(self.cfg.evict.keep);
         let kept = ((keep as f64 * block as f64).round() as usize).min(block);
         for layer in 0..self.layers.len() {
             loop {

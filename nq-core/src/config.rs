@@ -68,6 +68,10 @@ pub struct EvictConfig {
     /// Weight each token's score by the norm of its value (kvpress `use_vnorm`): a token with
     /// a small value changes the attention output little when evicted.
     pub value_norm: bool,
+    /// Fraction kept of each decode-time block, in `(0, 1]`; `None`: `keep`. Evicting recent
+    /// tokens hurts the tokens generated next more than evicting the prompt does (the
+    /// decode-mode evaluation), so generation may keep more of its own tokens.
+    pub decode_keep: Option<f32>,
 }
 
 /// A complete, explicit compression configuration. Presets are values of this type.
@@ -183,6 +187,7 @@ impl Default for CompressionConfig {
                 scorer: ScorerKind::Observed,
                 split: BudgetSplit::Global,
                 value_norm: true,
+                decode_keep: None,
             },
             keys: Storage::E8 { bits: 4 },
             values: Storage::E8 { bits: 2 },
@@ -210,6 +215,11 @@ impl CompressionConfig {
         if e.window == 0 {
             return bad("evict.window", "0".into());
         }
+        if let Some(k) = e.decode_keep
+            && !(k > 0.0 && k <= 1.0)
+        {
+            return bad("evict.decode_keep", k.to_string());
+        }
         if let ScorerKind::Mixed { mix } = e.scorer
             && !(0.0..=1.0).contains(&mix)
         {
@@ -234,7 +244,7 @@ impl CompressionConfig {
 
 impl CompressionConfig {
     /// Version of the byte form written by [`to_bytes`](Self::to_bytes).
-    const BYTES_VERSION: u8 = 4;
+    const BYTES_VERSION: u8 = 5;
 
     /// A stable byte form, stored in archives so a loaded cache keeps compressing the same way.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -266,10 +276,13 @@ impl CompressionConfig {
         b.extend_from_slice(&self.seed.to_le_bytes());
         b.push(u8::from(e.value_norm));
         b.push(u8::from(self.smooth_keys));
+        // Version 5: the decode-time keep fraction, NaN for "same as keep".
+        b.extend_from_slice(&e.decode_keep.unwrap_or(f32::NAN).to_le_bytes());
         b
     }
 
-    /// Parse [`to_bytes`](Self::to_bytes) output (also versions 2 and 3, which lacked `value_norm` and `smooth_keys`, resp. the latter).
+    /// Parse [`to_bytes`](Self::to_bytes) output (also versions 2 to 4, which lacked
+    /// `value_norm`, `smooth_keys` and `decode_keep`, the later ones in turn).
     ///
     /// # Errors
     /// [`Error::Archive`] for a wrong length, version or field value.
@@ -281,22 +294,30 @@ impl CompressionConfig {
             1 => Ok(true),
             t => Err(bad(&format!("{what} {t}"))),
         };
-        let (value_norm, smooth_keys) = match (b.first(), b.len()) {
-            (Some(2), V2_LEN) => (false, false),
-            (Some(3), n) if n == V2_LEN + 1 => (flag(V2_LEN, "value_norm")?, false),
-            (Some(&Self::BYTES_VERSION), n) if n == V2_LEN + 2 => {
-                (flag(V2_LEN, "value_norm")?, flag(V2_LEN + 1, "smooth_keys")?)
+        let f32_at = |i: usize| f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let (value_norm, smooth_keys, decode_keep) = match (b.first(), b.len()) {
+            (Some(2), V2_LEN) => (false, false, None),
+            (Some(3), n) if n == V2_LEN + 1 => (flag(V2_LEN, "value_norm")?, false, None),
+            (Some(4), n) if n == V2_LEN + 2 => {
+                (flag(V2_LEN, "value_norm")?, flag(V2_LEN + 1, "smooth_keys")?, None)
+            }
+            (Some(&Self::BYTES_VERSION), n) if n == V2_LEN + 6 => {
+                let k = f32_at(V2_LEN + 2);
+                (
+                    flag(V2_LEN, "value_norm")?,
+                    flag(V2_LEN + 1, "smooth_keys")?,
+                    (!k.is_nan()).then_some(k),
+                )
             }
             (None, _) => return Err(bad("empty")),
             (Some(&version), n) => {
                 return Err(bad(&format!(
                     "version {version} in {n} bytes (this build reads versions 2 to {} with {V2_LEN} to {} bytes)",
                     Self::BYTES_VERSION,
-                    V2_LEN + 2
+                    V2_LEN + 6
                 )));
             }
         };
-        let f32_at = |i: usize| f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let u64_at = |i: usize| {
             let mut a = [0u8; 8];
             a.copy_from_slice(&b[i..i + 8]);
@@ -331,6 +352,7 @@ impl CompressionConfig {
                     t => return Err(bad(&format!("split tag {t}"))),
                 },
                 value_norm,
+                decode_keep,
             },
             block: usize_at(29)?,
             keys: storage(b[43])?,

@@ -102,11 +102,20 @@ fn config_bytes_round_trip_and_read_version_2() {
     other.evict.split = BudgetSplit::PerLayer;
     other.evict.value_norm = false;
     configs.push(other);
+    let mut generous = Preset::Max.config();
+    generous.evict.decode_keep = Some(0.75);
+    configs.push(generous);
     for cfg in configs {
         assert_eq!(CompressionConfig::from_bytes(&cfg.to_bytes()).unwrap(), cfg);
     }
-    // Version 3 had no key-smoothing byte, version 2 no value-norm byte either.
-    let mut v3 = Preset::Balanced.config().to_bytes();
+    // Version 4 had no decode-time keep (4 bytes), version 3 no key-smoothing byte either,
+    // version 2 no value-norm byte.
+    let mut v4 = Preset::Balanced.config().to_bytes();
+    v4[0] = 4;
+    v4.truncate(v4.len() - 4);
+    let read = CompressionConfig::from_bytes(&v4).unwrap();
+    assert_eq!(read, Preset::Balanced.config());
+    let mut v3 = v4.clone();
     v3[0] = 3;
     v3.pop();
     let read = CompressionConfig::from_bytes(&v3).unwrap();
@@ -117,8 +126,9 @@ fn config_bytes_round_trip_and_read_version_2() {
     let read = CompressionConfig::from_bytes(&v2).unwrap();
     assert!(!read.evict.value_norm && !read.smooth_keys);
     assert_eq!(read.evict.split, BudgetSplit::Global);
-    // A bad value-norm byte, a bad split tag, a truncated or future version: errors.
-    for at in 1..=2 {
+    // A bad value-norm or smoothing byte, a bad split tag, a bad decode-time keep, a
+    // truncated or future version: errors.
+    for at in 5..=6 {
         let mut bad = Preset::Balanced.config().to_bytes();
         let n = bad.len();
         bad[n - at] = 7;
@@ -127,10 +137,14 @@ fn config_bytes_round_trip_and_read_version_2() {
     let mut bad = Preset::Balanced.config().to_bytes();
     bad[42] = 9;
     assert!(CompressionConfig::from_bytes(&bad).is_err());
+    let mut bad = Preset::Balanced.config().to_bytes();
+    let n = bad.len();
+    bad[n - 4..].copy_from_slice(&2.5f32.to_le_bytes());
+    assert!(CompressionConfig::from_bytes(&bad).is_err(), "decode_keep 2.5");
     let good = Preset::Balanced.config().to_bytes();
     assert!(CompressionConfig::from_bytes(&good[..good.len() - 2]).is_err());
     let mut future = good.clone();
-    future[0] = 5;
+    future[0] = 6;
     assert!(CompressionConfig::from_bytes(&future).is_err());
 }
 

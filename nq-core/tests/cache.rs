@@ -72,7 +72,15 @@ fn resident_bytes_are_the_buffers() {
 
 #[test]
 fn decode_tokens_are_compressed_in_blocks() {
-    let cfg = Preset::Balanced.config();
+    let mut generous = Preset::Balanced.config();
+    generous.evict.decode_keep = Some(0.75);
+    for cfg in [Preset::Balanced.config(), generous] {
+        decode_blocks(cfg);
+    }
+}
+
+/// Three blocks of decode-time tokens are compressed at the decode-time keep fraction.
+fn decode_blocks(cfg: CompressionConfig) {
     let t0 = 500;
     let mut cache = filled(cfg, t0, 3);
     cache.compress().unwrap();
@@ -95,7 +103,8 @@ fn decode_tokens_are_compressed_in_blocks() {
     let after = cache.stats();
     let units = SHAPE.layers * SHAPE.kv_heads;
     // Three full blocks left the recent window and were compressed at the kept fraction.
-    let per_block = (f64::from(cfg.evict.keep) * cfg.block as f64).round() as usize;
+    let keep = cfg.evict.decode_keep.unwrap_or(cfg.evict.keep);
+    let per_block = (f64::from(keep) * cfg.block as f64).round() as usize;
     assert_eq!(after.compressed_slots - before.compressed_slots, units * 3 * per_block);
     assert_eq!(after.dense_slots, units * (cfg.evict.sinks + cfg.evict.recent + 10));
     assert_eq!(after.tokens_seen, t0 + steps);

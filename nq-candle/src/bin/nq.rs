@@ -131,8 +131,8 @@ struct EvalArgs {
     /// continuation, samples).
     #[arg(long)]
     overwrite: bool,
-    /// Override configuration fields of every preset: KEY=VALUE, repeatable. Keys: keep, sinks,
-    /// recent, window, scorer (observed|expected|mixed:W|keykey|keynorm), vnorm (weight scores
+    /// Override configuration fields of every preset: KEY=VALUE, repeatable. Keys: keep, dkeep
+    /// (kept fraction of decode-time blocks), sinks, recent, window, scorer (observed|expected|mixed:W|keykey|keynorm), vnorm (weight scores
     /// by value norms: true|false), split (head|layer|global), kbits, vbits (2|3|4|16), rope
     /// (remove RoPE: true|false), center, cands, block.
     #[arg(long = "set", value_name = "KEY=VALUE")]
