@@ -512,14 +512,15 @@ impl<B: Backend> CompressedCache<B> {
         }
         for (&l, idx) in due.iter().zip(&keep_idx) {
             let (range, _) = plan(&self.layers[l]);
+            // Key smoothing needs only the window's sums of squares: taken once here, kept
+            // by `compress_range` until every head holds codes.
+            if self.cfg.smooth_keys {
+                self.layers[l].query_squares = window_squares(&self.layers[l].queries, self.shape);
+            }
             self.compress_range(l, range.len(), idx)?;
-            // From now on blocks are scored by the attention mass they receive; smoothing
-            // needs only the window's sums of squares.
+            // From now on blocks are scored by the attention mass they receive.
             let lay = &mut self.layers[l];
             lay.compressed_once = true;
-            if self.cfg.smooth_keys && !lay.heads_with_codes.iter().all(|&h| h) {
-                lay.query_squares = window_squares(&lay.queries, self.shape);
-            }
             lay.queries =
                 QueryWindow { rows: vec![Vec::new(); self.shape.q_heads], pos: Vec::new() };
             lay.window_mass = None;
@@ -535,11 +536,7 @@ impl<B: Backend> CompressedCache<B> {
         }
         let lay = &mut self.layers[layer];
         let range = lay.sinks..lay.sinks + count;
-        let squares = if lay.queries.pos.is_empty() {
-            lay.query_squares.clone()
-        } else {
-            window_squares(&lay.queries, self.shape)
-        };
+        let squares = &lay.query_squares;
         let job = CompressJob {
             start: range.start,
             count,
