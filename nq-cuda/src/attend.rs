@@ -39,7 +39,7 @@ use half::f16;
 use nq_core::{LayerSpec, Storage};
 
 use crate::backend::CudaBackend;
-use crate::error::{CudaError, Result};
+use crate::error::{CudaError, Result, to_i32, to_u32};
 use crate::module::compile;
 use crate::store::DeviceLayer;
 
@@ -365,14 +365,6 @@ fn check_batch(layers: &[&mut DeviceLayer]) -> Result<Shape> {
         kb: code_bytes(OP, spec.keys)?,
         vb: code_bytes(OP, spec.values)?,
     })
-}
-
-fn to_i32(op: &'static str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| CudaError::Unsupported { op, what: format!("{v} exceeds i32") })
-}
-
-fn to_u32(op: &'static str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| CudaError::Unsupported { op, what: format!("{v} exceeds u32") })
 }
 
 impl Attender {

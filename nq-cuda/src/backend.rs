@@ -10,7 +10,7 @@ use half::f16;
 use nq_core::{Encoded, Rotation, RowOps, Rows};
 use nq_lattice::{FixedBits, FixedCodec};
 
-use crate::error::{CudaError, Result};
+use crate::error::{CudaError, Result, check_len, to_i64, to_u32};
 use crate::module::{self, Kernels};
 
 /// Largest power-of-two Hadamard block the rotation kernel takes: one row block of it
@@ -346,10 +346,6 @@ impl RowOps for CudaBackend {
     }
 }
 
-fn check_len(op: &'static str, what: &'static str, got: usize, expected: usize) -> Result<()> {
-    if got == expected { Ok(()) } else { Err(CudaError::Len { op, what, got, expected }) }
-}
-
 /// Scales as `f32` (exact), rejecting negative and non-finite ones as the CPU decoder does.
 fn scales_f32(op: &'static str, scales: &[f16]) -> Result<Vec<f32>> {
     scales
@@ -364,12 +360,4 @@ fn scales_f32(op: &'static str, scales: &[f16]) -> Result<Vec<f32>> {
             }
         })
         .collect()
-}
-
-fn to_i64(op: &'static str, v: usize) -> Result<i64> {
-    i64::try_from(v).map_err(|_| CudaError::Unsupported { op, what: format!("{v} exceeds i64") })
-}
-
-fn to_u32(op: &'static str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| CudaError::Unsupported { op, what: format!("{v} exceeds u32") })
 }

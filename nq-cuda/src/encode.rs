@@ -35,7 +35,7 @@ use nq_core::Rotation;
 use nq_lattice::{BEST_OF_SPREAD, FixedBits, FixedCodec, ScaleMode};
 
 use crate::backend::CudaBackend;
-use crate::error::{CudaError, Result};
+use crate::error::{CudaError, Result, check_len, to_i32, to_i64, to_u32};
 use crate::module;
 
 /// The kernel source, embedded at build time.
@@ -605,10 +605,6 @@ impl Encoder {
     }
 }
 
-fn check_len(op: &'static str, what: &'static str, got: usize, expected: usize) -> Result<()> {
-    if got == expected { Ok(()) } else { Err(CudaError::Len { op, what, got, expected }) }
-}
-
 /// Rows whose flat value indices fit the kernels' 32-bit error records.
 fn check_indexable(op: &'static str, n: usize, dim: usize) -> Result<()> {
     match n.checked_mul(dim) {
@@ -618,18 +614,6 @@ fn check_indexable(op: &'static str, n: usize, dim: usize) -> Result<()> {
             what: format!("{n} rows of {dim} values exceed 2^32 values per launch"),
         }),
     }
-}
-
-fn to_i64(op: &'static str, v: usize) -> Result<i64> {
-    i64::try_from(v).map_err(|_| CudaError::Unsupported { op, what: format!("{v} exceeds i64") })
-}
-
-fn to_i32(op: &'static str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| CudaError::Unsupported { op, what: format!("{v} exceeds i32") })
-}
-
-fn to_u32(op: &'static str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| CudaError::Unsupported { op, what: format!("{v} exceeds u32") })
 }
 
 #[cfg(test)]

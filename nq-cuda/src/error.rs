@@ -87,3 +87,36 @@ pub enum CudaError {
 
 /// `Result` with [`CudaError`].
 pub type Result<T, E = CudaError> = std::result::Result<T, E>;
+
+/// `got == expected`, else [`CudaError::Len`] naming the buffer.
+pub(crate) fn check_len(
+    op: &'static str,
+    what: &'static str,
+    got: usize,
+    expected: usize,
+) -> Result<()> {
+    if got == expected { Ok(()) } else { Err(CudaError::Len { op, what, got, expected }) }
+}
+
+/// A size as a kernel argument of type `T`, else [`CudaError::Unsupported`] with the value.
+pub(crate) fn kernel_int<T: TryFrom<usize>>(op: &'static str, v: usize) -> Result<T> {
+    T::try_from(v).map_err(|_| CudaError::Unsupported {
+        op,
+        what: format!("{v} exceeds {}", std::any::type_name::<T>()),
+    })
+}
+
+/// [`kernel_int`] as `i64`.
+pub(crate) fn to_i64(op: &'static str, v: usize) -> Result<i64> {
+    kernel_int(op, v)
+}
+
+/// [`kernel_int`] as `i32`.
+pub(crate) fn to_i32(op: &'static str, v: usize) -> Result<i32> {
+    kernel_int(op, v)
+}
+
+/// [`kernel_int`] as `u32`.
+pub(crate) fn to_u32(op: &'static str, v: usize) -> Result<u32> {
+    kernel_int(op, v)
+}

@@ -27,7 +27,7 @@ use nq_lattice::FixedBits;
 
 use crate::attend::store_kernel;
 use crate::backend::CudaBackend;
-use crate::error::{CudaError, Result};
+use crate::error::{CudaError, Result, check_len, to_i64};
 
 /// Token capacities are multiples of this (keeps every head's rows 16-byte aligned and
 /// f16 scale pairs 4-byte aligned, as the attention kernel loads them).
@@ -122,10 +122,6 @@ fn e8_bits(op: &'static str, what: &'static str, s: Storage) -> Result<FixedBits
             what: format!("{what} storage {other:?} (the device store holds E8 codes of 2-4 bits)"),
         }),
     }
-}
-
-fn check_len(op: &'static str, what: &'static str, got: usize, expected: usize) -> Result<()> {
-    if got == expected { Ok(()) } else { Err(CudaError::Len { op, what, got, expected }) }
 }
 
 /// Positions strictly ascending and after `last`.
@@ -750,10 +746,6 @@ impl DeviceLayer {
             a(self.k_smooth.device_ptr(&s)),
         ]
     }
-}
-
-pub(crate) fn to_i64(op: &'static str, v: usize) -> Result<i64> {
-    i64::try_from(v).map_err(|_| CudaError::Unsupported { op, what: format!("{v} exceeds i64") })
 }
 
 #[cfg(test)]
