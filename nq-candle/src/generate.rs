@@ -81,6 +81,29 @@ pub struct Prefill {
     pub compress_seconds: f64,
 }
 
+impl Prefill {
+    /// This still-uncompressed prefill (from [`Generator::prefill_uncompressed`]) compressed
+    /// under `cfg`: the state [`Generator::prefill`] with `cfg` reaches, without a second
+    /// forward pass, when `cfg`'s observation window is at most the prefill's (the scorer
+    /// needs the attention mass of the same window).
+    ///
+    /// # Errors
+    /// [`Error::Compression`] (wrapped by candle) when `cfg` is invalid or this cache was
+    /// already compressed.
+    pub fn compressed_as(&self, cfg: CompressionConfig) -> Result<Prefill> {
+        let mut cache = self.cache.reconfigured(cfg)?;
+        let t = Instant::now();
+        cache.compress()?;
+        Ok(Prefill {
+            cache,
+            logits: self.logits.clone(),
+            tokens: self.tokens,
+            prefill_seconds: self.prefill_seconds,
+            compress_seconds: t.elapsed().as_secs_f64(),
+        })
+    }
+}
+
 impl SamplingOptions {
     /// Checks the temperature: finite and not negative (0 means greedy).
     ///
@@ -188,6 +211,20 @@ impl Generator {
     /// [`Error::EmptyInput`] for an empty prompt, [`Error::ContextTooLong`] for a prompt
     /// longer than the model's context, model errors.
     pub fn prefill(&self, prompt: &str) -> Result<Prefill> {
+        let mut start = self.prefill_uncompressed(prompt)?;
+        let t = Instant::now();
+        start.cache.compress()?;
+        start.compress_seconds = t.elapsed().as_secs_f64();
+        Ok(start)
+    }
+
+    /// [`prefill`](Self::prefill) without the compression: the prompt's cache holds every
+    /// token in f16 with its observed queries, so [`Prefill::compressed_as`] can compress it
+    /// under several configurations after one forward pass (`nq needle` does).
+    ///
+    /// # Errors
+    /// As [`prefill`](Self::prefill).
+    pub fn prefill_uncompressed(&self, prompt: &str) -> Result<Prefill> {
         let ids = self.tok.encode_document(prompt)?;
         if ids.is_empty() {
             return Err(Error::EmptyInput { op: "Generator::prefill" });
@@ -197,10 +234,7 @@ impl Generator {
         let logits = self.model.forward_last(&ids, 0, &mut cache)?;
         let logits = logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let prefill_seconds = started.elapsed().as_secs_f64();
-        let t = Instant::now();
-        cache.compress()?;
-        let compress_seconds = t.elapsed().as_secs_f64();
-        Ok(Prefill { cache, logits, tokens: ids.len(), prefill_seconds, compress_seconds })
+        Ok(Prefill { cache, logits, tokens: ids.len(), prefill_seconds, compress_seconds: 0.0 })
     }
 
     /// Generate up to `max_tokens` tokens from a prefilled prompt (fresh from

@@ -35,6 +35,7 @@ pub mod fetch;
 mod generate;
 pub mod kv;
 pub mod model;
+pub mod needle;
 pub mod tokenizer;
 
 pub use compressed::CompressedKvCache;

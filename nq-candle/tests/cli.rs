@@ -110,3 +110,19 @@ fn save_then_resume_is_the_fresh_run() {
     assert!(e.contains("compressed with preset `balanced`"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `nq needle` refuses bad options before loading a model, naming the option.
+#[test]
+fn needle_options_are_checked_before_loading() {
+    for (args, option) in [
+        (&["--depths", "0.5,1.2"][..], "--depths"),
+        (&["--depths", "0"], "--depths"),
+        (&["--keys", "0"], "--keys"),
+        (&["--preset", "fast"], "--preset"),
+        (&["--preset", ""], "--preset"),
+        (&["--variant", "none=high"], "--preset"),
+    ] {
+        let e = json_error(&nq(&[&["needle", "--json"][..], args].concat()));
+        assert!(e.contains(option) && !e.contains("not installed"), "{args:?}: {e}");
+    }
+}

@@ -9,6 +9,7 @@ mod compressed;
 mod errors;
 mod evaluation;
 mod kat;
+mod needle;
 mod oracle;
 mod prop;
 mod resume;

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use nq_candle::{
     Error, Generation, Generator, GgufTokenizer, LoadOptions, Model, Prefill, SamplingOptions,
-    StopReason, archive, eval, fetch, model_path,
+    StopReason, archive, eval, fetch, model_path, needle,
 };
 use nq_core::{CacheStats, Preset};
 use serde_json::json;
@@ -34,6 +34,9 @@ enum Command {
     Run(RunArgs),
     /// Measure quality and compression on a corpus (the project's evaluation protocol).
     Eval(EvalArgs),
+    /// Retrieval check: hide a pass key in prose at several lengths and depths, ask for it,
+    /// and count exact answers per preset against the uncompressed cache.
+    Needle(NeedleArgs),
     /// Prefill a prompt, compress its cache and save it as a .nqkv archive.
     Save(SaveArgs),
     /// Describe a .nqkv archive.
@@ -143,6 +146,46 @@ struct EvalArgs {
 }
 
 #[derive(Args)]
+struct NeedleArgs {
+    /// A known model name or a GGUF path.
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// Presets to check (comma-separated). The uncompressed cache (`none`) always runs too:
+    /// it is the reference `lost_vs_none` counts against.
+    #[arg(long, default_value = "none,high,balanced,max", value_delimiter = ',', num_args = 0..)]
+    preset: Vec<String>,
+    /// Prompt lengths in tokens (comma-separated): chat template, prose, needle and question.
+    #[arg(long, default_value = "1536,2560,4000", value_delimiter = ',')]
+    lengths: Vec<usize>,
+    /// Needle depths (comma-separated): the fraction of the prose before the needle, in (0, 1).
+    #[arg(long, default_value = "0.1,0.25,0.5,0.75,0.9", value_delimiter = ',')]
+    depths: Vec<f64>,
+    /// Prompts (different keys and prose) per length and depth.
+    #[arg(long, default_value_t = 3)]
+    keys: usize,
+    /// Seed of the keys and of where the prose starts.
+    #[arg(long, default_value_t = 12)]
+    seed: u64,
+    /// Tokens generated for each answer (greedy).
+    #[arg(long, default_value_t = 12)]
+    max_tokens: usize,
+    /// Write OUT/needle-MODEL.json and print one JSON document on stdout (errors too); the
+    /// table goes to stderr.
+    #[arg(long)]
+    json: bool,
+    /// Folder for --json result files, relative to the working directory.
+    #[arg(long, default_value = "target/nq-bench")]
+    out: PathBuf,
+    /// Override configuration fields of every compressed preset: KEY=VALUE, repeatable (the
+    /// keys of `nq eval --set`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Check an extra named configuration: NAME=PRESET[,KEY=VALUE...], repeatable.
+    #[arg(long, value_name = "NAME=PRESET,KEY=VALUE")]
+    variant: Vec<String>,
+}
+
+#[derive(Args)]
 struct SaveArgs {
     #[command(flatten)]
     m: ModelArgs,
@@ -177,6 +220,7 @@ fn main() {
     let json = match &cli.command {
         Command::Run(a) => a.json,
         Command::Eval(a) => a.json,
+        Command::Needle(a) => a.json,
         Command::Inspect(a) => a.json,
         _ => false,
     };
@@ -221,6 +265,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo(a),
         Command::Run(a) => run_cmd(a),
         Command::Eval(a) => eval_cmd(a),
+        Command::Needle(a) => needle_cmd(a),
         Command::Save(a) => save(a),
         Command::Inspect(a) => inspect(a),
         Command::Fetch(a) => {
@@ -238,6 +283,18 @@ fn spinner(msg: &str) -> ProgressBar {
     );
     pb.set_message(msg.to_owned());
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
+/// A progress bar over `len` items called `unit`.
+fn progress(len: usize, unit: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{bar:30}} {{pos}}/{{len}} {unit} [{{elapsed}}<{{eta}}] {{msg}}"
+        ))
+        .expect("valid template"),
+    );
     pb
 }
 
@@ -494,6 +551,11 @@ fn peak_rss_bytes() -> Option<usize> {
     Some(kb * 1024)
 }
 
+/// The name result files carry: a known model's, or a GGUF path's file stem.
+fn model_name(model: &str) -> String {
+    Path::new(model).file_stem().map_or(model.to_owned(), |s| s.to_string_lossy().into_owned())
+}
+
 /// The corpus: `--corpus`, else `$NQ_CORPUS_DIR`, else the one built into this program.
 fn corpus(given: Option<PathBuf>) -> Result<(Vec<eval::Sample>, String)> {
     let dir = given.or_else(|| std::env::var_os("NQ_CORPUS_DIR").map(PathBuf::from));
@@ -519,12 +581,9 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     }
     let (samples, corpus_name) = eval_samples(&a)?;
     let (model, tok) = load(&a.model)?;
-    let model_name = Path::new(&a.model)
-        .file_stem()
-        .map_or(a.model.clone(), |s| s.to_string_lossy().into_owned());
     let mut run = eval::EvalRun {
         protocol: eval::Protocol {
-            model: model_name,
+            model: model_name(&a.model),
             corpus: corpus_name,
             prefix: a.prefix,
             continuation: a.continuation,
@@ -571,11 +630,7 @@ fn eval_all(
     opts: &eval::EvalOptions,
     run: &mut eval::EvalRun,
 ) -> Result<()> {
-    let pb = ProgressBar::new(samples.len() as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} samples [{elapsed}<{eta}] {msg}")
-            .expect("valid template"),
-    );
+    let pb = progress(samples.len(), "samples");
     for s in samples {
         let r = eval::eval_sample(model, tok, s, opts, |step| {
             pb.set_message(format!("{}/{}: {step}", s.genre, s.name))
@@ -667,6 +722,142 @@ fn print_eval_table(run: &eval::EvalRun, json: bool) {
     }
     if !run.skipped.is_empty() {
         lines.push(format!("{} sample(s) skipped as too short", run.skipped.len()));
+    }
+    for l in lines {
+        if json {
+            eprintln!("{l}");
+        } else {
+            println!("{l}");
+        }
+    }
+}
+
+fn needle_cmd(a: NeedleArgs) -> Result<()> {
+    let opts = needle::NeedleOptions {
+        lengths: a.lengths.clone(),
+        depths: a.depths.clone(),
+        keys: a.keys,
+        seed: a.seed,
+        max_tokens: a.max_tokens,
+    };
+    opts.validate()?;
+    let configs = needle_configs(&a)?;
+    let (model, tok) = load(&a.model)?;
+    let cases = needle::cases(&tok, &opts)?;
+    let mut run = needle::NeedleRun { model: model_name(&a.model), opts, results: Vec::new() };
+    needle_all(&model, &tok, &cases, &configs, &mut run)?;
+    print_needle_table(&run, a.json);
+    if !a.json {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let path = run.write(&a.out)?;
+    eprintln!("wrote {}", path.display());
+    print_json(&json!({ "records": run.records(), "written": [path.display().to_string()] }));
+    Ok(())
+}
+
+/// The uncompressed reference, then the presets and variants asked for (`none` is the
+/// reference, so it is not repeated).
+fn needle_configs(a: &NeedleArgs) -> Result<Vec<(String, nq_core::CompressionConfig)>> {
+    let bad = |got: &str, reason: &str| Error::InvalidOption {
+        op: "needle",
+        option: "--preset",
+        got: got.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if a.preset.iter().all(String::is_empty) && a.variant.is_empty() {
+        return Err(bad("", "name at least one preset (none, high, balanced, max)").into());
+    }
+    let compressed: Vec<String> =
+        a.preset.iter().filter(|p| !p.is_empty() && *p != needle::REFERENCE).cloned().collect();
+    let mut configs = vec![(needle::REFERENCE.to_owned(), Preset::None.config())];
+    if !compressed.is_empty() || !a.variant.is_empty() {
+        let more = eval::configs_from_args(&compressed, &a.set, &a.variant)?;
+        if let Some((name, _)) = more.iter().find(|(n, _)| n == needle::REFERENCE) {
+            return Err(bad(name, "`none` names the uncompressed reference").into());
+        }
+        configs.extend(more);
+    }
+    Ok(configs)
+}
+
+/// Answer every prompt with every configuration; each prompt's outcome goes to stderr.
+fn needle_all(
+    model: &Model,
+    tok: &GgufTokenizer,
+    cases: &[needle::NeedleCase],
+    configs: &[(String, nq_core::CompressionConfig)],
+    run: &mut needle::NeedleRun,
+) -> Result<()> {
+    let pb = progress(cases.len(), "prompts");
+    for case in cases {
+        pb.set_message(format!("{} tokens, depth {}", case.length, case.depth));
+        let answers = needle::answer_case(model, tok, case, configs, run.opts.max_tokens)?;
+        let outcome: Vec<String> = answers
+            .iter()
+            .map(|a| match a.found {
+                true => format!("{} ok", a.config),
+                false => format!("{} MISS {:?}", a.config, a.text.trim()),
+            })
+            .collect();
+        pb.suspend(|| {
+            eprintln!(
+                "{:>5} tokens ({:>5}), depth {:>4.2}, key {}: {}",
+                case.length,
+                answers.first().map_or(0, |a| a.prompt_tokens),
+                case.depth,
+                case.key,
+                outcome.join(", ")
+            )
+        });
+        run.results.push((case.clone(), answers));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+/// Exact answers per configuration, length and depth, then each configuration's total: on
+/// stdout, or on stderr when stdout carries JSON.
+fn print_needle_table(run: &needle::NeedleRun, json: bool) {
+    let records = run.records();
+    let depths: Vec<String> =
+        run.opts.depths.iter().map(|d| format!("{:.0}%", d * 100.0)).collect();
+    let mut lines = vec![format!(
+        "{:<16} {:>7} {}  {:>6}",
+        "preset",
+        "tokens",
+        depths.iter().map(|d| format!("{d:>6}")).collect::<String>(),
+        "ratio"
+    )];
+    let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    for r in records.iter().filter(|r| r["bench"] == "needle_summary") {
+        let preset = r["preset"].as_str().unwrap_or_default();
+        for &length in &run.opts.lengths {
+            let cells: Vec<&serde_json::Value> = records
+                .iter()
+                .filter(|c| {
+                    c["bench"] == "needle" && c["preset"] == preset && c["context_tokens"] == length
+                })
+                .collect();
+            let row: String = cells
+                .iter()
+                .map(|c| format!("{:>6}", format!("{}/{}", c["exact"], c["trials"])))
+                .collect();
+            let ratio = cells.iter().map(|c| get(c, "ratio_resident")).sum::<f64>()
+                / cells.len().max(1) as f64;
+            lines.push(format!("{preset:<16} {length:>7} {row}  {ratio:>5.1}x"));
+        }
+        lines.push(format!(
+            "{preset:<16} total: {}/{} exact ({:.1}%), lost vs none {}, gained {}",
+            r["exact"],
+            r["trials"],
+            100.0 * get(r, "exact_rate"),
+            r["lost_vs_none"],
+            r["gained_vs_none"]
+        ));
     }
     for l in lines {
         if json {
