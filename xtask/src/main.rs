@@ -5,12 +5,15 @@
 //! cargo xtask bench [STAGE...] [--no-criterion] [--quick]
 //!                                            run benches, write target/nq-bench/STAGE.json
 //! cargo xtask ci                             run exactly what .ci/run runs after its installs
+//! cargo xtask compare-original [--model M,...] [--samples N | --quick] [--keep-venv]
+//!                                            the Python original on our protocol (original.json)
 //! ```
 
 mod bench;
 mod ci;
 mod cuda;
 mod fetch;
+mod original;
 mod quality;
 mod readme;
 
@@ -40,6 +43,14 @@ commands:
                                  `bash target/nq-gpu/run.sh OUT` on a GPU machine, then --collect
                                  OUT (or --run on a GPU machine with Rust)
   ci                             run the CI command list (fmt, clippy, tests, scalar tests, docs)
+  compare-original [--model smollm2,qwen05] [--samples N | --quick] [--threads N] [--mask-only]
+                   [--keep-venv]
+                                 the Python original (nexusquant-kv 0.6.3, pinned torch/transformers/
+                                 gguf in target/original-venv, removed afterwards unless
+                                 --keep-venv) on the protocol of `nq eval --mode prompt`: its three
+                                 presets, same texts and tokens; writes target/nq-bench/original.json
+                                 (--samples: per genre; --quick: one; --mask-only: also each
+                                 preset's keep mask without quantization; torch threads: 2)
   readme                         regenerate the README's result tables from target/nq-bench/*.json
 ";
 
@@ -55,6 +66,7 @@ fn main() -> Result<()> {
         "bench" => bench::run(&rest),
         "ci" => ci::run(&rest),
         "readme" => readme::run(&rest),
+        "compare-original" => original::run(&rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

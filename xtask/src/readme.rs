@@ -22,6 +22,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         ("speed", speed),
         ("attention", attention),
         ("cuda", cuda),
+        ("original", original),
         ("stages", stages),
     ];
     for (name, render) in tables {
@@ -51,6 +52,7 @@ fn load(name: &str) -> Result<Option<Vec<Value>>> {
         "speed" => vec!["core", "decode"],
         "attention" => vec!["attend"],
         "cuda" => vec!["cuda"],
+        "original" => return load_original(&dir),
         _ => vec!["hadamard", "lattice", "entropy", "evict", "rope"],
     };
     let mut out = Vec::new();
@@ -67,6 +69,43 @@ fn load(name: &str) -> Result<Option<Vec<Value>>> {
         }
     }
     Ok(if out.is_empty() { None } else { Some(out) })
+}
+
+/// `original.json` (`cargo xtask compare-original`), then every `eval-*.json` of ours (the
+/// `nq eval --json` files the quality table comes from), each record tagged with its file stem.
+fn load_original(dir: &std::path::Path) -> Result<Option<Vec<Value>>> {
+    let read = |p: &std::path::Path| -> Result<Vec<Value>> {
+        let t = fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(match serde_json::from_str(&t).with_context(|| format!("{}", p.display()))? {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|mut r| {
+                    r["stage"] = Value::from(stem.as_str());
+                    r
+                })
+                .collect(),
+            _ => Vec::new(),
+        })
+    };
+    let original = dir.join("original.json");
+    if !original.is_file() {
+        return Ok(None);
+    }
+    let mut out = read(&original)?;
+    let mut ours: Vec<_> = fs::read_dir(dir)
+        .with_context(|| format!("{}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "json")
+                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("eval-"))
+        })
+        .collect();
+    ours.sort();
+    for p in ours {
+        out.extend(read(&p)?);
+    }
+    Ok(Some(out))
 }
 
 fn num(r: &Value, k: &str) -> String {
@@ -199,6 +238,54 @@ fn cuda(records: &[Value]) -> String {
             setting.join(" "),
             figures.join(", "),
             r["device"].as_str().unwrap_or("?")
+        );
+    }
+    s
+}
+
+/// The Python original (`original_eval` records) beside our own evaluation of the same model,
+/// preset and protocol (`eval` aggregates over all samples, prompt and decode mode).
+fn original(records: &[Value]) -> String {
+    let mut s = String::from(
+        "| model | preset | samples, original / ours | original: ppl change % | original: KL | original: ratio claimed | original: ratio on paper | original: ratio, real bytes | ours: ppl change %, prompt | ours: ppl change %, decode | ours: KL, prompt | ours: ratio, resident |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let same = |a: &Value, b: &Value, k: &str| a.get(k).is_some() && a.get(k) == b.get(k);
+    for o in records.iter().filter(|r| r["bench"] == "original_eval") {
+        let ours = |mode: &str| {
+            records.iter().find(|r| {
+                r["bench"] == "eval"
+                    && r["genre"] == "all"
+                    && r["mode"] == mode
+                    && ["model", "preset", "prefix", "continuation"].iter().all(|k| same(r, o, k))
+            })
+        };
+        let (prompt, decode) = (ours("prompt"), ours("decode"));
+        let pct = |r: Option<&Value>| {
+            r.and_then(|r| r["ppl_delta_pct"].as_f64()).map_or("–".into(), |v| format!("{v:+.2}"))
+        };
+        let ratio = |r: &Value, k: &str| {
+            r.get(k).and_then(Value::as_f64).map_or("–".into(), |_| format!("{}x", num(r, k)))
+        };
+        let ours_samples = prompt
+            .or(decode)
+            .and_then(|r| r["sample"].as_str())
+            .and_then(|s| s.strip_suffix(" samples"))
+            .unwrap_or("–");
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} / {ours_samples} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            o["model"].as_str().unwrap_or("?"),
+            o["preset"].as_str().unwrap_or("?"),
+            o["samples"],
+            pct(Some(o)),
+            num(o, "kld"),
+            ratio(o, "ratio_claimed"),
+            ratio(o, "ratio_paper"),
+            ratio(o, "ratio_resident"),
+            pct(prompt),
+            pct(decode),
+            prompt.map_or("–".into(), |r| num(r, "kld")),
+            prompt.or(decode).map_or("–".into(), |r| ratio(r, "ratio_resident")),
         );
     }
     s
