@@ -9,6 +9,7 @@
 //!   [`KvCache`].
 //! - [`KvCache`]: the seam where keys and values live; [`DenseCache`] is the uncompressed one.
 //! - [`GgufTokenizer`]: the tokenizer stored in a GGUF file, matching llama.cpp's ids.
+//! - [`needle`]: the retrieval check, a pass key hidden in prose and asked for at the end.
 //! - [`perplexity_from_logits`], [`nll_from_logits`], [`kl_divergence_from_logits`]: scoring.
 //!
 //! ```no_run

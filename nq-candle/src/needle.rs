@@ -341,6 +341,52 @@ pub struct Answer {
     pub resident_bytes: usize,
     /// Tokens the model saw (document-start token included).
     pub prompt_tokens: usize,
+    /// Fraction of the key's tokens, over every (layer, kv head), still in the cache at the
+    /// question (compressed or in an f16 window); 1 when nothing of the key was evicted.
+    pub key_kept: f64,
+    /// The same fraction for the key token kept least.
+    pub key_kept_min: f64,
+}
+
+/// Positions of the key's tokens in the prompt as the model sees it (document-start token
+/// included): the tokens of the needle sentence that hold digits.
+///
+/// # Errors
+/// Tokenizer errors; [`Error::Shape`] if the needle's tokens are not found in the prompt's.
+pub fn key_positions(tok: &GgufTokenizer, case: &NeedleCase) -> Result<Vec<u32>> {
+    let ids = tok.encode_document(&case.prompt)?;
+    let sentence = tok.encode(&needle(case.key))?;
+    let at =
+        ids.windows(sentence.len()).position(|w| w == sentence).ok_or_else(|| Error::Shape {
+            op: "needle::key_positions",
+            reason: format!("the needle's {} tokens are not in the prompt's", sentence.len()),
+        })?;
+    let mut out = Vec::new();
+    for (i, &id) in sentence.iter().enumerate() {
+        if tok.decode(&[id])?.chars().any(|c| c.is_ascii_digit()) {
+            out.push(u32::try_from(at + i).unwrap_or(u32::MAX));
+        }
+    }
+    Ok(out)
+}
+
+/// Per key token, the fraction of (layer, kv head) whose cache still holds it.
+fn kept(cache: &crate::CompressedKvCache, key: &[u32]) -> Vec<f64> {
+    let c = cache.inner();
+    let shape = c.shape();
+    let slots = (shape.layers * shape.kv_heads).max(1) as f64;
+    key.iter()
+        .map(|p| {
+            let mut n = 0;
+            for l in 0..shape.layers {
+                let dense = c.dense_positions(l).binary_search(p).is_ok();
+                n += (0..shape.kv_heads)
+                    .filter(|&h| dense || c.positions(l, h).binary_search(p).is_ok())
+                    .count();
+            }
+            n as f64 / slots
+        })
+        .collect()
 }
 
 /// Answer `case` with each configuration: one uncompressed prefill (observation window the
@@ -363,9 +409,11 @@ pub fn answer_case(
     base.evict.window = configs.iter().map(|(_, c)| c.evict.window).max().unwrap_or(128);
     let mut generator = Generator::with_config(model.clone(), tok.clone(), base);
     let prefill = generator.prefill_uncompressed(&case.prompt)?;
+    let key = key_positions(tok, case)?;
     let mut out = Vec::with_capacity(configs.len());
     for (name, cfg) in configs {
         let start = prefill.compressed_as(*cfg)?;
+        let key_kept = kept(&start.cache, &key);
         let g = generator.generate_from(start, max_tokens, SamplingOptions::default(), |_| {})?;
         out.push(Answer {
             config: name.clone(),
@@ -374,6 +422,8 @@ pub fn answer_case(
             ratio_resident: g.prompt_stats.ratio(),
             resident_bytes: g.prompt_stats.resident_bytes,
             prompt_tokens: g.prompt_tokens,
+            key_kept: key_kept.iter().sum::<f64>() / key_kept.len().max(1) as f64,
+            key_kept_min: key_kept.iter().copied().fold(1.0, f64::min),
         });
     }
     Ok(out)
@@ -450,6 +500,7 @@ impl NeedleRun {
                     "ratio_resident": mean(|a| a.ratio_resident),
                     "resident_bytes": mean(|a| a.resident_bytes as f64),
                     "prompt_tokens": mean(|a| a.prompt_tokens as f64),
+                    "key_kept": mean(|a| a.key_kept),
                     "seed": self.opts.seed, "max_tokens": self.opts.max_tokens,
                 }));
             }
@@ -467,13 +518,15 @@ impl NeedleRun {
                     "prompt_tokens": a.prompt_tokens, "needle_at": c.needle_at,
                     "filler_tokens": c.filler_tokens, "ratio_resident": a.ratio_resident,
                     "resident_bytes": a.resident_bytes, "seed": self.opts.seed,
+                    "key_kept": a.key_kept, "key_kept_min": a.key_kept_min,
                 })
             })
             .collect()
     }
 
     fn summary_record(&self, config: &str) -> serde_json::Value {
-        let (mut trials, mut exact, mut lost, mut gained, mut ratio) = (0, 0, 0, 0, 0.0);
+        let (mut trials, mut exact, mut lost, mut gained) = (0, 0, 0, 0);
+        let (mut ratio, mut key_kept) = (0.0, 0.0);
         for (_, answers) in &self.results {
             let of = |name: &str| answers.iter().find(|a| a.config == name);
             let (Some(a), reference) = (of(config), of(REFERENCE)) else { continue };
@@ -483,6 +536,7 @@ impl NeedleRun {
             lost += usize::from(reference_found && !a.found);
             gained += usize::from(!reference_found && a.found);
             ratio += a.ratio_resident;
+            key_kept += a.key_kept;
         }
         let rate = |n: usize| n as f64 / trials.max(1) as f64;
         serde_json::json!({
@@ -490,6 +544,7 @@ impl NeedleRun {
             "trials": trials, "exact": exact, "exact_rate": rate(exact),
             "lost_vs_none": lost, "gained_vs_none": gained,
             "ratio_resident": ratio / trials.max(1) as f64,
+            "key_kept": key_kept / trials.max(1) as f64,
             "keys": self.opts.keys, "seed": self.opts.seed, "max_tokens": self.opts.max_tokens,
         })
     }

@@ -129,6 +129,8 @@ fn summary_counts_keys_lost_against_the_reference() {
         ratio_resident: 2.0,
         resident_bytes: 10,
         prompt_tokens: 500,
+        key_kept: 1.0,
+        key_kept_min: 1.0,
     };
     let run = NeedleRun {
         model: "m".into(),
@@ -194,5 +196,12 @@ fn uncompressed_cache_finds_the_key() {
         assert_eq!(answers.len(), 2);
         assert!(answers[0].found, "none answered {:?} for key {}", answers[0].text, case.key);
         assert!(answers[1].ratio_resident > 2.0, "high compresses: {}", answers[1].ratio_resident);
+        assert_eq!(
+            (answers[0].key_kept, answers[0].key_kept_min),
+            (1.0, 1.0),
+            "none evicts nothing"
+        );
+        let key = nq_candle::needle::key_positions(tok, case).unwrap();
+        assert_eq!(key.len(), 5, "SmolLM2 writes digits one token each");
     }
 }

@@ -826,11 +826,12 @@ fn print_needle_table(run: &needle::NeedleRun, json: bool) {
     let depths: Vec<String> =
         run.opts.depths.iter().map(|d| format!("{:.0}%", d * 100.0)).collect();
     let mut lines = vec![format!(
-        "{:<16} {:>7} {}  {:>6}",
+        "{:<16} {:>7} {}  {:>6} {:>9}",
         "preset",
         "tokens",
         depths.iter().map(|d| format!("{d:>6}")).collect::<String>(),
-        "ratio"
+        "ratio",
+        "key kept"
     )];
     let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
     for r in records.iter().filter(|r| r["bench"] == "needle_summary") {
@@ -846,9 +847,10 @@ fn print_needle_table(run: &needle::NeedleRun, json: bool) {
                 .iter()
                 .map(|c| format!("{:>6}", format!("{}/{}", c["exact"], c["trials"])))
                 .collect();
-            let ratio = cells.iter().map(|c| get(c, "ratio_resident")).sum::<f64>()
-                / cells.len().max(1) as f64;
-            lines.push(format!("{preset:<16} {length:>7} {row}  {ratio:>5.1}x"));
+            let mean =
+                |k: &str| cells.iter().map(|c| get(c, k)).sum::<f64>() / cells.len().max(1) as f64;
+            let (ratio, kept) = (mean("ratio_resident"), 100.0 * mean("key_kept"));
+            lines.push(format!("{preset:<16} {length:>7} {row}  {ratio:>5.1}x {kept:>8.1}%"));
         }
         lines.push(format!(
             "{preset:<16} total: {}/{} exact ({:.1}%), lost vs none {}, gained {}",
