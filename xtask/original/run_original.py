@@ -42,6 +42,11 @@ Ratios (fp16 bytes of the full prefix cache = 2 x layers x kv_heads x P x head_d
 - ratio_resident: fp16 bytes of the full prefix cache / bytes of the tensors the cache really
   holds after compression (`numel * element_size` of every key and value tensor).
 
+Diagnostics (not in the README table): `--mask-only` adds each preset's keep mask alone (every
+layer protected, so nothing is quantized), `--unmasked` each preset with the keep mask left out
+of the attention mask (evicted rows stay as zeros and are attended, as when the mask is not
+passed on to generate()).
+
 Output: a JSON array of flat records (shared DESIGN.md "Machine-readable results"): one
 "original_eval_sample" record per sample and preset, then one "original_eval" record per
 preset over all samples (genre "all"). Progress goes to stderr.
@@ -75,6 +80,12 @@ def parse_args():
         "--mask-only",
         action="store_true",
         help="also run each preset's keep mask alone (every layer protected: no quantization)",
+    )
+    p.add_argument(
+        "--unmasked",
+        action="store_true",
+        help="also run each preset without its keep mask in the attention mask (evicted tokens"
+        " stay in the cache as zero keys and values, as when the mask is not passed on)",
     )
     p.add_argument(
         "--tokens-from",
@@ -230,9 +241,12 @@ def main():
     for p in presets:
         if p not in nq_hf._EVICT_PRESETS:
             raise SystemExit(f"error: the original has no preset {p!r} ({sorted(nq_hf._EVICT_PRESETS)})")
-    configs = [(p, p, False) for p in presets]
+    # (name, the original's preset, keep mask alone, keep mask passed to attention)
+    configs = [(p, p, False, True) for p in presets]
     if args.mask_only:
-        configs += [(f"{p}-mask-only", p, True) for p in presets]
+        configs += [(f"{p}-mask-only", p, True, True) for p in presets]
+    if args.unmasked:
+        configs += [(f"{p}-unmasked", p, False, False) for p in presets]
 
     started = time.time()
     folder, file = os.path.split(os.path.abspath(args.gguf))
@@ -252,7 +266,7 @@ def main():
 
     samples = load_corpus(args.corpus, args.samples)
     P, C = args.prefix, args.continuation
-    results = {name: [] for name, _, _ in configs}
+    results = {c[0]: [] for c in configs}
     skipped = []
     for n, (genre, name, text) in enumerate(samples, 1):
         ids = document_start(tok) + tok.encode(text, add_special_tokens=False)
@@ -280,7 +294,7 @@ def main():
         base_logits = score(model, torch, cont, last, build_cache(kv16, torch.float32), ones)
         nll_base, _ = nll_and_kl(torch, base_logits, targets, None)
         log(f"[{args.model}] {n}/{len(samples)} {genre}/{name}: prefill and uncompressed run {time.time() - t0:.1f} s")
-        for cname, preset, mask_only in configs:
+        for cname, preset, mask_only, use_mask in configs:
             t1 = time.time()
             comp = make_compressor(nq_hf, nq_pipeline, model, preset, n_layers, mask_only)
             cache = build_cache(kv16, torch.float16)
@@ -294,7 +308,7 @@ def main():
             bits = 16.0 if mask_only else (comp.key_bits + comp.value_bits) / 2 + 16.0 / cfg_head_dim(cache)
             ratio_paper = 16.0 / bits / kept
             cache32 = build_cache([(l.keys, l.values) for l in cache.layers], torch.float32)
-            logits = score(model, torch, cont, last, cache32, keep.float())
+            logits = score(model, torch, cont, last, cache32, keep.float() if use_mask else ones)
             nll, kl = nll_and_kl(torch, logits, targets, base_logits)
             ppl_base, ppl = math.exp(mean(nll_base)), math.exp(mean(nll))
             results[cname].append(
@@ -336,12 +350,12 @@ def main():
         **{f"version_{k}": v for k, v in versions.items()},
     }
     records = []
-    for cname, preset, mask_only in configs:
+    for cname, *_ in configs:
         for r in results[cname]:
             rec = {k: v for k, v in r.items() if k not in ("nll_base", "nll", "kl")}
             records.append({"bench": "original_eval_sample", **common, **rec})
     total = time.time() - started
-    for cname, preset, mask_only in configs:
+    for cname, preset, mask_only, use_mask in configs:
         rs = results[cname]
         if not rs:
             continue
@@ -356,6 +370,7 @@ def main():
                 "preset": cname,
                 "original_preset": preset,
                 "keep_mask_only": mask_only,
+                "keep_mask_in_attention": use_mask,
                 "samples": len(rs),
                 "ppl_base": ppl_base,
                 "ppl": ppl,

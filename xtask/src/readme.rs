@@ -72,7 +72,8 @@ fn load(name: &str) -> Result<Option<Vec<Value>>> {
 }
 
 /// `original.json` (`cargo xtask compare-original`), then every `eval-*.json` of ours (the
-/// `nq eval --json` files the quality table comes from), each record tagged with its file stem.
+/// `nq eval --json` files of `cargo xtask bench quality`, and of its `--quick` run in
+/// `quick/`), each record tagged with its file stem.
 fn load_original(dir: &std::path::Path) -> Result<Option<Vec<Value>>> {
     let read = |p: &std::path::Path| -> Result<Vec<Value>> {
         let t = fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
@@ -93,8 +94,10 @@ fn load_original(dir: &std::path::Path) -> Result<Option<Vec<Value>>> {
         return Ok(None);
     }
     let mut out = read(&original)?;
-    let mut ours: Vec<_> = fs::read_dir(dir)
-        .with_context(|| format!("{}", dir.display()))?
+    let mut ours: Vec<_> = [dir.to_path_buf(), dir.join("quick")]
+        .iter()
+        .filter_map(|d| fs::read_dir(d).ok())
+        .flatten()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension().is_some_and(|x| x == "json")
@@ -244,20 +247,30 @@ fn cuda(records: &[Value]) -> String {
 }
 
 /// The Python original (`original_eval` records) beside our own evaluation of the same model,
-/// preset and protocol (`eval` aggregates over all samples, prompt and decode mode).
+/// preset and protocol (`eval` aggregates over all samples, prompt and decode mode), on the
+/// same samples per genre where that run exists (the samples column says how many).
 fn original(records: &[Value]) -> String {
     let mut s = String::from(
         "| model | preset | samples, original / ours | original: ppl change % | original: KL | original: ratio claimed | original: ratio on paper | original: ratio, real bytes | ours: ppl change %, prompt | ours: ppl change %, decode | ours: KL, prompt | ours: ratio, resident |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let same = |a: &Value, b: &Value, k: &str| a.get(k).is_some() && a.get(k) == b.get(k);
     for o in records.iter().filter(|r| r["bench"] == "original_eval") {
+        // Ours on the same samples where such a run exists, else on any number of samples.
         let ours = |mode: &str| {
-            records.iter().find(|r| {
+            let candidates = records.iter().filter(|r| {
                 r["bench"] == "eval"
                     && r["genre"] == "all"
                     && r["mode"] == mode
                     && ["model", "preset", "prefix", "continuation"].iter().all(|k| same(r, o, k))
-            })
+            });
+            let mut fallback = None;
+            for r in candidates {
+                if r.get("samples_per_genre") == o.get("samples_per_genre") {
+                    return Some(r);
+                }
+                fallback = fallback.or(Some(r));
+            }
+            fallback
         };
         let (prompt, decode) = (ours("prompt"), ours("decode"));
         let pct = |r: Option<&Value>| {
