@@ -342,20 +342,24 @@ pub struct Answer {
     /// Tokens the model saw (document-start token included).
     pub prompt_tokens: usize,
     /// Fraction of the key's tokens, over every (layer, kv head), still in the cache at the
-    /// question (compressed or in an f16 window); 1 when nothing of the key was evicted.
+    /// question (compressed or in an f16 window); 1 when nothing of the key was evicted, NaN
+    /// (`null` in JSON) when [`key_positions`] could not locate the key.
     pub key_kept: f64,
     /// The same fraction for the key token kept least.
     pub key_kept_min: f64,
 }
 
 /// Positions of the key's tokens in the prompt as the model sees it (document-start token
-/// included): the tokens of the needle sentence that hold digits.
+/// included): the tokens of the needle, up to the key, that hold digits. The needle is
+/// searched for up to its key only: what follows the key may merge with the next text.
 ///
 /// # Errors
 /// Tokenizer errors; [`Error::Shape`] if the needle's tokens are not found in the prompt's.
 pub fn key_positions(tok: &GgufTokenizer, case: &NeedleCase) -> Result<Vec<u32>> {
     let ids = tok.encode_document(&case.prompt)?;
-    let sentence = tok.encode(&needle(case.key))?;
+    let sentence = needle(case.key);
+    let key_end = sentence.find(&case.key_text()).unwrap_or(0) + case.key_text().len();
+    let sentence = tok.encode(&sentence[..key_end])?;
     let at =
         ids.windows(sentence.len()).position(|w| w == sentence).ok_or_else(|| Error::Shape {
             op: "needle::key_positions",
@@ -409,11 +413,13 @@ pub fn answer_case(
     base.evict.window = configs.iter().map(|(_, c)| c.evict.window).max().unwrap_or(128);
     let mut generator = Generator::with_config(model.clone(), tok.clone(), base);
     let prefill = generator.prefill_uncompressed(&case.prompt)?;
-    let key = key_positions(tok, case)?;
+    // A diagnostic: a prompt whose key cannot be located still gets its answers.
+    let key = key_positions(tok, case).ok();
     let mut out = Vec::with_capacity(configs.len());
     for (name, cfg) in configs {
         let start = prefill.compressed_as(*cfg)?;
-        let key_kept = kept(&start.cache, &key);
+        let key_kept = key.as_ref().map(|k| kept(&start.cache, k)).unwrap_or_default();
+        let nan_if_empty = |v: f64| if key_kept.is_empty() { f64::NAN } else { v };
         let g = generator.generate_from(start, max_tokens, SamplingOptions::default(), |_| {})?;
         out.push(Answer {
             config: name.clone(),
@@ -422,8 +428,8 @@ pub fn answer_case(
             ratio_resident: g.prompt_stats.ratio(),
             resident_bytes: g.prompt_stats.resident_bytes,
             prompt_tokens: g.prompt_tokens,
-            key_kept: key_kept.iter().sum::<f64>() / key_kept.len().max(1) as f64,
-            key_kept_min: key_kept.iter().copied().fold(1.0, f64::min),
+            key_kept: nan_if_empty(key_kept.iter().sum::<f64>() / key_kept.len().max(1) as f64),
+            key_kept_min: nan_if_empty(key_kept.iter().copied().fold(1.0, f64::min)),
         });
     }
     Ok(out)
