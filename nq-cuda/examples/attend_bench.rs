@@ -4,8 +4,9 @@
 //! records to stdout; progress goes to stderr.
 //!
 //! `cargo build --release -p nq-cuda --example attend_bench`; on the GPU machine, from the
-//! repository root: `attend_bench [--quick] [--sdpa PATH]` (`--quick`: only B = 32 and 8 at
-//! L = 32K and B = 1 at L = 128K, the shapes of the targets; runs `python3
+//! repository root: `attend_bench [--quick] [--only B,L,STORAGE] [--sdpa PATH]` (`--quick`:
+//! only B = 32 and 8 at L = 32K and B = 1 at L = 128K, the shapes of the targets; `--only`:
+//! one shape and storage, no tuning or error record, for a profiler; runs `python3
 //! nq-cuda/bench/sdpa.py` unless `--sdpa none`).
 //!
 //! Records:
@@ -268,10 +269,24 @@ fn error_record(gpu: &CudaBackend, device: &str) -> Result<Value> {
     }))
 }
 
+/// `B,L,STORAGE` of `--only`.
+fn parse_only(v: &str) -> Result<(usize, usize, String)> {
+    let parts: Vec<&str> = v.split(',').collect();
+    let [b, l, st] = parts[..] else { anyhow::bail!("--only takes B,L,STORAGE, got {v:?}") };
+    if !STORAGES.iter().any(|s| s.name == st) {
+        anyhow::bail!("--only: unknown storage {st:?} (quant, high, balanced, max)");
+    }
+    Ok((b.parse().context("--only B")?, l.parse().context("--only L")?, st.to_owned()))
+}
+
 #[allow(clippy::too_many_lines)]
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let only = match args.iter().position(|a| a == "--only").map(|i| args.get(i + 1)) {
+        None => None,
+        Some(v) => Some(parse_only(v.map(String::as_str).unwrap_or_default())?),
+    };
     let sdpa_path = args
         .iter()
         .position(|a| a == "--sdpa")
@@ -290,7 +305,9 @@ fn main() -> Result<()> {
     let mut records = Vec::new();
 
     // --quick: the shapes of issue 10's targets only.
-    let shapes: Vec<(usize, usize)> = if quick {
+    let shapes: Vec<(usize, usize)> = if let Some((b, l, _)) = &only {
+        vec![(*b, *l)]
+    } else if quick {
         vec![(32, 32768), (8, 32768), (1, 131_072)]
     } else {
         let ls = [8192, 32768, 131_072];
@@ -307,7 +324,9 @@ fn main() -> Result<()> {
     eprintln!("device copy: {gbps:.0} GB/s (read + write)");
     records.push(json!({ "bench": "cuda_copy", "bytes": 1u64 << 30, "gb_per_s": gbps, "counted": "read+write", "device": device }));
 
-    records.push(error_record(&gpu, &device)?);
+    if only.is_none() {
+        records.push(error_record(&gpu, &device)?);
+    }
 
     let mut rng = StdRng::seed_from_u64(1);
     let host_bytes: Vec<u8> = (0..POOL_BYTES).map(|_| rng.random()).collect();
@@ -318,13 +337,14 @@ fn main() -> Result<()> {
         scales: gpu.stream().clone_htod(&host_scales)?,
     };
     let tunings = [
-        AttendTuning { target_ctas: 256, min_chunk: 256, min_blocks: 1, prefetch: true },
-        AttendTuning { target_ctas: 1024, min_chunk: 256, min_blocks: 1, prefetch: true },
-        AttendTuning { target_ctas: 2048, min_chunk: 256, min_blocks: 1, prefetch: false },
-        AttendTuning { target_ctas: 4096, min_chunk: 128, min_blocks: 3, prefetch: true },
+        AttendTuning { target_ctas: 512, min_chunk: 256, min_blocks: 0, prefetch: true },
+        AttendTuning { target_ctas: 0, min_chunk: 256, min_blocks: 1, prefetch: true },
+        AttendTuning { target_ctas: 0, min_chunk: 256, min_blocks: 2, prefetch: true },
+        AttendTuning { target_ctas: 1024, min_chunk: 256, min_blocks: 0, prefetch: true },
+        AttendTuning { target_ctas: 0, min_chunk: 128, min_blocks: 0, prefetch: false },
     ];
     for &(b, l) in &shapes {
-        for st in &STORAGES {
+        for st in STORAGES.iter().filter(|s| only.as_ref().is_none_or(|o| o.2 == s.name)) {
             let sp = spec(st.kb, st.vb)?;
             let per_seq = HKV * l * (sp.key_row_bytes() + sp.value_row_bytes() + 8);
             let (free, _) = gpu.stream().context().mem_get_info()?;
@@ -371,7 +391,9 @@ fn main() -> Result<()> {
                 "gb_per_s": gb, "resident_bytes": resident, "codes": "random",
                 "tuning": format!("{:?}", att.tuning), "device": device,
             }));
-            let tune_here = (st.name == "balanced" || st.name == "quant") && (b, l) != (8, 8192);
+            let tune_here = only.is_none()
+                && (st.name == "balanced" || st.name == "quant")
+                && (b, l) != (8, 8192);
             if tune_here {
                 for tuning in tunings {
                     att.tuning = tuning;

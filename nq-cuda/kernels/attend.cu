@@ -13,6 +13,10 @@
 //   significant bits suffice). The magnitudes come from a byte permutation (PRMT) of
 //   f16 high bytes selected by packed per-pattern selectors (tables built and checked
 //   against nq-lattice's decoder in src/attend.rs).
+// - the NQ_ROWS8 kernel splits each value block into its signed magnitudes and its shift
+//   (a constant per token and block), both exact in f16, and accumulates P.(magnitudes)
+//   and P.(shifts) in f32 by separate products, summed in the merge: the same f16 operands,
+//   only the f32 summation order differs.
 // - the rotated query is scaled by a power of two to max |q| < 1 and rounded to f16
 //   (relative error <= 2^-11 per element); scores accumulate in f32 on the tensor cores
 //   (mma.sync m16n8k16), then are multiplied by the token's f16 scale and the power of two.
@@ -108,12 +112,30 @@ extern "C" __global__ void f32_to_f16_rows(
 #define NTHREADS (NWARPS * 32)
 #define REPS 16                     // table replicas: lane & 15 reads its own, conflict-free
 #define RES ((KB == 3) || (VB == 3))
+// minBlocksPerMultiprocessor of attend_split; 0 picks: 3 for the NQ_ROWS8 kernel without
+// residual tables at d <= 128 (<= 168 registers without spills; 3 CTAs fit the shared
+// memory), else 1.
 #ifndef NQ_MINB
-#define NQ_MINB 1
+#define NQ_MINB 0
+#endif
+#if NQ_MINB == 0
+#define MINB ((NQ_ROWS8 && !RES && D <= 128) ? 3 : 1)
+#else
+#define MINB NQ_MINB
 #endif
 #ifndef NQ_PREFETCH
 #define NQ_PREFETCH 1
 #endif
+// NQ_ROWS8: every CTA has at most 8 query rows (group * t <= 8: decode with GQA up to 8).
+// The score product then only fills rows 0-7 of its 16-row tile, and the value product is
+// computed transposed, O^T += V^T . P^T (value dims as the 16 rows, query rows as the 8
+// columns): half the accumulators and half the mma of the P.V product of the general path,
+// and the softmax of 8 rows instead of 16.
+#ifndef NQ_ROWS8
+#define NQ_ROWS8 0
+#endif
+#define MT (D / 16)                 // m-tiles of the transposed P.V product (NQ_ROWS8)
+#define MTS ((VBPT + 1) / 2)        // m-tiles of the value shifts' product (NQ_ROWS8)
 
 // E8_LO/E8_HI: f16 high bytes of the E8P magnitudes (index a + 4 * negative) and
 // RW_LO/RW_HI: those of half a residual word coordinate; defined by the host from the
@@ -129,7 +151,10 @@ static_assert(KB >= 2 && KB <= 4 && VB >= 2 && VB <= 4, "code rate");
 
 // Shared memory (bytes): a union of {tables; the f32 query staging; the warp merge
 // buffer}, then the f16 query, then per-row facts.
-#define TAB_BYTES ((256 + 128 + (RES ? 256 : 0)) * REPS * 8)
+// The decode tables (see `e8p_signed`): 256 rows of 256 bytes, then with RES the residual
+// selectors (256 entries x REPS replicas x 8 bytes).
+#define ROW_TAB_BYTES (256 * 256)
+#define TAB_BYTES (ROW_TAB_BYTES + (RES ? 256 * REPS * 8 : 0))
 #define QF_BYTES (16 * D * 4)
 #define MERGE_BYTES (NWARPS * 16 * D * 4 + NWARPS * 16 * 2 * 4)
 #define MAX2(a, b) ((a) > (b) ? (a) : (b))
@@ -223,40 +248,123 @@ __device__ __forceinline__ u32 code16(const u32 (&w)[N], int o)
     return byte_at(w, o) | (byte_at(w, o + 1) << 8);
 }
 
-// One E8P word as 4 f16 pairs (coordinates 2k, 2k+1 in pair k), exactly.
-__device__ __forceinline__ void e8p(
-    u32 idx, const u64* __restrict__ pt, const u64* __restrict__ wt, int rep, u32 (&out)[4])
+// PTX prmt: unlike __byte_perm, a selector nibble with bit 3 set replicates the byte's sign;
+// every selector below has bit 3 clear (src/attend.rs tests the tables), so no masking.
+__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel)
 {
-    const u64 p = pt[((idx & 0xffu) << 4) + rep];
-    const u64 s = wt[(((idx >> 8) & 0x7fu) << 4) + rep];
-    const u32 lo = (u32)p ^ (u32)s;
-    const u32 hi = (u32)(p >> 32) ^ (u32)(s >> 32);
-    const u32 sh = (idx & 0x8000u) ? HALF2_QUARTER : HALF2_MQUARTER;
-    out[0] = hadd2(__byte_perm(E8_LO, E8_HI, lo), sh);
-    out[1] = hadd2(__byte_perm(E8_LO, E8_HI, lo >> 16), sh);
-    out[2] = hadd2(__byte_perm(E8_LO, E8_HI, hi), sh);
-    out[3] = hadd2(__byte_perm(E8_LO, E8_HI, hi >> 16), sh);
+    u32 d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
 }
 
-// The block of 8 values whose code starts at byte o of w, at rate BITS, as 4 f16 pairs.
-template <int BITS, int N>
-__device__ __forceinline__ void decode_block(
-    const u32 (&w)[N], int o, const u64* __restrict__ pt, const u64* __restrict__ wt,
-    const u64* __restrict__ rt, int rep, u32 (&c)[4])
+// The signed magnitudes of the E8P code in half HI of w (its shift apart, e8p_shift) as 4
+// f16 pairs (coordinates 2k, 2k+1 in pair k), exactly.
+// trep points at this lane's replica of the decode tables in shared memory: row r (256
+// bytes) holds the pattern selectors of pattern r (bytes 0-127) and the sign selectors of
+// sign byte r (bytes 128-255: the 7 sign bits, bit 7 being the shift and ignored); replica
+// q of an entry is at byte 8 q. A byte of the code times 256 is thus a row offset, one
+// byte permutation away (no mask, no shift-and-add).
+template <int HI>
+__device__ __forceinline__ void e8p_signed(u32 w, const u8* __restrict__ trep, u32 (&out)[4])
 {
-    e8p(code16(w, o), pt, wt, rep, c);
-    if constexpr (BITS == 4) {
+    const u32 po = HI ? prmt(w, 0u, 0x4424u) : prmt(w, 0u, 0x4404u);   // pattern byte << 8
+    const u32 so = HI ? prmt(w, 0u, 0x4434u) : (w & 0xff00u);          // sign byte << 8
+    const uint2 p = *reinterpret_cast<const uint2*>(trep + po);
+    const uint2 s = *reinterpret_cast<const uint2*>(trep + 128 + so);
+    const u32 lo = p.x ^ s.x;
+    const u32 hi = p.y ^ s.y;
+    out[0] = prmt(E8_LO, E8_HI, lo);
+    out[1] = prmt(E8_LO, E8_HI, lo >> 16);
+    out[2] = prmt(E8_LO, E8_HI, hi);
+    out[3] = prmt(E8_LO, E8_HI, hi >> 16);
+}
+
+// The shift of the E8P code in half HI of w, +-1/4 in both halves of an f16 pair: +1/4
+// when bit 15 of the code is set.
+template <int HI>
+__device__ __forceinline__ u32 e8p_shift(u32 w)
+{
+    return (prmt(w, 0u, HI ? 0x3232u : 0x1010u) & 0x80008000u) ^ HALF2_MQUARTER;
+}
+
+// The block at byte o of w (o a compile-time constant), at rate BITS, without its shifts:
+// signed magnitudes, plus the residual word at 3 bits, plus the second stage at 4 bits.
+template <int BITS, int N>
+__device__ __forceinline__ void decode_signed(const u32 (&w)[N], int o, const u8* __restrict__ trep, u32 (&c)[4])
+{
+    if constexpr (BITS == 3) {
+        e8p_signed<0>(code16(w, o), trep, c);
+        const uint2 r = *reinterpret_cast<const uint2*>(trep + ROW_TAB_BYTES + (byte_at(w, o + 2) << 7));
+        c[0] = hadd2(c[0], prmt(RW_LO, RW_HI, r.x));
+        c[1] = hadd2(c[1], prmt(RW_LO, RW_HI, r.x >> 16));
+        c[2] = hadd2(c[2], prmt(RW_LO, RW_HI, r.y));
+        c[3] = hadd2(c[3], prmt(RW_LO, RW_HI, r.y >> 16));
+    } else if constexpr (BITS == 2) {
+        // 2-byte codes start at even bytes: half (o / 2) % 2 of word o / 4.
+        if ((o & 3) == 0) e8p_signed<0>(w[o >> 2], trep, c);
+        else e8p_signed<1>(w[o >> 2], trep, c);
+    } else {
+        // Two codes in one aligned word: s1 + s2 / 4.
+        static_assert(BITS == 4, "code rate");
         u32 c2[4];
-        e8p(code16(w, o + 2), pt, wt, rep, c2);
+        e8p_signed<0>(w[o >> 2], trep, c);
+        e8p_signed<1>(w[o >> 2], trep, c2);
 #pragma unroll
         for (int k = 0; k < 4; ++k) c[k] = hfma2(c2[k], HALF2_QUARTER, c[k]);
-    } else if constexpr (BITS == 3) {
-        const u64 r = rt[(byte_at(w, o + 2) << 4) + rep];
-        const u32 lo = (u32)r, hi = (u32)(r >> 32);
-        c[0] = hadd2(c[0], __byte_perm(RW_LO, RW_HI, lo));
-        c[1] = hadd2(c[1], __byte_perm(RW_LO, RW_HI, lo >> 16));
-        c[2] = hadd2(c[2], __byte_perm(RW_LO, RW_HI, hi));
-        c[3] = hadd2(c[3], __byte_perm(RW_LO, RW_HI, hi >> 16));
+    }
+}
+
+// The shift term of the block at byte o of w (a constant over its 8 values) in both halves
+// of an f16 pair: +-1/4 at 2 and 3 bits, t1 + t2 / 4 (+-5/16 or +-3/16) at 4 bits.
+template <int BITS, int N>
+__device__ __forceinline__ u32 block_shift(const u32 (&w)[N], int o)
+{
+    if constexpr (BITS == 3) return e8p_shift<0>(code16(w, o));
+    else if constexpr (BITS == 2) return (o & 3) == 0 ? e8p_shift<0>(w[o >> 2]) : e8p_shift<1>(w[o >> 2]);
+    else return hfma2(e8p_shift<1>(w[o >> 2]), HALF2_QUARTER, e8p_shift<0>(w[o >> 2]));
+}
+
+// The block at byte o of w as 4 f16 pairs: decode_signed plus block_shift. Every partial
+// sum is a multiple of 1/16 below 4 in magnitude, so the order of the additions does not
+// matter: the values are the codec's, exactly.
+template <int BITS, int N>
+__device__ __forceinline__ void decode_block(const u32 (&w)[N], int o, const u8* __restrict__ trep, u32 (&c)[4])
+{
+    decode_signed<BITS>(w, o, trep, c);
+    const u32 sh = block_shift<BITS>(w, o);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) c[k] = hadd2(c[k], sh);
+}
+
+#if NQ_ROWS8
+// The shifts of the blocks at byte o of two tokens' codes (wa, wb) as one f16 pair (wa's
+// low), as block_shift gives them for one token.
+template <int BITS, int N>
+__device__ __forceinline__ u32 shift_pair(const u32 (&wa)[N], const u32 (&wb)[N], int o)
+{
+    // Bit 15 of the code in half `hi` of a and of b, at bits 15 and 31: +1/4 when set.
+    auto pair = [](u32 a, u32 b, bool hi) {
+        return (prmt(a, b, hi ? 0x7632u : 0x5410u) & 0x80008000u) ^ HALF2_MQUARTER;
+    };
+    if constexpr (BITS == 3) {
+        return pair(code16(wa, o), code16(wb, o), false);
+    } else if constexpr (BITS == 2) {
+        return pair(wa[o >> 2], wb[o >> 2], (o & 3) != 0);
+    } else {
+        const u32 a = wa[o >> 2], b = wb[o >> 2];
+        return hfma2(pair(a, b, true), HALF2_QUARTER, pair(a, b, false));
+    }
+}
+#endif
+
+// Every accumulator fragment x[j] times (f0, f1, f2, f3), element by element.
+template <int N>
+__device__ __forceinline__ void scale_frags(float (&x)[N][4], float f0, float f1, float f2, float f3)
+{
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+        x[j][0] *= f0; x[j][1] *= f1;
+        x[j][2] *= f2; x[j][3] *= f3;
     }
 }
 
@@ -308,12 +416,96 @@ __device__ __forceinline__ int first_after(const u32* __restrict__ pos, int n, u
     return lo;
 }
 
+#if NQ_ROWS8
+// One 16-token tile of the NQ_ROWS8 path, after the score product: the online softmax of
+// the lane's score row g (sc[nt][0..1]: tokens tb + 8 nt + 2c + {0, 1}), then
+// O^T += V^T . P^T with V^T decoded straight from the codes (rotated space).
+__device__ __forceinline__ void softmax_pv_rows8(
+    float (&sc)[2][4], int tb, int c, int lo0, int hi0, float qinv0, float qkm0,
+    const float (&kscl)[2][2], const float (&vscl)[2][2], const u32 (&vw)[4][(VLANE + 3) / 4],
+    const u8* __restrict__ trep, float& m0, float& l0, float (&o)[MT][4], float (&osh)[MTS][4])
+{
+    float mx0 = NEG_INF;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int tok = tb + 8 * nt + 2 * c + e;
+            const float s0 = (tok >= lo0 && tok < hi0)
+                ? sc[nt][e] * (qinv0 * kscl[nt][e] * LOG2E) + qkm0 : NEG_INF;
+            sc[nt][e] = s0;
+            mx0 = fmaxf(mx0, s0);
+        }
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    const float nm0 = fmaxf(m0, mx0);
+    // After the first tiles the running maximum rarely grows: the accumulators are rescaled
+    // only when it grows in some row of the warp (the factor is exactly 1 in the others).
+    const bool grew = nm0 > m0;
+    const float corr0 = grew ? ex2(m0 - nm0) : 1.0f;
+    m0 = nm0;
+    float w[4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) w[2 * nt + e] = nm0 == NEG_INF ? 0.0f : ex2(sc[nt][e] - nm0);
+    }
+    l0 = l0 * corr0 + ((w[0] + w[1]) + (w[2] + w[3]));
+    // B operand of O^T += V^T . P^T: P of row g at tokens 2c, 2c + 1 and 2c + 8, 2c + 9
+    // (the lane's own scores), times each token's value scale.
+    const u32 pb0 = pack_f16x2(w[0] * vscl[0][0], w[1] * vscl[0][1]);
+    const u32 pb1 = pack_f16x2(w[2] * vscl[1][0], w[3] * vscl[1][1]);
+    if (__any_sync(0xffffffffu, grew)) {
+        // Columns 2c, 2c + 1 of O^T are query rows 2c, 2c + 1: lanes 8c and 8c + 4 hold
+        // their factors.
+        const float ca = __shfl_sync(0xffffffffu, corr0, 8 * c);
+        const float cb = __shfl_sync(0xffffffffu, corr0, 8 * c + 4);
+        scale_frags(o, ca, cb, ca, cb);
+        scale_frags(osh, ca, cb, ca, cb);
+    }
+    // The blocks' shifts, a constant per (token, block), by one product: O_sh^T (block
+    // rows x query rows) += T^T . P^T; rows g and g + 8 of m-tile j are the lane's blocks
+    // g * VBPT + 2j and + 1, columns as in O^T. The merge adds them to every coordinate.
+#pragma unroll
+    for (int j = 0; j < MTS; ++j) {
+        const bool odd = 2 * j + 1 < VBPT;
+        const u32 a[4] = {
+            shift_pair<VB>(vw[0], vw[1], (2 * j) * VB),
+            odd ? shift_pair<VB>(vw[0], vw[1], (2 * j + 1) * VB) : 0u,
+            shift_pair<VB>(vw[2], vw[3], (2 * j) * VB),
+            odd ? shift_pair<VB>(vw[2], vw[3], (2 * j + 1) * VB) : 0u,
+        };
+        mma16816(osh[j], a, pb0, pb1);
+    }
+    // A operand: rows g and g + 8 of m-tile 4 be + i are coordinates 2i, 2i + 1 of the
+    // lane's value block g * VBPT + be; columns are tokens 2c, 2c + 1 (a0, a1) and
+    // 2c + 8, 2c + 9 (a2, a3).
+#pragma unroll
+    for (int be = 0; be < VBPT; ++be) {
+        u32 cv[4][4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) decode_signed<VB>(vw[e], be * VB, trep, cv[e]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const u32 a[4] = {
+                __byte_perm(cv[0][i], cv[1][i], 0x5410u),
+                __byte_perm(cv[0][i], cv[1][i], 0x7632u),
+                __byte_perm(cv[2][i], cv[3][i], 0x5410u),
+                __byte_perm(cv[2][i], cv[3][i], 0x7632u),
+            };
+            mma16816(o[be * 4 + i], a, pb0, pb1);
+        }
+    }
+}
+#endif
+
 // One CTA: one (sequence, kv head, tile of 16 query rows) and one split: either a chunk of
 // the compressed tokens (split < splits_c) or of the dense rows. Writes one partial
 // (max in log2 units, sum of weights, weighted value sum) per valid query row.
 // Query rows of the tile: R = mt * 16 + rho < group * t, query head h * group + R / t,
 // row R % t. Partials: index ((b * Hq + j) * t + r) * splits + split.
-extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
+extern "C" __global__ void __launch_bounds__(NTHREADS, MINB) attend_split(
     const u64* __restrict__ desc,
     int desc_stride,
     const float* __restrict__ q,
@@ -334,9 +526,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
     float scale)
 {
     extern __shared__ __align__(16) unsigned char smem[];
-    u64* pt = reinterpret_cast<u64*>(smem);
-    u64* wt = pt + 256 * REPS;
-    u64* rt = wt + 128 * REPS;
+    u64* tab = reinterpret_cast<u64*>(smem);             // the decode tables (e8p_signed)
     float* qf = reinterpret_cast<float*>(smem);          // aliases the tables (staging)
     float* mbuf = reinterpret_cast<float*>(smem);        // aliases the tables (merge)
     float* mml = mbuf + NWARPS * 16 * D;
@@ -490,16 +680,17 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
     __syncthreads();
     // The tables, replicated (qf is dead now).
 #pragma unroll 8
-    for (int i = tid; i < 256 * REPS; i += NTHREADS) pt[i] = __ldg(tabs + i / REPS);
-#pragma unroll 8
-    for (int i = tid; i < 128 * REPS; i += NTHREADS) wt[i] = __ldg(tabs + 256 + i / REPS);
+    for (int i = tid; i < ROW_TAB_BYTES / 8; i += NTHREADS) {
+        const int r = i >> 5, q = i & 31;   // row r: 16 pattern replicas, 16 sign replicas
+        tab[i] = __ldg(q < REPS ? tabs + r : tabs + 256 + (r & 127));
+    }
     if (RES) {
 #pragma unroll 8
-        for (int i = tid; i < 256 * REPS; i += NTHREADS) rt[i] = __ldg(tabs + 384 + i / REPS);
+        for (int i = tid; i < 256 * REPS; i += NTHREADS) tab[ROW_TAB_BYTES / 8 + i] = __ldg(tabs + 384 + i / REPS);
     }
 
     const int g = lane >> 2, c = lane & 3;
-    const int rep = lane & 15;
+    const u8* trep = smem + 8 * (lane & (REPS - 1));   // this lane's table replica
     // Query fragments (A operand of the score product) for rows g and g + 8.
     u32 qa[KT][4];
 #pragma unroll
@@ -509,6 +700,11 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
         qa[kt][1] = *reinterpret_cast<const u32*>(qh + (g + 8) * D + d0);
         qa[kt][2] = *reinterpret_cast<const u32*>(qh + g * D + d0 + 2);
         qa[kt][3] = *reinterpret_cast<const u32*>(qh + (g + 8) * D + d0 + 2);
+    }
+    if (NQ_ROWS8) {
+        // Rows 8-15 of the tile are empty: zero A fragments (the compiler keeps no register).
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) qa[kt][1] = qa[kt][3] = 0u;
     }
     const float qinv0 = row_qinv[g], qinv1 = row_qinv[g + 8];
     const float qkm0 = row_qkm[g] * LOG2E, qkm1 = row_qkm[g + 8] * LOG2E;
@@ -527,9 +723,18 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
     const u8* vc = reinterpret_cast<const u8*>(ds[F_VC]) + (long long)h * cap * VROW;
     const u16* vs = reinterpret_cast<const u16*>(ds[F_VS]) + (long long)h * cap;
 
-    float o[NT][4];
+    // General path: o[j] is the C fragment of n-tile j of O (rows g, g + 8; dims of lane
+    // g' = 2c + e, see the merge). NQ_ROWS8: o[mt] is the C fragment of m-tile mt of O^T
+    // (value dims as rows, query rows 2c, 2c + 1 as columns).
+    float o[NQ_ROWS8 ? MT : NT][4];
 #pragma unroll
-    for (int j = 0; j < NT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    for (int j = 0; j < (NQ_ROWS8 ? MT : NT); ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+#if NQ_ROWS8
+    // The value shifts' product (softmax_pv_rows8).
+    float osh[MTS][4];
+#pragma unroll
+    for (int j = 0; j < MTS; ++j) osh[j][0] = osh[j][1] = osh[j][2] = osh[j][3] = 0.0f;
+#endif
     float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
 
     const int c0 = max(split * chunk, any_lo);
@@ -608,11 +813,14 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
 #pragma unroll
             for (int nt = 0; nt < 2; ++nt) {
                 u32 cb[4];
-                decode_block<KB>(kw[nt], kp * KB, pt, wt, rt, rep, cb);
+                decode_block<KB>(kw[nt], kp * KB, trep, cb);
                 mma16816(sc[nt], qa[2 * kp], cb[0], cb[1]);
                 mma16816(sc[nt], qa[2 * kp + 1], cb[2], cb[3]);
             }
         }
+#if NQ_ROWS8
+        softmax_pv_rows8(sc, tb, c, lo0, hi0, qinv0, qkm0, kscl, vscl, vw, trep, m0, l0, o, osh);
+#else
         // ---- online softmax (base 2) over rows g (0) and g + 8 (1) ----
         float mx0 = NEG_INF, mx1 = NEG_INF;
 #pragma unroll
@@ -657,17 +865,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
         }
         l0 = l0 * corr0 + ps0;
         l1 = l1 * corr1 + ps1;
-#pragma unroll
-        for (int j = 0; j < NT; ++j) {
-            o[j][0] *= corr0; o[j][1] *= corr0;
-            o[j][2] *= corr1; o[j][3] *= corr1;
-        }
+        scale_frags(o, corr0, corr0, corr1, corr1);
         // ---- O += P . V, V decoded straight from the codes (rotated space) ----
 #pragma unroll
         for (int be = 0; be < VBPT; ++be) {
             u32 cv[4][4];
 #pragma unroll
-            for (int e = 0; e < 4; ++e) decode_block<VB>(vw[e], be * VB, pt, wt, rt, rep, cv[e]);
+            for (int e = 0; e < 4; ++e) decode_block<VB>(vw[e], be * VB, trep, cv[e]);
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
                 const u32 sel = (i & 1) ? 0x7632u : 0x5410u;
@@ -676,6 +880,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
                 mma16816(o[be * 8 + i], pa, b0, b1);
             }
         }
+#endif
         if (NQ_PREFETCH) {
             if (more) cur = nxt;
         } else if (more) {
@@ -690,6 +895,20 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
     __syncthreads();
     float* mw = mbuf + warp * 16 * D;
+#if NQ_ROWS8
+    // o[mt]: rows (dims) g and g + 8 of m-tile mt = 4 be + i are coordinates 2i and 2i + 1
+    // of the value block g * VBPT + be; columns are query rows 2c, 2c + 1.
+    // The block's shift term osh (rows 2c, 2c + 1) is added to each of its coordinates.
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        const int be = mt / 4, hb = 2 * (be % 2);
+        const int dim = 8 * (g * VBPT + be) + 2 * (mt % 4);
+        mw[(2 * c) * D + dim] = o[mt][0] + osh[be / 2][hb];
+        mw[(2 * c + 1) * D + dim] = o[mt][1] + osh[be / 2][hb + 1];
+        mw[(2 * c) * D + dim + 1] = o[mt][2] + osh[be / 2][hb];
+        mw[(2 * c + 1) * D + dim + 1] = o[mt][3] + osh[be / 2][hb + 1];
+    }
+#else
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
 #pragma unroll
@@ -700,6 +919,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, NQ_MINB) attend_split(
             mw[(g + 8) * D + dim] = o[j][2 + e];
         }
     }
+#endif
     if (c == 0) {
         mml[(warp * 16 + g) * 2] = m0;
         mml[(warp * 16 + g) * 2 + 1] = l0;

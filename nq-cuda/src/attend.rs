@@ -32,7 +32,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 #[cfg(test)]
 use half::f16;
@@ -55,18 +55,41 @@ const DESC_FIXED: usize = 16;
 /// Dense rows per dense CTA.
 const DENSE_CHUNK: usize = 128;
 
+/// The fixed setup of a compressed CTA (tables, query rotation, merge), in tokens' worth of
+/// its main loop, for the automatic split.
+pub const SETUP_TOKENS: usize = 128;
+
+/// Splits of `n` compressed tokens for each of `groups` (sequence, kv head, row tile)
+/// groups when `slots` CTAs run at once: the count whose waves finish first, each CTA
+/// costing its chunk (a multiple of 64 tokens, at least `min_chunk`) plus
+/// [`SETUP_TOKENS`]; the fewest splits among equals.
+fn auto_splits(n: usize, groups: usize, slots: usize, min_chunk: usize) -> usize {
+    let most = n.div_ceil(min_chunk).max(1);
+    (1..=most)
+        .min_by_key(|&s| {
+            let chunk = n.div_ceil(s).next_multiple_of(64);
+            (groups * s).div_ceil(slots.max(1)) * (chunk + SETUP_TOKENS)
+        })
+        .unwrap_or(1)
+}
+
 /// How the work is split. Each CTA pays a fixed setup (query rotation, codebook tables
-/// replicated into shared memory), so fewer, longer CTAs win: on an H100 a target of 512
-/// CTAs beat 1024, 2048 and 4096 at every measured shape (B = 1 L = 128K balanced: 99 vs
-/// 145, 198, 331 us); `attend_bench` times the alternatives (`cuda_attend_tuning`).
+/// replicated into shared memory), so fewer, longer CTAs win, as long as they fill the
+/// GPU: by default (`target_ctas: 0`) the split count is the one whose waves of resident
+/// CTAs (multiprocessors x CTAs per multiprocessor, from the driver's occupancy) finish
+/// first, counting each CTA's setup as [`SETUP_TOKENS`] tokens. `attend_bench` times the
+/// alternatives (`cuda_attend_tuning`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttendTuning {
-    /// CTAs to aim for over the whole batch (splits per head are chosen to reach it).
+    /// CTAs to aim for over the whole batch (splits per head are chosen to reach it); 0
+    /// picks the split by occupancy (see above).
     pub target_ctas: usize,
     /// Fewest compressed tokens per CTA (a multiple of 64).
     pub min_chunk: usize,
     /// `minBlocksPerMultiprocessor` of `__launch_bounds__` (1 lets the compiler use
-    /// every register it wants; 2-3 cap the registers for more CTAs per SM).
+    /// every register it wants; 2-3 cap the registers for more CTAs per SM); 0 picks 3 for
+    /// the decode kernel (at most 8 query rows per kv head, no 3-bit codes, d <= 128) and
+    /// 1 otherwise.
     pub min_blocks: u32,
     /// Issue the next tile's loads before the current tile's arithmetic (costs registers).
     pub prefetch: bool,
@@ -74,7 +97,7 @@ pub struct AttendTuning {
 
 impl Default for AttendTuning {
     fn default() -> Self {
-        AttendTuning { target_ctas: 512, min_chunk: 256, min_blocks: 1, prefetch: true }
+        AttendTuning { target_ctas: 0, min_chunk: 256, min_blocks: 0, prefetch: true }
     }
 }
 
@@ -100,9 +123,11 @@ struct AttendKernels {
     tables: CudaSlice<u64>,
     /// Dynamic shared memory of `attend_split`, as the kernel computes it.
     smem: u32,
+    /// CTAs of `attend_split` resident at once on the device (multiprocessors x occupancy).
+    slots: usize,
 }
 
-type KernelKey = (usize, usize, usize, usize, u32, bool);
+type KernelKey = (usize, usize, usize, usize, u32, bool, bool);
 
 static LOADED: OnceLock<Mutex<HashMap<KernelKey, Arc<AttendKernels>>>> = OnceLock::new();
 static STORE: OnceLock<Mutex<HashMap<usize, CudaFunction>>> = OnceLock::new();
@@ -126,10 +151,11 @@ fn kernels(
     kb: usize,
     vb: usize,
     tuning: AttendTuning,
+    rows8: bool,
 ) -> Result<Arc<AttendKernels>> {
     let min_blocks = tuning.min_blocks;
     let prefetch = u8::from(tuning.prefetch);
-    let key = (gpu.ctx.ordinal(), d, kb, vb, min_blocks, tuning.prefetch);
+    let key = (gpu.ctx.ordinal(), d, kb, vb, min_blocks, tuning.prefetch, rows8);
     let map = LOADED.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(k) = map.get(&key) {
@@ -137,8 +163,9 @@ fn kernels(
     }
     let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let src = format!(
-        "#define NQ_D {d}\n#define NQ_KB {kb}\n#define NQ_VB {vb}\n#define NQ_MINB {min_blocks}\n#define NQ_PREFETCH {prefetch}\n\
+        "#define NQ_D {d}\n#define NQ_KB {kb}\n#define NQ_VB {vb}\n#define NQ_MINB {min_blocks}\n#define NQ_PREFETCH {prefetch}\n#define NQ_ROWS8 {}\n\
          #define E8_LO {:#x}u\n#define E8_HI {:#x}u\n#define RW_LO {:#x}u\n#define RW_HI {:#x}u\n{ATTEND_CU}",
+        u8::from(rows8),
         word(&E8_BYTES[..4]),
         word(&E8_BYTES[4..]),
         word(&RW_BYTES[..4]),
@@ -165,7 +192,11 @@ fn kernels(
         smem_i32,
     )?;
     let tables = stream.clone_htod(&tables()?)?;
-    let k = Arc::new(AttendKernels { split, combine, tables, smem });
+    let per_sm =
+        split.occupancy_max_active_blocks_per_multiprocessor(SPLIT_THREADS, smem as usize, None)?;
+    let sms = gpu.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+    let slots = (per_sm as usize).max(1) * usize::try_from(sms).unwrap_or(1).max(1);
+    let k = Arc::new(AttendKernels { split, combine, tables, smem, slots });
     map.insert(key, Arc::clone(&k));
     Ok(k)
 }
@@ -414,7 +445,8 @@ impl Attender {
                 return Err(CudaError::Len { op: OP, what, got, expected: rows_total * d });
             }
         }
-        let k = kernels(gpu, d, kb, vb, self.tuning)?;
+        // At most 8 query rows per kv head (decode with GQA up to 8): the NQ_ROWS8 kernel.
+        let k = kernels(gpu, d, kb, vb, self.tuning, group * t <= 8)?;
         let spec = layers[0].spec().clone();
         let ksigns = gpu.scaled_signs(&spec.key_rot.blocks()[0])?;
         let vsigns = gpu.scaled_signs(&spec.value_rot.blocks()[0])?;
@@ -427,8 +459,11 @@ impl Attender {
             (0, 64)
         } else {
             let min_chunk = self.tuning.min_chunk.max(64).next_multiple_of(64);
-            let want = self.tuning.target_ctas.div_ceil(b * hkv * mtiles).max(1);
-            let splits = want.min(n_max.div_ceil(min_chunk));
+            let groups = b * hkv * mtiles;
+            let splits = match self.tuning.target_ctas {
+                0 => auto_splits(n_max, groups, k.slots, min_chunk),
+                ctas => ctas.div_ceil(groups).max(1).min(n_max.div_ceil(min_chunk)),
+            };
             let chunk = n_max.div_ceil(splits).next_multiple_of(64);
             (n_max.div_ceil(chunk), chunk)
         };
@@ -586,11 +621,33 @@ mod tests {
     }
 
     #[test]
+    fn auto_splits_fill_whole_waves() {
+        // B = 1, 8 kv heads, 45,900 tokens, 396 slots (an H100 at 3 CTAs per SM): 48
+        // splits are 384 CTAs of 960 tokens, one wave (49 give the same 64-aligned chunk,
+        // 50 would start a second wave).
+        assert_eq!(auto_splits(45_900, 8, 396, 256), 48);
+        // B = 32: 256 groups. One split leaves 140 slots idle, two need a second wave of
+        // half chunks; three (768 CTAs, 2 waves of 3,840-token chunks) finish first.
+        assert_eq!(auto_splits(11_469, 256, 396, 256), 3);
+        // Short sequences: never below the minimum chunk.
+        assert_eq!(auto_splits(300, 1, 396, 256), 2);
+        assert_eq!(auto_splits(100, 1, 396, 256), 1);
+    }
+
+    #[test]
     fn tables_have_the_kernel_layout() {
         let tabs = tables().unwrap();
         assert_eq!(tabs.len(), 640);
         // Sign word of f7 = 1: coordinate 0 flips (bit 6) and so does the parity bit f7
         // (coordinate 7: pair 3, high half, bit 16 * 3 + 14).
         assert_eq!(tabs[256 + 1], 1 << 6 | 1 << 62);
+        // The kernel permutes bytes with PTX prmt, where a selector nibble with bit 3 set
+        // would replicate a sign instead of copying a byte: no table nibble, and no pattern
+        // selector XOR a sign selector, may have it.
+        let bit3 = |w: u64| w & 0x8888_8888_8888_8888 != 0;
+        assert!(!tabs.iter().copied().any(bit3));
+        for &p in &tabs[..256] {
+            assert!(!tabs[256..384].iter().any(|&s| bit3(p ^ s)));
+        }
     }
 }
