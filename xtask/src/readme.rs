@@ -22,6 +22,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         ("speed", speed),
         ("attention", attention),
         ("cuda", cuda),
+        ("cuda-attend", cuda_attend),
         ("original", original),
         ("stages", stages),
     ];
@@ -51,7 +52,7 @@ fn load(name: &str) -> Result<Option<Vec<Value>>> {
         "quality" => vec!["quality"],
         "speed" => vec!["core", "decode"],
         "attention" => vec!["attend"],
-        "cuda" => vec!["cuda"],
+        "cuda" | "cuda-attend" => vec!["cuda"],
         "original" => return load_original(&dir),
         _ => vec!["hadamard", "lattice", "entropy", "evict", "rope"],
     };
@@ -193,12 +194,57 @@ fn attention(records: &[Value]) -> String {
     s
 }
 
-/// The GPU run (`cargo xtask bench cuda`): attention against SDPA, encode, copy bandwidth.
+/// The GPU run's decode attention (`cuda_attend` records of `cargo xtask bench cuda`): one
+/// row per (B, context), each storage's time and speedup over the faster bf16 SDPA backend.
+fn cuda_attend(records: &[Value]) -> String {
+    const STORAGES: [&str; 4] = ["quant", "high", "balanced", "max"];
+    let attend: Vec<&Value> = records.iter().filter(|r| r["bench"] == "cuda_attend").collect();
+    let mut shapes: Vec<(u64, u64)> = attend
+        .iter()
+        .filter_map(|r| Some((r["b"].as_u64()?, r["l"].as_u64()?)))
+        .collect();
+    shapes.sort_by_key(|&(b, l)| (l, b));
+    shapes.dedup();
+    let mut s = String::from(
+        "| B | context | bf16 SDPA (cuDNN / flash) | quant | high | balanced | max | card |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for (b, l) in shapes {
+        let at = |st: &str| {
+            attend.iter().find(|r| r["b"] == b && r["l"] == l && r["storage"] == st).copied()
+        };
+        let Some(first) = STORAGES.iter().find_map(|st| at(st)) else { continue };
+        let us = |r: &Value, k: &str| r[k].as_f64().map_or("-".into(), |v| format!("{v:.0} us"));
+        let cells: Vec<String> = STORAGES
+            .iter()
+            .map(|st| match at(st) {
+                Some(r) if r["us"].is_f64() => match r["speedup_vs_sdpa"].as_f64() {
+                    Some(x) => format!("{} ({x:.2}x)", us(r, "us")),
+                    None => us(r, "us"),
+                },
+                Some(r) => r["skipped"].as_str().unwrap_or("-").to_owned(),
+                None => "-".into(),
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {b} | {}K | {} / {} | {} | {} |",
+            l / 1024,
+            us(first, "sdpa_cudnn_us"),
+            us(first, "sdpa_flash_us"),
+            cells.join(" | "),
+            first["device"].as_str().unwrap_or("?")
+        );
+    }
+    s
+}
+
+/// The GPU run (`cargo xtask bench cuda`): encode, copy bandwidth, the attention error (the
+/// attention times are [`cuda_attend`]'s table).
 fn cuda(records: &[Value]) -> String {
     let mut s = String::from("| measurement | setting | figures | card |\n|---|---|---|---|\n");
     // The figures the targets are about; the row-level kernels' records stay in cuda.json.
-    const SHOWN: &[&str] =
-        &["cuda_copy", "cuda_attend", "cuda_attend_error", "cuda_encode_pipeline_f16"];
+    const SHOWN: &[&str] = &["cuda_copy", "cuda_attend_error", "cuda_encode_pipeline_f16"];
     for r in records.iter().filter(|r| r["bench"].as_str().is_some_and(|b| SHOWN.contains(&b))) {
         let bench = r["bench"].as_str().unwrap_or("?");
         let setting: Vec<String> = ["storage", "b", "l", "bits", "scale_mode"]
