@@ -194,11 +194,13 @@ impl Prose {
     }
 
     /// Sentences from `start` on (wrapping around) until their tokens reach about `budget`:
-    /// the last one is kept if that lands closer to the budget.
+    /// the last one is kept if that lands closer to the budget. At most `budget + 1`
+    /// sentences, so a counter that finds no token in a sentence cannot loop forever.
     fn take(&self, start: usize, budget: usize) -> Vec<(&str, usize)> {
         let mut out: Vec<(&str, usize)> = Vec::new();
         let mut total = 0;
-        for (s, n) in self.pieces.iter().cycle().skip(start % self.pieces.len()) {
+        let from = start % self.pieces.len().max(1);
+        for (s, n) in self.pieces.iter().cycle().skip(from).take(budget + 1) {
             if total >= budget {
                 break;
             }
@@ -229,7 +231,6 @@ fn cell_rng(seed: u64, length: usize, depth: f64, trial: usize) -> u64 {
 
 /// One prompt of `length` tokens with `key` at `depth`; the prose starts at sentence
 /// `start`. `overhead` is what the frame and needle cost in tokens.
-#[allow(clippy::too_many_arguments)]
 fn build(
     prose: &Prose,
     count: &mut impl FnMut(&str) -> Result<usize>,
@@ -309,7 +310,8 @@ pub fn cases_with(
         for &depth in &opts.depths {
             for trial in 0..opts.keys {
                 let mut rng = cell_rng(opts.seed, length, depth, trial);
-                let start = (nq_core::splitmix64(&mut rng) % prose.pieces.len() as u64) as usize;
+                let start =
+                    (nq_core::splitmix64(&mut rng) % prose.pieces.len().max(1) as u64) as usize;
                 let mut case;
                 loop {
                     let key = 10_000 + (nq_core::splitmix64(&mut rng) % 90_000) as u32;
