@@ -226,6 +226,18 @@ pub struct SampleResult {
     pub archive_bytes: usize,
     /// fp16 bytes of the full prefix cache.
     pub fp16_bytes: usize,
+    /// fp16 bytes of every token the cache has seen at the end of the continuation / bytes
+    /// the cache holds then, measured from its buffers as `ratio_resident` is. In
+    /// [`EvalMode::Decode`] the cache then holds the prefix and the continuation, each
+    /// compressed as generation would; in [`EvalMode::Prompt`] the same figure over that
+    /// mode's final cache: the compressed prefix beside the continuation in f16.
+    pub ratio_resident_final: f64,
+    /// Bytes the cache holds at the end of the continuation (every buffer).
+    pub resident_bytes_final: usize,
+    /// fp16 bytes of every token the cache has seen at the end of the continuation:
+    /// `2 * layers * kv_heads * (prefix + continuation - 1) * d * 2` (the last target is
+    /// scored, never appended).
+    pub fp16_bytes_final: usize,
     /// Seconds the compression of the prefix took.
     pub seconds: f64,
     /// The largest `ppl_delta_pct` of the pooled samples (aggregates only).
@@ -299,6 +311,7 @@ pub fn eval_sample(
         let stats = cache.stats();
         let archive = crate::archive::to_bytes(&cache, model.config(), name)?;
         let logits = score(&mut cache)?;
+        let final_stats = cache.stats();
         let nll = nll_from_logits(&logits, targets)?;
         let kl = kl_divergence_from_logits(&base_logits, &logits)?;
         let ppl_base = mean(&nll_base).exp();
@@ -316,6 +329,9 @@ pub fn eval_sample(
             resident_bytes: stats.resident_bytes,
             archive_bytes: archive.len(),
             fp16_bytes: stats.fp16_bytes,
+            ratio_resident_final: final_stats.ratio(),
+            resident_bytes_final: final_stats.resident_bytes,
+            fp16_bytes_final: final_stats.fp16_bytes,
             seconds,
             ppl_delta_pct_worst: None,
             bytes: stats
@@ -398,6 +414,9 @@ pub fn aggregate(results: &[SampleResult]) -> Vec<SampleResult> {
                 resident_bytes: (avg(|r| r.resident_bytes as f64)).round() as usize,
                 archive_bytes: (avg(|r| r.archive_bytes as f64)).round() as usize,
                 fp16_bytes: (avg(|r| r.fp16_bytes as f64)).round() as usize,
+                ratio_resident_final: avg(|r| r.ratio_resident_final),
+                resident_bytes_final: (avg(|r| r.resident_bytes_final as f64)).round() as usize,
+                fp16_bytes_final: (avg(|r| r.fp16_bytes_final as f64)).round() as usize,
                 seconds: avg(|r| r.seconds),
                 ppl_delta_pct_worst: rs.iter().map(|r| r.ppl_delta_pct).reduce(f64::max),
                 bytes: rs[0]

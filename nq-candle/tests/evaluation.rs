@@ -103,3 +103,60 @@ fn decode_mode_compresses_the_continuation() {
     assert!(d.bytes["bytes_key_codes"] > 0.0);
     assert_eq!(d.resident_bytes, p.resident_bytes, "the prefix is compressed the same way");
 }
+
+/// The final ratio is measured from the cache at the end of the continuation (issue 12): f16
+/// bytes of every token it has seen over the bytes it holds then. Keeping every decode-time
+/// token (`dkeep=1`) holds more bytes, so its final ratio is below the preset's, while the
+/// prompt cache, and so `ratio_resident`, is the same; in prompt mode the continuation stays
+/// f16, so the final ratio is below the prompt cache's.
+#[test]
+fn final_ratio_counts_the_continuation() {
+    let Some((model, tok)) = crate::common::smollm2() else { return };
+    let sample = nq_candle::eval::builtin_corpus().into_iter().next().expect("a sample");
+    let (prefix, continuation) = (256, 160);
+    let configs =
+        configs_from_args(&["balanced".to_owned()], &[], &["dk100=balanced,dkeep=1".to_owned()])
+            .unwrap();
+    let run = |mode| {
+        let opts =
+            nq_candle::eval::EvalOptions { prefix, continuation, configs: configs.clone(), mode };
+        nq_candle::eval::eval_sample(model, tok, &sample, &opts, |_| {}).expect("evaluates")
+    };
+    let decode = run(nq_candle::eval::EvalMode::Decode);
+    for r in &decode {
+        // The last target is scored, never appended: the cache has seen prefix + continuation - 1.
+        assert_eq!(r.fp16_bytes_final * prefix, r.fp16_bytes * (prefix + continuation - 1));
+        assert_eq!(
+            r.ratio_resident_final,
+            r.fp16_bytes_final as f64 / r.resident_bytes_final as f64,
+            "{}",
+            r.preset
+        );
+        assert!(
+            r.resident_bytes_final > r.resident_bytes,
+            "{}: the continuation adds bytes",
+            r.preset
+        );
+    }
+    let (preset, dk100) = (&decode[0], &decode[1]);
+    assert_eq!(preset.resident_bytes, dk100.resident_bytes, "the prompt cache is the same");
+    assert!(
+        dk100.resident_bytes_final > preset.resident_bytes_final,
+        "keeping every decode-time token holds more: {} vs {}",
+        dk100.resident_bytes_final,
+        preset.resident_bytes_final
+    );
+    assert!(dk100.ratio_resident_final < preset.ratio_resident_final);
+    let prompt = run(nq_candle::eval::EvalMode::Prompt);
+    assert!(
+        prompt[0].ratio_resident_final < prompt[0].ratio_resident,
+        "an f16 continuation lowers the ratio: {} vs {}",
+        prompt[0].ratio_resident_final,
+        prompt[0].ratio_resident
+    );
+    assert!(prompt[0].ratio_resident_final < preset.ratio_resident_final);
+    let agg = nq_candle::eval::aggregate(&decode);
+    let all = agg.iter().find(|r| r.genre == "all" && r.preset == "balanced").unwrap();
+    assert_eq!(all.resident_bytes_final, preset.resident_bytes_final);
+    assert_eq!(all.ratio_resident_final, preset.ratio_resident_final);
+}
