@@ -112,6 +112,19 @@ impl CudaBackend {
         })
     }
 
+    /// A backend that queues its work on an existing `stream` (and its context): share
+    /// another library's stream, such as candle's `CudaDevice::cuda_stream()` (candle-core
+    /// 0.11 uses the same cudarc 0.19), so the cache's work is ordered with the model's and
+    /// their buffers are usable by both without copies.
+    pub fn from_stream(stream: Arc<CudaStream>) -> Self {
+        CudaBackend {
+            ctx: Arc::clone(stream.context()),
+            stream,
+            kernels: OnceLock::new(),
+            signs: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
     /// The device's name, as the driver reports it.
     ///
     /// # Errors

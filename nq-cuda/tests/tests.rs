@@ -40,3 +40,15 @@ nq_core::backend_tests!({
         None => return,
     }
 });
+
+/// A backend on a stream it did not create (as candle's `CudaDevice::cuda_stream()` would hand
+/// over; here a second stream of the same context) passes the same conformance harness.
+#[test]
+fn a_backend_on_a_shared_stream_conforms() {
+    let Some(gpu) = gpu() else { return };
+    let stream = gpu.stream().context().new_stream().unwrap();
+    let shared = CudaBackend::from_stream(stream);
+    if let Err(m) = nq_core::testing::check_backend(&shared) {
+        panic!("{}: {}", m.op, m.detail);
+    }
+}
