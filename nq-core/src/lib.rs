@@ -49,7 +49,7 @@ mod store;
 pub mod testing;
 
 pub use archive::{ArchiveSummary, Extras, ModelId, inspect};
-pub use backend::{Backend, DenseRows, Encoded, RowOps, Rows};
+pub use backend::{Backend, DenseRows};
 pub use cache::{CacheStats, CompressedCache, KvShape};
 pub use config::{BudgetSplit, CompressionConfig, EvictConfig, Preset, ScorerKind, Storage};
 pub use cpu::{CpuBackend, CpuLayer};

@@ -4,7 +4,6 @@
 use nq_core::testing::{Perturbation, Perturbed, check_backend};
 
 nq_core::backend_tests!(nq_core::CpuBackend);
-nq_core::row_ops_tests!(nq_core::CpuBackend);
 
 #[test]
 fn every_perturbation_is_rejected() {

@@ -1,29 +1,21 @@
-//! Throughput of the GPU backend against `CpuBackend` (one CPU thread): rotate, decode,
-//! encode, and the device encode pipeline against the device copy bandwidth. Prints one
-//! JSON array of flat records to stdout; progress goes to stderr.
+//! The device encode pipeline against the device copy bandwidth. Prints one JSON array of
+//! flat records to stdout; progress goes to stderr.
 //!
-//! `cargo run --release -p nq-cuda --example bench [encode]` (needs a CUDA device and NVRTC
-//! on the library path; prints `[]` and a SKIP line without one). With `encode`, only the
-//! copy and encode-pipeline records are measured.
+//! `cargo run --release -p nq-cuda --example bench` (needs a CUDA device and NVRTC on the
+//! library path; prints `[]` and a SKIP line without one).
 //!
-//! Encode pipeline records: `cuda_copy_dtod` (`gb_per_s` = bytes read + written per
+//! Records: `cuda_copy_dtod` (`gb_per_s` = bytes read + written per
 //! second by a device-to-device copy of 256 MiB) and `cuda_encode_pipeline_f16` (8 kv heads
 //! x 32768 tokens x d = 128 of f16, every token kept: gather + center + smooth + rotate +
 //! scale + E8 codes by `Encoder::encode_head`, 10 x 8 heads queued per `finish`;
 //! `gb_per_s` = f16 input bytes per second), with `bits`, `scale_mode`, `copy_gb_per_s`,
 //! `fraction_of_copy` (issue 10's target: >= 0.5) and `device`.
-//!
-//! Records: `bench` = `{backend}_{op}_f32` (`cuda_rotate_f32`, `cpu_rotate_f32`,
-//! `cuda_decode_kernel_f32` = device-resident codes to device rows, `cuda_decode_f32` =
-//! `Backend::decode` including the host-to-device copy of the codes, `cpu_decode_f32`,
-//! `cuda_encode_hostfallback_f32`, `cpu_encode_f32`), with `d`, `t` (rows), `bits`,
-//! `seconds` per call and `melem_per_s` (f32 values per second).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use cudarc::driver::CudaSlice;
-use nq_core::{CpuBackend, Rotation, RowOps, Rows};
+use nq_core::Rotation;
 use nq_cuda::CudaBackend;
 use nq_cuda::encode::{CodesOut, Encoder, HeadRows};
 use nq_lattice::{FixedBits, FixedCodec, ScaleMode};
@@ -42,17 +34,6 @@ fn time(min: Duration, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64() / f64::from(n))
 }
 
-fn record(bench: &str, d: usize, t: usize, bits: Option<u32>, secs: f64) -> Value {
-    #[allow(clippy::cast_precision_loss)]
-    let melem = (d * t) as f64 / secs / 1e6;
-    eprintln!("{bench:32} d={d} t={t} bits={bits:?}: {:.3} ms, {melem:.1} Melem/s", secs * 1e3);
-    let mut r = json!({ "bench": bench, "d": d, "t": t, "seconds": secs, "melem_per_s": melem });
-    if let Some(b) = bits {
-        r["bits"] = json!(b);
-    }
-    r
-}
-
 fn main() -> Result<()> {
     let gpu = match CudaBackend::new(0) {
         Ok(g) => g,
@@ -64,66 +45,7 @@ fn main() -> Result<()> {
     };
     let device = gpu.device_name()?;
     eprintln!("device: {device}");
-    let mut out = encode_pipeline(&gpu, &device)?;
-    if std::env::args().nth(1).as_deref() == Some("encode") {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    let gpu_min = Duration::from_millis(300);
-    let cpu_min = Duration::from_millis(500);
-    for (d, t) in [(128usize, 32768usize), (128, 262_144), (64, 262_144)] {
-        let rows = Rows::new(t, d)?;
-        let host = nq_core::testing::test_rows(t, d, 1);
-        let rot = Rotation::new(d, 42)?;
-        let mut dev = gpu.upload(&host)?;
-        let s = time(gpu_min, || {
-            gpu.rotate(&mut dev, rows, &rot, false)?;
-            gpu.stream().synchronize()?;
-            Ok(())
-        })?;
-        out.push(record("cuda_rotate_f32", d, t, None, s));
-        let mut cpu_buf = host.clone();
-        let s = time(cpu_min, || Ok(CpuBackend.rotate(&mut cpu_buf, rows, &rot, false)?))?;
-        out.push(record("cpu_rotate_f32", d, t, None, s));
-
-        for bits in [FixedBits::B2, FixedBits::B3, FixedBits::B4] {
-            let b = Some(bits.bits_per_dim());
-            let codec = FixedCodec::new(bits, ScaleMode::default())?;
-            let enc = CpuBackend.encode(&host, rows, &codec)?;
-            let resident = gpu.upload_codes(&enc, rows, &codec)?;
-            let s = time(gpu_min, || {
-                let y = gpu.decode_device(&resident)?;
-                gpu.stream().synchronize()?;
-                drop(y);
-                Ok(())
-            })?;
-            out.push(record("cuda_decode_kernel_f32", d, t, b, s));
-            let s = time(gpu_min, || {
-                let y = gpu.decode(&enc, rows, &codec)?;
-                gpu.stream().synchronize()?;
-                drop(y);
-                Ok(())
-            })?;
-            out.push(record("cuda_decode_f32", d, t, b, s));
-            let s = time(cpu_min, || {
-                std::hint::black_box(CpuBackend.decode(&enc, rows, &codec)?);
-                Ok(())
-            })?;
-            out.push(record("cpu_decode_f32", d, t, b, s));
-            if t == 32768 {
-                let s = time(cpu_min, || {
-                    std::hint::black_box(gpu.encode(&dev, rows, &codec)?);
-                    Ok(())
-                })?;
-                out.push(record("cuda_encode_hostfallback_f32", d, t, b, s));
-                let s = time(cpu_min, || {
-                    std::hint::black_box(CpuBackend.encode(&host, rows, &codec)?);
-                    Ok(())
-                })?;
-                out.push(record("cpu_encode_f32", d, t, b, s));
-            }
-        }
-    }
+    let out = encode_pipeline(&gpu, &device)?;
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

@@ -10,13 +10,10 @@
 //!
 //! | operation | where it runs |
 //! |---|---|
-//! | `upload` / `download` | driver copies |
-//! | `rotate` (forward and inverse) | GPU kernel `kernels/rotate.cu`: shared-memory butterflies, one launch per power-of-two block of the block-diagonal rotation (96 = 64 + 32) |
-//! | `decode` (2, 3, 4 bits) | GPU kernel `kernels/decode.cu`: one thread per 8 values, E8P and residual tables uploaded once per device; bit-identical to the CPU |
-//! | `RowOps::encode` | host fallback (download, `FixedCodec::encode_rows`), kept for row-level comparisons |
-//! | the cache's encode (`Backend::compress`) | [`encode::Encoder`], `kernels/encode.cu`: gather, center, smooth, rotate, scale and E8 codes in one launch per head; codes bit-identical to the CPU |
 //! | storage of a layer | [`store::DeviceLayer`]: codes, scales, positions, f16 dense rows, means, growable device buffers |
-//! | decode attention | [`attend::Attender`], `kernels/attend.cu`: flash-decoding over the codes in place (tensor cores, GQA, B sequences per call) |
+//! | encode (`Backend::compress`) | [`encode::Encoder`], `kernels/encode.cu`: gather, center, smooth, randomized Hadamard, scale and E8 codes in one launch per head; codes bit-identical to the CPU (RoPE inversion is not on the device yet: refused as `Unsupported`) |
+//! | decode attention (`Backend::attend`) | [`attend::Attender`], `kernels/attend.cu`: flash-decoding over the codes in place (tensor cores, GQA, B sequences per call) |
+//! | eviction scores | on the host, from the few dense rows `Backend::dense_rows` reads back |
 //!
 //! The crate builds without a CUDA toolkit (cudarc loads `libcuda` and `libnvrtc`
 //! dynamically). At run time [`CudaBackend::new`] returns [`CudaError::NoLibrary`] when
@@ -24,17 +21,15 @@
 //! `/usr/local/cuda/lib64`) must be on the library path when the first kernel is used.
 //!
 //! ```no_run
-//! use nq_core::{CpuBackend, RowOps, Rows};
+//! use nq_core::{CompressedCache, KvShape, Preset};
 //! use nq_cuda::CudaBackend;
 //!
 //! let gpu = CudaBackend::new(0)?;
-//! let rows = Rows::new(1024, 128).expect("valid shape");
-//! let codec = nq_lattice::FixedCodec::new(nq_lattice::FixedBits::B2, Default::default())?;
-//! let x: Vec<f32> = (0..rows.len()).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 300.0).collect();
-//! let enc = CpuBackend.encode(&x, rows, &codec).expect("cpu encode");
-//! let dev = gpu.decode(&enc, rows, &codec)?; // decoded on the GPU
-//! let cpu = CpuBackend.decode(&enc, rows, &codec).expect("cpu decode");
-//! assert_eq!(gpu.download(&dev)?, cpu); // exact
+//! let shape = KvShape { layers: 1, q_heads: 4, kv_heads: 1, head_dim: 64 };
+//! let mut cache = CompressedCache::with_backend(gpu, shape, Preset::Balanced.config(), None)
+//!     .expect("valid configuration");
+//! // append, compress and attend as on the CPU: the storage stays on the GPU.
+//! # let _ = &mut cache;
 //! # Ok::<(), nq_cuda::CudaError>(())
 //! ```
 #![deny(missing_docs)]
@@ -48,7 +43,7 @@ mod error;
 mod module;
 pub mod store;
 
-pub use backend::{CudaBackend, DeviceCodes, MAX_BLOCK};
+pub use backend::CudaBackend;
 pub use cache::CudaLayer;
 pub use error::{CudaError, Result};
 

@@ -5,8 +5,6 @@
 
 mod attend;
 mod encode;
-mod errors;
-mod oracle;
 
 use nq_cuda::CudaBackend;
 
@@ -23,14 +21,6 @@ pub(crate) fn gpu() -> Option<CudaBackend> {
         }
     }
 }
-
-// The row-level harness of nq-core: every RowOps primitive against CpuBackend.
-nq_core::row_ops_tests!({
-    match gpu() {
-        Some(b) => b,
-        None => return,
-    }
-});
 
 // The conformance harness of nq-core: the compressed cache on the GPU against the same cache
 // on the CPU (storage, attention within a derived bound, eviction bookkeeping).

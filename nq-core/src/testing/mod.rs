@@ -1,15 +1,11 @@
 //! Backend conformance harness (feature `testing`): runs a compressed cache on a backend and
-//! on [`CpuBackend`], the oracle, and compares every result ([`check_backend`]); checks the
-//! row-level primitives of [`RowOps`](crate::RowOps) one by one ([`check_row_ops`]). `nq-cuda`
-//! instantiates them with [`backend_tests!`](crate::backend_tests) and
-//! [`row_ops_tests!`](crate::row_ops_tests). Also the deterministic data the benchmarks and
-//! timing examples use.
+//! on [`CpuBackend`], the oracle, and compares every result ([`check_backend`]). `nq-cuda`
+//! instantiates it with [`backend_tests!`](crate::backend_tests). Also the deterministic data
+//! the benchmarks and timing examples use.
 
 mod conformance;
-mod rows;
 
 pub use conformance::{Perturbation, Perturbed, check_backend};
-pub use rows::check_row_ops;
 
 use crate::backend::Backend;
 use crate::cache::{CompressedCache, KvShape};
@@ -107,21 +103,6 @@ macro_rules! backend_tests {
         fn backend_conformance() {
             let backend = $make;
             if let Err(m) = $crate::testing::check_backend(&backend) {
-                panic!("{}: {}", m.op, m.detail);
-            }
-        }
-    };
-}
-
-/// Instantiate the row-level test for a backend: `nq_core::row_ops_tests!(make_backend());`
-/// expands to a `#[test]` that runs [`check_row_ops`].
-#[macro_export]
-macro_rules! row_ops_tests {
-    ($make:expr) => {
-        #[test]
-        fn row_ops_conformance() {
-            let backend = $make;
-            if let Err(m) = $crate::testing::check_row_ops(&backend) {
                 panic!("{}: {}", m.op, m.detail);
             }
         }
