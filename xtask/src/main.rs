@@ -10,6 +10,7 @@
 //! ```
 
 mod bench;
+mod build_cuda;
 mod ci;
 mod cuda;
 mod fetch;
@@ -42,6 +43,10 @@ commands:
                                  benches into target/nq-gpu/ (no CUDA needed to build); run
                                  `bash target/nq-gpu/run.sh OUT` on a GPU machine, then --collect
                                  OUT (or --run on a GPU machine with Rust)
+  build-cuda                     build `nq` with nq-candle's `cuda` feature on a machine without
+                                 CUDA: nvcc 13.0 from the package registry into target/cuda13, a
+                                 libcuda stub for linking, target/cuda; stripped program in
+                                 target/nq-gpu-candle/nq (~30 min clean on 2 cores)
   ci                             run the CI command list (fmt, clippy, tests, scalar tests, docs)
   compare-original [--model smollm2,qwen05] [--samples N | --quick] [--threads N] [--mask-only]
                    [--keep-venv]
@@ -67,6 +72,7 @@ fn main() -> Result<()> {
         "ci" => ci::run(&rest),
         "readme" => readme::run(&rest),
         "compare-original" => original::run(&rest),
+        "build-cuda" => build_cuda::run(&rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())
