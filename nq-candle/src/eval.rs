@@ -292,7 +292,17 @@ pub fn eval_sample(
     let window = opts.configs.iter().map(|(_, c)| c.evict.window).max().unwrap_or(32);
     let mut base_cfg = Preset::None.config();
     base_cfg.evict.window = window;
-    let mut base = CompressedKvCache::new(model.config(), base_cfg)?;
+    // The configurations are copies of this cache: it carries the model's RoPE when one of
+    // them stores keys RoPE-free (the f16 cache itself never uses it).
+    let rope = if opts.configs.iter().any(|(_, c)| c.remove_rope) {
+        Some(crate::compressed::rope_of(model.config())?)
+    } else {
+        None
+    };
+    let mut base = CompressedKvCache::from_inner(
+        nq_core::CompressedCache::new(crate::compressed::kv_shape(model.config()), base_cfg, rope)
+            .map_err(candle_core::Error::wrap)?,
+    );
     progress("prefill");
     let last = model.forward_last(&tokens[..p], 0, &mut base)?;
     let score = |cache: &mut CompressedKvCache| {

@@ -160,3 +160,24 @@ fn final_ratio_counts_the_continuation() {
     assert_eq!(all.resident_bytes_final, preset.resident_bytes_final);
     assert_eq!(all.ratio_resident_final, preset.ratio_resident_final);
 }
+
+/// A configuration that stores keys RoPE-free (`rope=true`) evaluates: the uncompressed cache
+/// every configuration is copied from carries the model's RoPE (before, `nq eval --set
+/// rope=true` failed with "remove_rope = true, but no RoPE given").
+#[test]
+fn rope_free_keys_evaluate() {
+    let Some((model, tok)) = crate::common::smollm2() else { return };
+    let sample = nq_candle::eval::builtin_corpus().into_iter().next().expect("a sample");
+    let configs =
+        configs_from_args(&["balanced".to_owned()], &[], &["rf=balanced,rope=true".to_owned()])
+            .unwrap();
+    let opts = nq_candle::eval::EvalOptions {
+        prefix: 128,
+        continuation: 48,
+        configs,
+        mode: nq_candle::eval::EvalMode::Decode,
+    };
+    let r = nq_candle::eval::eval_sample(model, tok, &sample, &opts, |_| {}).expect("evaluates");
+    assert_eq!(r.len(), 2);
+    assert!(r[1].ppl.is_finite() && r[1].ratio_resident_final > 1.0, "{:?}", r[1].ppl);
+}
