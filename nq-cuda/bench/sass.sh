@@ -2,12 +2,12 @@
 # Registers, spills and the instruction mix of attend_split's main loop (one 16-token tile of
 # one warp), compiled offline for sm_90 with nvcc 13.0, as NVRTC compiles kernels/attend.cu at
 # run time. No GPU needed. From the repository root:
-#   bash nq-cuda/bench/sass.sh [D KB VB ROWS8 MINB]     (default: 128 4 2 1 0)
+#   bash nq-cuda/bench/sass.sh [D KB VB ROWS8 MINB]     (default: 128 4 2 1 1)
 # (SRC=FILE: another version of the kernel, e.g. from git show REV:nq-cuda/kernels/attend.cu)
 # Needs nvcc (cargo xtask build-cuda installs it into target/cuda13) and cuobjdump + nvdisasm
 # (installed here into target/cuobjdump from the package registry on first use).
 set -euo pipefail
-d=${1:-128} kb=${2:-4} vb=${3:-2} rows8=${4:-1} minb=${5:-0}
+d=${1:-128} kb=${2:-4} vb=${3:-2} rows8=${4:-1} minb=${5:-1}
 root=$(pwd)
 nvcc_dir=$root/target/cuda13/nvidia/cu13/bin
 tools=$root/target/cuobjdump/nvidia/cu13/bin

@@ -337,11 +337,11 @@ fn main() -> Result<()> {
         scales: gpu.stream().clone_htod(&host_scales)?,
     };
     let tunings = [
-        AttendTuning { target_ctas: 512, min_chunk: 256, min_blocks: 0, prefetch: true },
-        AttendTuning { target_ctas: 0, min_chunk: 256, min_blocks: 1, prefetch: true },
+        AttendTuning { target_ctas: 512, min_chunk: 256, min_blocks: 1, prefetch: true },
         AttendTuning { target_ctas: 0, min_chunk: 256, min_blocks: 2, prefetch: true },
-        AttendTuning { target_ctas: 1024, min_chunk: 256, min_blocks: 0, prefetch: true },
-        AttendTuning { target_ctas: 0, min_chunk: 128, min_blocks: 0, prefetch: false },
+        AttendTuning { target_ctas: 0, min_chunk: 256, min_blocks: 3, prefetch: true },
+        AttendTuning { target_ctas: 1024, min_chunk: 256, min_blocks: 1, prefetch: true },
+        AttendTuning { target_ctas: 0, min_chunk: 128, min_blocks: 1, prefetch: false },
     ];
     for &(b, l) in &shapes {
         for st in STORAGES.iter().filter(|s| only.as_ref().is_none_or(|o| o.2 == s.name)) {

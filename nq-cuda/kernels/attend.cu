@@ -112,17 +112,11 @@ extern "C" __global__ void f32_to_f16_rows(
 #define NTHREADS (NWARPS * 32)
 #define REPS 16                     // table replicas: lane & 15 reads its own, conflict-free
 #define RES ((KB == 3) || (VB == 3))
-// minBlocksPerMultiprocessor of attend_split; 0 picks: 3 for the NQ_ROWS8 kernel without
-// residual tables at d <= 128 (<= 168 registers without spills; 3 CTAs fit the shared
-// memory), else 1.
+// minBlocksPerMultiprocessor of attend_split (the host's AttendTuning::min_blocks).
 #ifndef NQ_MINB
-#define NQ_MINB 0
+#define NQ_MINB 1
 #endif
-#if NQ_MINB == 0
-#define MINB ((NQ_ROWS8 && !RES && D <= 128) ? 3 : 1)
-#else
 #define MINB NQ_MINB
-#endif
 #ifndef NQ_PREFETCH
 #define NQ_PREFETCH 1
 #endif
