@@ -87,9 +87,9 @@ pub struct AttendTuning {
     /// Fewest compressed tokens per CTA (a multiple of 64).
     pub min_chunk: usize,
     /// `minBlocksPerMultiprocessor` of `__launch_bounds__`: 1 lets the compiler use every
-    /// register it wants; 2-3 cap the registers for more CTAs per SM. On an H100, 1 (167 ->
-    /// 2 CTAs per SM for the decode kernel at d 128) beat 2 and 3 at every measured shape
-    /// (B = 32, 32K, balanced: 348 against 356 and 357 us).
+    /// register it wants; 2-3 cap the registers for more CTAs per SM. On an H100, 1 (2 CTAs
+    /// per SM for the decode kernel at d 128) beat 3 at all tuned shapes but one (B = 32,
+    /// 32K, balanced: 348 against 357 us; balanced at B = 1, 128K: 70.5 against 66.9 us).
     pub min_blocks: u32,
     /// Issue the next tile's loads before the current tile's arithmetic (costs registers).
     pub prefetch: bool,
