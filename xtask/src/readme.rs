@@ -199,10 +199,8 @@ fn attention(records: &[Value]) -> String {
 fn cuda_attend(records: &[Value]) -> String {
     const STORAGES: [&str; 4] = ["quant", "high", "balanced", "max"];
     let attend: Vec<&Value> = records.iter().filter(|r| r["bench"] == "cuda_attend").collect();
-    let mut shapes: Vec<(u64, u64)> = attend
-        .iter()
-        .filter_map(|r| Some((r["b"].as_u64()?, r["l"].as_u64()?)))
-        .collect();
+    let mut shapes: Vec<(u64, u64)> =
+        attend.iter().filter_map(|r| Some((r["b"].as_u64()?, r["l"].as_u64()?))).collect();
     shapes.sort_by_key(|&(b, l)| (l, b));
     shapes.dedup();
     let mut s = String::from(
