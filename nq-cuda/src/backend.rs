@@ -41,9 +41,7 @@ impl CudaBackend {
     /// driver here), [`CudaError::Driver`] when there is no device `ordinal` or the driver
     /// fails.
     pub fn new(ordinal: usize) -> Result<Self> {
-        // SAFETY: only tries to dlopen the driver library; cudarc's loader panics when the
-        // library is missing, so this check must come before any driver call.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        if !crate::error::driver_present() {
             return Err(CudaError::NoLibrary { op: "CudaBackend::new", library: "libcuda" });
         }
         let ctx = CudaContext::new(ordinal)?;

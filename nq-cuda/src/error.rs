@@ -120,3 +120,32 @@ pub(crate) fn to_i32(op: &'static str, v: usize) -> Result<i32> {
 pub(crate) fn to_u32(op: &'static str, v: usize) -> Result<u32> {
     kernel_int(op, v)
 }
+
+/// Whether the CUDA driver library can be used: cudarc's loader panics on the first driver
+/// call when it is missing, so [`crate::CudaBackend::new`] asks first. With the
+/// `dynamic-linking` feature the library was linked at build time and is there by
+/// construction.
+pub(crate) fn driver_present() -> bool {
+    #[cfg(feature = "dynamic-loading")]
+    {
+        // SAFETY: only tries to dlopen the driver library; no driver call is made.
+        unsafe { cudarc::driver::sys::is_culib_present() }
+    }
+    #[cfg(not(feature = "dynamic-loading"))]
+    {
+        true
+    }
+}
+
+/// Whether NVRTC can be used, as [`driver_present`] for the driver.
+pub(crate) fn nvrtc_present() -> bool {
+    #[cfg(feature = "dynamic-loading")]
+    {
+        // SAFETY: only tries to dlopen NVRTC; no NVRTC call is made.
+        unsafe { cudarc::nvrtc::sys::is_culib_present() }
+    }
+    #[cfg(not(feature = "dynamic-loading"))]
+    {
+        true
+    }
+}

@@ -23,9 +23,7 @@ pub(crate) fn compile(
     src: &str,
     fmad: bool,
 ) -> Result<Arc<cudarc::driver::CudaModule>> {
-    // SAFETY: only tries to dlopen NVRTC; cudarc's loader panics when it is missing, so
-    // this check must come before the first NVRTC call.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+    if !crate::error::nvrtc_present() {
         return Err(CudaError::NoLibrary { op: "nq_cuda kernels", library: "libnvrtc" });
     }
     let (major, minor) = ctx.compute_capability()?;
