@@ -27,7 +27,7 @@ pub trait Backend: Clone + std::fmt::Debug + Send + Sync {
     /// Empty storage for one layer.
     ///
     /// # Errors
-    /// Device failures, or a spec the backend does not support ([`Error::Backend`]).
+    /// Device failures, or a spec the backend does not support ([`Error::Backend`](crate::Error::Backend)).
     fn new_layer(&self, spec: &LayerSpec) -> Result<Self::Layer>;
 
     /// Append dense rows at `positions` (strictly ascending, after every held position) to
