@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Tensor;
-use nq_core::{BudgetSplit, CompressionConfig, Preset, ScorerKind, Storage};
+use nq_core::{BudgetSplit, CompressionConfig, PoolKind, Preset, ScorerKind, Storage};
 use serde::Serialize;
 
 use crate::compressed::CompressedKvCache;
@@ -454,7 +454,8 @@ fn invalid(option: &'static str, got: &str, reason: impl Into<String>) -> Error 
 }
 
 /// Apply one `KEY=VALUE` override (`nq eval --set`) to a configuration. Keys: keep, dkeep, sinks,
-/// recent, window, block, cands, kbits, vbits, rope, center, vnorm, split, scorer.
+/// recent, window, block, cands, kbits, vbits, rope, center, vnorm, split, scorer, pool (the
+/// observed scorer's pooling: `avgK` or `maxK`, `K` the odd kernel width, e.g. `max7`).
 ///
 /// # Errors
 /// [`Error::InvalidOption`] naming the key and the value for an unknown key or a value that
@@ -494,6 +495,20 @@ pub fn apply_override(cfg: &mut CompressionConfig, kv: &str) -> Result<()> {
                 "global" => BudgetSplit::Global,
                 _ => return Err(invalid("--set", kv, "split is head, layer or global")),
             }
+        }
+        "pool" => {
+            let (kind, kernel) = if let Some(k) = v.strip_prefix("avg") {
+                (PoolKind::Avg, k)
+            } else if let Some(k) = v.strip_prefix("max") {
+                (PoolKind::Max, k)
+            } else {
+                return Err(invalid("--set", kv, "pool is avgK or maxK (K odd, e.g. max7)"));
+            };
+            let kernel = num(kernel)?;
+            if kernel.is_multiple_of(2) {
+                return Err(invalid("--set", kv, "the pooling kernel must be odd"));
+            }
+            (cfg.evict.pool, cfg.evict.pool_kernel) = (kind, kernel);
         }
         "scorer" => {
             cfg.evict.scorer = match v {

@@ -3,6 +3,7 @@
 
 use nq_candle::Error;
 use nq_candle::eval::{EvalRun, Protocol, configs_from_args};
+use nq_core::PoolKind;
 
 fn protocol(samples_per_genre: Option<usize>) -> Protocol {
     Protocol {
@@ -76,6 +77,15 @@ fn configurations_from_arguments() {
     assert!(matches!(&e, Error::InvalidOption { got, .. } if got == "kbits=5"), "{e:?}");
     let e = configs_from_args(&s(&["max"]), &[], &s(&["x=max", "x=high"])).unwrap_err();
     assert!(e.to_string().contains("already taken"), "{e}");
+    // The observed scorer's pooling: kind and odd kernel.
+    let c = configs_from_args(&s(&["high"]), &[], &s(&["m7=high,pool=max7", "a1=max,pool=avg1"]))
+        .unwrap();
+    let pools: Vec<_> = c.iter().map(|(_, cfg)| (cfg.evict.pool, cfg.evict.pool_kernel)).collect();
+    assert_eq!(pools, [(PoolKind::Avg, 5), (PoolKind::Max, 7), (PoolKind::Avg, 1)]);
+    for bad in ["pool=max6", "pool=max0", "pool=med5", "pool=max", "pool=avg-3"] {
+        let e = configs_from_args(&s(&["high"]), &s(&[bad]), &[]).unwrap_err();
+        assert!(matches!(&e, Error::InvalidOption { got, .. } if got == bad), "{e:?}");
+    }
 }
 
 /// Decode mode compresses the continuation as it is scored: with the balanced preset the

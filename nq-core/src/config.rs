@@ -27,9 +27,9 @@ impl Storage {
 /// The importance scorer used to choose which tokens to evict.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ScorerKind {
-    /// Observed attention of the last `window` prompt queries (SnapKV-style, causal, pooled):
-    /// the raw attention mass, so a pooled split can see how much of it a head spends on
-    /// evictable tokens.
+    /// Observed attention of the last `window` prompt queries (SnapKV-style, causal, pooled as
+    /// [`EvictConfig::pool`] and [`EvictConfig::pool_kernel`] say): the raw attention mass, so
+    /// a pooled split can see how much of it a head spends on evictable tokens.
     Observed,
     /// Expected attention of future queries (kvpress), from the observation window's statistics.
     Expected,
@@ -50,7 +50,26 @@ pub enum ScorerKind {
 /// layer.
 pub use nq_evict::Split as BudgetSplit;
 
+/// How the observed-attention scores are pooled along the token axis: nq-evict's
+/// [`Pool`](nq_evict::Pool), the one definition (`Avg`, SnapKV as kvpress writes it, and `Max`,
+/// SnapKV's own `max_pool1d`).
+pub use nq_evict::Pool as PoolKind;
+
 /// Which tokens are kept, and how they are scored.
+///
+/// # Examples
+/// SnapKV's own pooling, a maximum over 7 tokens, on the `high` preset (the presets average
+/// over 5; the retrieval check in nq-candle's README compares the two):
+/// ```
+/// use nq_core::{CompressionConfig, PoolKind, Preset};
+/// let mut cfg = Preset::High.config();
+/// (cfg.evict.pool, cfg.evict.pool_kernel) = (PoolKind::Max, 7);
+/// cfg.validate()?;
+/// assert_eq!(CompressionConfig::from_bytes(&cfg.to_bytes())?, cfg);
+/// cfg.evict.pool_kernel = 6; // no centred window
+/// assert!(cfg.validate().is_err());
+/// # Ok::<(), nq_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvictConfig {
     /// Fraction of tokens kept, in `(0, 1]`; `1.0` disables eviction.
@@ -72,6 +91,15 @@ pub struct EvictConfig {
     /// tokens hurts the tokens generated next more than evicting the prompt does (the
     /// decode-mode evaluation), so generation may keep more of its own tokens.
     pub decode_keep: Option<f32>,
+    /// Pooling of the observed-attention scores (the `Observed` scorer and the observed half
+    /// of `Mixed`): each token's score becomes the mean (`Avg`) or maximum (`Max`) of the
+    /// scores of the `pool_kernel` tokens centred on it, so the neighbours of a token the
+    /// window attends to are kept with it. Default `Avg`, the presets' value.
+    pub pool: PoolKind,
+    /// Width of the pooling window in tokens: odd, `1` = no pooling; default 5. With `Max`, a
+    /// token within `pool_kernel / 2` of an attended token scores as high as that token, so
+    /// the kernel is the width of the spans kept whole.
+    pub pool_kernel: usize,
 }
 
 /// A complete, explicit compression configuration. Presets are values of this type.
@@ -188,6 +216,8 @@ impl Default for CompressionConfig {
                 split: BudgetSplit::Global,
                 value_norm: true,
                 decode_keep: None,
+                pool: PoolKind::Avg,
+                pool_kernel: 5,
             },
             keys: Storage::E8 { bits: 4 },
             values: Storage::E8 { bits: 2 },
@@ -220,6 +250,10 @@ impl CompressionConfig {
         {
             return bad("evict.decode_keep", k.to_string());
         }
+        if e.pool_kernel.is_multiple_of(2) {
+            // Even (or zero): no centred window.
+            return bad("evict.pool_kernel", e.pool_kernel.to_string());
+        }
         if let ScorerKind::Mixed { mix } = e.scorer
             && !(0.0..=1.0).contains(&mix)
         {
@@ -244,7 +278,7 @@ impl CompressionConfig {
 
 impl CompressionConfig {
     /// Version of the byte form written by [`to_bytes`](Self::to_bytes).
-    const BYTES_VERSION: u8 = 5;
+    const BYTES_VERSION: u8 = 6;
 
     /// A stable byte form, stored in archives so a loaded cache keeps compressing the same way.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -278,11 +312,18 @@ impl CompressionConfig {
         b.push(u8::from(self.smooth_keys));
         // Version 5: the decode-time keep fraction, NaN for "same as keep".
         b.extend_from_slice(&e.decode_keep.unwrap_or(f32::NAN).to_le_bytes());
+        // Version 6: the observed scorer's pooling, kind then kernel.
+        b.push(match e.pool {
+            PoolKind::Avg => 0,
+            PoolKind::Max => 1,
+        });
+        b.extend_from_slice(&u64::try_from(e.pool_kernel).unwrap_or(u64::MAX).to_le_bytes());
         b
     }
 
-    /// Parse [`to_bytes`](Self::to_bytes) output (also versions 2 to 4, which lacked
-    /// `value_norm`, `smooth_keys` and `decode_keep`, the later ones in turn).
+    /// Parse [`to_bytes`](Self::to_bytes) output (also versions 2 to 5, which lacked
+    /// `value_norm`, `smooth_keys`, `decode_keep` and the pooling, the later ones in turn; a
+    /// version without pooling reads as `Avg` over 5 tokens, what those versions did).
     ///
     /// # Errors
     /// [`Error::Archive`] for a wrong length, version or field value.
@@ -295,29 +336,6 @@ impl CompressionConfig {
             t => Err(bad(&format!("{what} {t}"))),
         };
         let f32_at = |i: usize| f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let (value_norm, smooth_keys, decode_keep) = match (b.first(), b.len()) {
-            (Some(2), V2_LEN) => (false, false, None),
-            (Some(3), n) if n == V2_LEN + 1 => (flag(V2_LEN, "value_norm")?, false, None),
-            (Some(4), n) if n == V2_LEN + 2 => {
-                (flag(V2_LEN, "value_norm")?, flag(V2_LEN + 1, "smooth_keys")?, None)
-            }
-            (Some(&Self::BYTES_VERSION), n) if n == V2_LEN + 6 => {
-                let k = f32_at(V2_LEN + 2);
-                (
-                    flag(V2_LEN, "value_norm")?,
-                    flag(V2_LEN + 1, "smooth_keys")?,
-                    (!k.is_nan()).then_some(k),
-                )
-            }
-            (None, _) => return Err(bad("empty")),
-            (Some(&version), n) => {
-                return Err(bad(&format!(
-                    "version {version} in {n} bytes (this build reads versions 2 to {} with {V2_LEN} to {} bytes)",
-                    Self::BYTES_VERSION,
-                    V2_LEN + 6
-                )));
-            }
-        };
         let u64_at = |i: usize| {
             let mut a = [0u8; 8];
             a.copy_from_slice(&b[i..i + 8]);
@@ -325,6 +343,45 @@ impl CompressionConfig {
         };
         let usize_at =
             |i: usize| usize::try_from(u64_at(i)).map_err(|_| bad("count overflows usize"));
+        let decode_keep_at = |i: usize| {
+            let k = f32_at(i);
+            (!k.is_nan()).then_some(k)
+        };
+        let (avg5, v6_len) = ((PoolKind::Avg, 5), V2_LEN + 15);
+        let (value_norm, smooth_keys, decode_keep, (pool, pool_kernel)) = match (b.first(), b.len())
+        {
+            (Some(2), V2_LEN) => (false, false, None, avg5),
+            (Some(3), n) if n == V2_LEN + 1 => (flag(V2_LEN, "value_norm")?, false, None, avg5),
+            (Some(4), n) if n == V2_LEN + 2 => {
+                (flag(V2_LEN, "value_norm")?, flag(V2_LEN + 1, "smooth_keys")?, None, avg5)
+            }
+            (Some(5), n) if n == V2_LEN + 6 => (
+                flag(V2_LEN, "value_norm")?,
+                flag(V2_LEN + 1, "smooth_keys")?,
+                decode_keep_at(V2_LEN + 2),
+                avg5,
+            ),
+            (Some(&Self::BYTES_VERSION), n) if n == v6_len => {
+                let pool = match b[V2_LEN + 6] {
+                    0 => PoolKind::Avg,
+                    1 => PoolKind::Max,
+                    t => return Err(bad(&format!("pool tag {t}"))),
+                };
+                (
+                    flag(V2_LEN, "value_norm")?,
+                    flag(V2_LEN + 1, "smooth_keys")?,
+                    decode_keep_at(V2_LEN + 2),
+                    (pool, usize_at(V2_LEN + 7)?),
+                )
+            }
+            (None, _) => return Err(bad("empty")),
+            (Some(&version), n) => {
+                return Err(bad(&format!(
+                    "version {version} in {n} bytes (this build reads versions 2 to {} with {V2_LEN} to {v6_len} bytes)",
+                    Self::BYTES_VERSION,
+                )));
+            }
+        };
         let storage = |bits: u8| match bits {
             16 => Ok(Storage::F16),
             2..=4 => Ok(Storage::E8 { bits }),
@@ -353,6 +410,8 @@ impl CompressionConfig {
                 },
                 value_norm,
                 decode_keep,
+                pool,
+                pool_kernel,
             },
             block: usize_at(29)?,
             keys: storage(b[43])?,

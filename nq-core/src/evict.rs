@@ -49,7 +49,12 @@ impl Scoring {
         } else {
             self.cfg.scorer
         };
-        let observed = ObservedAttention { protect, ..Default::default() };
+        let observed = ObservedAttention {
+            protect,
+            pool: self.cfg.pool,
+            kernel: self.cfg.pool_kernel,
+            ..Default::default()
+        };
         let expected = ExpectedAttention { protect, ..Default::default() };
         let scorer: Box<dyn Scorer> = match kind {
             ScorerKind::Observed => Box::new(observed),

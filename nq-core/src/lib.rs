@@ -51,7 +51,9 @@ pub mod testing;
 pub use archive::{ArchiveSummary, Extras, ModelId, inspect};
 pub use backend::{Backend, DenseRows};
 pub use cache::{CacheStats, CompressedCache, KvShape};
-pub use config::{BudgetSplit, CompressionConfig, EvictConfig, Preset, ScorerKind, Storage};
+pub use config::{
+    BudgetSplit, CompressionConfig, EvictConfig, PoolKind, Preset, ScorerKind, Storage,
+};
 pub use cpu::{CpuBackend, CpuLayer};
 pub use error::{Error, Result};
 pub use rotation::Rotation;

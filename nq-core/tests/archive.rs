@@ -96,7 +96,7 @@ fn corrupt_archives_are_errors() {
 
 #[test]
 fn config_bytes_round_trip_and_read_version_2() {
-    use nq_core::{BudgetSplit, CompressionConfig, Preset};
+    use nq_core::{BudgetSplit, CompressionConfig, PoolKind, Preset};
     let mut configs: Vec<CompressionConfig> = Preset::ALL.iter().map(|p| p.config()).collect();
     let mut other = Preset::Balanced.config();
     other.evict.split = BudgetSplit::PerLayer;
@@ -105,14 +105,22 @@ fn config_bytes_round_trip_and_read_version_2() {
     let mut generous = Preset::Max.config();
     generous.evict.decode_keep = Some(0.75);
     configs.push(generous);
+    let mut spans = Preset::High.config();
+    (spans.evict.pool, spans.evict.pool_kernel) = (PoolKind::Max, 7);
+    configs.push(spans);
     for cfg in configs {
         assert_eq!(CompressionConfig::from_bytes(&cfg.to_bytes()).unwrap(), cfg);
     }
-    // Version 4 had no decode-time keep (4 bytes), version 3 no key-smoothing byte either,
-    // version 2 no value-norm byte.
+    // Version 5 had no pooling (1 + 8 bytes; read as avg over 5), version 4 no decode-time
+    // keep (4 bytes), version 3 no key-smoothing byte either, version 2 no value-norm byte.
+    let mut v5 = spans.to_bytes();
+    v5[0] = 5;
+    v5.truncate(v5.len() - 9);
+    let read = CompressionConfig::from_bytes(&v5).unwrap();
+    assert_eq!(read, Preset::High.config());
     let mut v4 = Preset::Balanced.config().to_bytes();
     v4[0] = 4;
-    v4.truncate(v4.len() - 4);
+    v4.truncate(v4.len() - 13);
     let read = CompressionConfig::from_bytes(&v4).unwrap();
     assert_eq!(read, Preset::Balanced.config());
     let mut v3 = v4.clone();
@@ -126,9 +134,9 @@ fn config_bytes_round_trip_and_read_version_2() {
     let read = CompressionConfig::from_bytes(&v2).unwrap();
     assert!(!read.evict.value_norm && !read.smooth_keys);
     assert_eq!(read.evict.split, BudgetSplit::Global);
-    // A bad value-norm or smoothing byte, a bad split tag, a bad decode-time keep, a
-    // truncated or future version: errors.
-    for at in 5..=6 {
+    // A bad value-norm or smoothing byte, a bad split tag, a bad decode-time keep, a bad
+    // pooling tag or kernel, a truncated or future version: errors.
+    for at in 14..=15 {
         let mut bad = Preset::Balanced.config().to_bytes();
         let n = bad.len();
         bad[n - at] = 7;
@@ -139,12 +147,22 @@ fn config_bytes_round_trip_and_read_version_2() {
     assert!(CompressionConfig::from_bytes(&bad).is_err());
     let mut bad = Preset::Balanced.config().to_bytes();
     let n = bad.len();
-    bad[n - 4..].copy_from_slice(&2.5f32.to_le_bytes());
+    bad[n - 13..n - 9].copy_from_slice(&2.5f32.to_le_bytes());
     assert!(CompressionConfig::from_bytes(&bad).is_err(), "decode_keep 2.5");
+    let mut bad = Preset::Balanced.config().to_bytes();
+    let n = bad.len();
+    bad[n - 9] = 2;
+    assert!(CompressionConfig::from_bytes(&bad).is_err(), "pool tag 2");
+    for kernel in [0u64, 6] {
+        let mut bad = Preset::Balanced.config().to_bytes();
+        let n = bad.len();
+        bad[n - 8..].copy_from_slice(&kernel.to_le_bytes());
+        assert!(CompressionConfig::from_bytes(&bad).is_err(), "pool kernel {kernel}");
+    }
     let good = Preset::Balanced.config().to_bytes();
     assert!(CompressionConfig::from_bytes(&good[..good.len() - 2]).is_err());
     let mut future = good.clone();
-    future[0] = 6;
+    future[0] = 7;
     assert!(CompressionConfig::from_bytes(&future).is_err());
 }
 

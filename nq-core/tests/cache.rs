@@ -1,6 +1,6 @@
 //! The cache's bookkeeping: budgets, windows, continuous compression, memory honesty.
 
-use nq_core::{CompressedCache, CompressionConfig, KvShape, Preset, Storage};
+use nq_core::{CompressedCache, CompressionConfig, KvShape, PoolKind, Preset, Storage};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -44,6 +44,31 @@ fn budget_is_held_after_prefill() {
             SHAPE.layers * SHAPE.kv_heads * t
         );
     }
+}
+
+/// Max pooling keeps the neighbours of the tokens the window attends to: the kept tokens
+/// come in longer runs than with the default 5-token average, at the same budget.
+#[test]
+fn max_pooling_keeps_spans() {
+    let mean_run = |cfg: CompressionConfig| {
+        let mut cache = filled(cfg, 1000, 4);
+        cache.compress().unwrap();
+        let (mut kept, mut runs) = (0usize, 0usize);
+        for layer in 0..SHAPE.layers {
+            for head in 0..SHAPE.kv_heads {
+                let pos = cache.positions(layer, head);
+                kept += pos.len();
+                runs += 1 + pos.windows(2).filter(|w| w[1] != w[0] + 1).count();
+            }
+        }
+        (kept, kept as f64 / runs as f64)
+    };
+    let avg = Preset::Balanced.config();
+    let mut max = avg;
+    (max.evict.pool, max.evict.pool_kernel) = (PoolKind::Max, 7);
+    let ((kept_avg, run_avg), (kept_max, run_max)) = (mean_run(avg), mean_run(max));
+    assert_eq!(kept_avg, kept_max);
+    assert!(run_max > run_avg, "mean run: max7 {run_max}, avg5 {run_avg}");
 }
 
 #[test]

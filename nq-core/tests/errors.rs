@@ -27,6 +27,8 @@ fn bad_config() {
         CompressionConfig { evict: EvictConfig { keep: f32::NAN, ..base.evict }, ..base },
         CompressionConfig { keys: nq_core::Storage::E8 { bits: 5 }, ..base },
         CompressionConfig { block: 0, ..base },
+        CompressionConfig { evict: EvictConfig { pool_kernel: 0, ..base.evict }, ..base },
+        CompressionConfig { evict: EvictConfig { pool_kernel: 6, ..base.evict }, ..base },
         CompressionConfig { remove_rope: true, ..base },
     ] {
         assert!(

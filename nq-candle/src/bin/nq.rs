@@ -137,7 +137,8 @@ struct EvalArgs {
     /// Override configuration fields of every preset: KEY=VALUE, repeatable. Keys: keep, dkeep
     /// (kept fraction of decode-time blocks), sinks, recent, window, scorer (observed|expected|mixed:W|keykey|keynorm), vnorm (weight scores
     /// by value norms: true|false), split (head|layer|global), kbits, vbits (2|3|4|16), rope
-    /// (remove RoPE: true|false), center, cands, block.
+    /// (remove RoPE: true|false), center, cands, block, pool (observed scorer's pooling: avgK
+    /// or maxK, K odd, e.g. max7).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Evaluate an extra named configuration: NAME=PRESET[,KEY=VALUE...], repeatable.
