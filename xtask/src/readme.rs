@@ -24,6 +24,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         ("cuda", cuda),
         ("cuda-attend", cuda_attend),
         ("original", original),
+        ("needle", needle),
         ("stages", stages),
     ];
     for (name, render) in tables {
@@ -53,6 +54,7 @@ fn load(name: &str) -> Result<Option<Vec<Value>>> {
         "speed" => vec!["core", "decode"],
         "attention" => vec!["attend"],
         "cuda" | "cuda-attend" => vec!["cuda"],
+        "needle" => vec!["needle-smollm2", "needle-qwen05"],
         "original" => return load_original(&dir),
         _ => vec!["hadamard", "lattice", "entropy", "evict", "rope"],
     };
@@ -285,6 +287,31 @@ fn cuda(records: &[Value]) -> String {
             setting.join(" "),
             figures.join(", "),
             r["device"].as_str().unwrap_or("?")
+        );
+    }
+    s
+}
+
+/// The retrieval check (`needle_summary` records of `nq needle --json`): per model and cache,
+/// pass keys answered exactly, those the uncompressed cache found and this one lost, the
+/// share of the key's tokens still cached, and the measured ratio.
+fn needle(records: &[Value]) -> String {
+    let mut s = String::from(
+        "| model | cache | exact | lost vs uncompressed | key tokens kept | ratio, resident |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for r in records.iter().filter(|r| r["bench"] == "needle_summary") {
+        let pct = r["key_kept"].as_f64().map_or("-".into(), |k| format!("{:.0}%", k * 100.0));
+        let count = |k: &str| r[k].as_u64().map_or("-".into(), |v| v.to_string());
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} / {} | {} | {pct} | {}x |",
+            r["model"].as_str().unwrap_or("?"),
+            r["preset"].as_str().unwrap_or("?"),
+            count("exact"),
+            count("trials"),
+            count("lost_vs_none"),
+            num(r, "ratio_resident"),
         );
     }
     s
