@@ -126,3 +126,23 @@ fn needle_options_are_checked_before_loading() {
         assert!(e.contains(option) && !e.contains("not installed"), "{args:?}: {e}");
     }
 }
+
+/// `--device` (issue 11): `cpu` or `cuda`, checked before a model is looked up; `cuda` in a
+/// build without the `cuda` feature names the feature and how to build it, never a panic.
+#[test]
+fn devices_are_checked_before_loading() {
+    let save = ["save", "-p", "hi", "-o", "/nonexistent/out.nqkv"];
+    for cmd in [&["run", "-p", "hi"][..], &["demo"], &["eval"], &["needle"], &save] {
+        let e = stderr_error(&nq(&[cmd, &["--device", "tpu"]].concat()));
+        assert!(e.contains("--device = `tpu`") && e.contains("cpu or cuda"), "{cmd:?}: {e}");
+        if !cfg!(feature = "cuda") {
+            let e = stderr_error(&nq(&[cmd, &["--device", "cuda"]].concat()));
+            assert!(
+                e.contains("--device = `cuda`") && e.contains("`cuda` feature"),
+                "{cmd:?}: {e}"
+            );
+        }
+    }
+    let e = json_error(&nq(&["run", "--json", "-p", "hi", "--device", "gpu"]));
+    assert!(e.contains("--device"), "{e}");
+}

@@ -45,11 +45,46 @@ enum Command {
     Fetch(FetchArgs),
 }
 
+/// `--device`: where the model runs.
+#[derive(Args, Clone)]
+struct DeviceArgs {
+    /// Where the model runs: cpu, or cuda (GPU 0; needs an nq built with nq-candle's `cuda`
+    /// feature, as `cargo xtask build-cuda` builds it; the compressed cache itself stays in
+    /// host memory for now).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+impl DeviceArgs {
+    /// The candle device, checked before any model is loaded.
+    fn device(&self) -> Result<Device> {
+        let bad = |reason: &str| Error::InvalidOption {
+            op: "nq",
+            option: "--device",
+            got: self.device.clone(),
+            reason: reason.to_owned(),
+        };
+        match self.device.as_str() {
+            "cpu" => Ok(Device::Cpu),
+            #[cfg(feature = "cuda")]
+            "cuda" => Ok(Device::new_cuda(0)?),
+            #[cfg(not(feature = "cuda"))]
+            "cuda" => Err(bad(
+                "this nq was built without the `cuda` feature: build it with `cargo xtask build-cuda`",
+            )
+            .into()),
+            _ => Err(bad("cpu or cuda").into()),
+        }
+    }
+}
+
 #[derive(Args, Clone)]
 struct ModelArgs {
     /// A known model name (smollm2, qwen05, gemma270m) or a path to a GGUF file.
     #[arg(long, default_value = "smollm2")]
     model: String,
+    #[command(flatten)]
+    d: DeviceArgs,
     /// Compression preset: high, balanced, max, or none (uncompressed f16 cache). Default
     /// balanced; with --resume, the archive's preset (another one is refused).
     #[arg(long)]
@@ -103,6 +138,8 @@ struct EvalArgs {
     /// A known model name or a GGUF path.
     #[arg(long, default_value = "smollm2")]
     model: String,
+    #[command(flatten)]
+    d: DeviceArgs,
     /// Presets to evaluate (comma-separated), each against the uncompressed run.
     #[arg(long, default_value = "balanced", value_delimiter = ',', num_args = 0..)]
     preset: Vec<String>,
@@ -151,6 +188,8 @@ struct NeedleArgs {
     /// A known model name or a GGUF path.
     #[arg(long, default_value = "smollm2")]
     model: String,
+    #[command(flatten)]
+    d: DeviceArgs,
     /// Presets to check (comma-separated). The uncompressed cache (`none`) always runs too:
     /// it is the reference `lost_vs_none` counts against.
     #[arg(long, default_value = "none,high,balanced,max", value_delimiter = ',', num_args = 0..)]
@@ -299,10 +338,11 @@ fn progress(len: usize, unit: &str) -> ProgressBar {
     pb
 }
 
-fn load(name: &str) -> Result<(Model, GgufTokenizer)> {
+fn load(name: &str, device: &DeviceArgs) -> Result<(Model, GgufTokenizer)> {
+    let device = device.device()?;
     let path = model_path(name)?;
     let pb = spinner(&format!("loading {}", path.display()));
-    let model = Model::from_gguf(&path, &Device::Cpu, LoadOptions::default())?;
+    let model = Model::from_gguf(&path, &device, LoadOptions::default())?;
     let tok = GgufTokenizer::from_gguf(&path)?;
     pb.finish_and_clear();
     Ok((model, tok))
@@ -331,7 +371,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         fetch::fetch(&a.m.model, |msg| eprintln!("{msg}"))?;
     }
     let preset = a.m.preset()?;
-    let (model, tok) = load(&a.m.model)?;
+    let (model, tok) = load(&a.m.model, &a.m.d)?;
     let doc = demo_document();
     let prompt = match tok.chat_prompt(&format!("{doc}\n\n{DEMO_QUESTION}"))? {
         Some(p) => {
@@ -399,7 +439,7 @@ fn read_prompt(prompt: Option<String>, file: Option<PathBuf>) -> Result<String> 
 fn run_cmd(a: RunArgs) -> Result<()> {
     let sampling = SamplingOptions { temperature: a.temperature, ..SamplingOptions::default() };
     sampling.validate()?;
-    let (model, tok) = load(&a.m.model)?;
+    let (model, tok) = load(&a.m.model, &a.m.d)?;
     // A resumed cache carries its own configuration; the generator's is used by prefill only.
     let mut generator = Generator::new(model, tok, a.m.preset()?);
     let (start, preset_name) = run_start(&a, &mut generator)?;
@@ -581,7 +621,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         .into());
     }
     let (samples, corpus_name) = eval_samples(&a)?;
-    let (model, tok) = load(&a.model)?;
+    let (model, tok) = load(&a.model, &a.d)?;
     let mut run = eval::EvalRun {
         protocol: eval::Protocol {
             model: model_name(&a.model),
@@ -743,7 +783,7 @@ fn needle_cmd(a: NeedleArgs) -> Result<()> {
     };
     opts.validate()?;
     let configs = needle_configs(&a)?;
-    let (model, tok) = load(&a.model)?;
+    let (model, tok) = load(&a.model, &a.d)?;
     let cases = needle::cases(&tok, &opts)?;
     let mut run = needle::NeedleRun { model: model_name(&a.model), opts, results: Vec::new() };
     needle_all(&model, &tok, &cases, &configs, &mut run)?;
@@ -873,7 +913,7 @@ fn print_needle_table(run: &needle::NeedleRun, json: bool) {
 
 fn save(a: SaveArgs) -> Result<()> {
     let preset = a.m.preset()?;
-    let (model, tok) = load(&a.m.model)?;
+    let (model, tok) = load(&a.m.model, &a.m.d)?;
     let prompt = read_prompt(a.prompt, a.prompt_file)?;
     let generator = Generator::new(model, tok, preset);
     let pb = spinner("prefill and compress");
