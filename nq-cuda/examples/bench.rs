@@ -102,7 +102,7 @@ fn encode_pipeline(gpu: &CudaBackend, device: &str) -> Result<Vec<Value>> {
                             keep: keep.slice(..),
                             mean: Some(means.slice(h * D..(h + 1) * D)),
                             smooth: Some(smooths.slice(h * D..(h + 1) * D)),
-                            remove_rope: false,
+                            rope: None,
                         };
                         let sink = CodesOut {
                             codes: &mut codes.slice_mut(..),

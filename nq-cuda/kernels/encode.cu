@@ -395,6 +395,29 @@ __device__ __forceinline__ u16 scale_to_f16(float s, bool* overflow) {
     return h;
 }
 
+// RoPE pairs (nq-rope's layouts): value `col` (< rotary) is one of the pair (ia, ib) of
+// frequency k: (2k, 2k + 1) interleaved, (k, k + rotary / 2) split-half.
+struct RopePair {
+    int k, ia, ib;
+};
+__device__ __forceinline__ RopePair rope_pair(int col, int rotary, int interleaved)
+{
+    if (interleaved) return {col >> 1, col & ~1, (col & ~1) + 1};
+    const int half = rotary >> 1;
+    const int k = col < half ? col : col - half;
+    return {k, k, k + half};
+}
+
+// Value `col` of a pair (a at ia, b at ib) rotated back from its position: nq-rope's
+// `invert`, `a' = a c - b s`, `b' = b c + a s` with `s` negated, then the factor `down`
+// (compiled with --fmad=false, so the products round as the CPU's do).
+__device__ __forceinline__ float rope_inverted(
+    RopePair p, int col, float a, float b, float c, float s, float down)
+{
+    const float sn = -s;
+    return (col == p.ia ? a * c - b * sn : b * c + a * sn) * down;
+}
+
 // Sizes of the group of lanes that owns one row.
 __device__ __forceinline__ int group_lanes(int bpr) { return bpr <= 8 ? 8 : (bpr <= 16 ? 16 : 32); }
 
@@ -406,6 +429,11 @@ __device__ __forceinline__ void encode_kernel(
     const float* __restrict__ src32,  // f32 rows [n_rows, d] (when src16 is null)
     long long n_rows,
     int d,
+    const float* __restrict__ rope_cos, // [n_rows, rope_rotary / 2] RoPE inversion, or null
+    const float* __restrict__ rope_sin, // [n_rows, rope_rotary / 2]
+    int rope_rotary,                  // rotated values per row (even, <= d)
+    int rope_interleaved,             // pairs (2i, 2i + 1) if set, else (i, i + rotary / 2)
+    float rope_down,                  // factor on the rotated values (1: none)
     const float* __restrict__ mean,   // [d] or null
     const float* __restrict__ smooth, // [d] or null
     const float* __restrict__ signs,  // [d] scaled signs D/sqrt(n) of each block, or null
@@ -461,19 +489,44 @@ __device__ __forceinline__ void encode_kernel(
 #pragma unroll
                     for (int i = 0; i < 8; ++i) x[i] = half_to_float(s[i]);
                 }
-                if (mean != nullptr) {
-#pragma unroll
-                    for (int i = 0; i < 8; ++i) x[i] = x[i] - mean[8 * t + i];
-                }
-                if (smooth != nullptr) {
-#pragma unroll
-                    for (int i = 0; i < 8; ++i) x[i] = x[i] * smooth[8 * t + i];
-                }
             }
         } else {
             const float* s = src32 + row * d + 8 * t;
 #pragma unroll
             for (int i = 0; i < 8; ++i) x[i] = s[i];
+        }
+    }
+    if (rope_cos != nullptr) {
+        // RoPE inversion (nq-rope's `invert`): the partner of a value may sit in another
+        // lane, so the row goes through this group's shared region (free until the row sums
+        // below). Every lane of the warp reaches both barriers.
+        if (active) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) sq[8 * t + i] = x[i];
+        }
+        __syncwarp();
+        if (active) {
+            const float* rc = rope_cos + row * (rope_rotary / 2);
+            const float* rs = rope_sin + row * (rope_rotary / 2);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const int col = 8 * t + i;
+                if (col < rope_rotary) {
+                    const RopePair p = rope_pair(col, rope_rotary, rope_interleaved);
+                    x[i] = rope_inverted(p, col, sq[p.ia], sq[p.ib], rc[p.k], rs[p.k], rope_down);
+                }
+            }
+        }
+        __syncwarp();
+    }
+    if (active && src16 != nullptr) {
+        if (mean != nullptr) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) x[i] = x[i] - mean[8 * t + i];
+        }
+        if (smooth != nullptr) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) x[i] = x[i] * smooth[8 * t + i];
         }
     }
 
@@ -639,12 +692,15 @@ __device__ __forceinline__ void encode_kernel(
 #define ENCODE_ENTRY(NAME, BPB)                                                                  \
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) NAME(                      \
         const u16* src16, const u32* idx, long long m_rows, const float* src32,                  \
-        long long n_rows, int d, const float* mean, const float* smooth, const float* signs,     \
+        long long n_rows, int d, const float* rope_cos, const float* rope_sin, int rope_rotary,  \
+        int rope_interleaved, float rope_down, const float* mean, const float* smooth,           \
+        const float* signs,                                                                      \
         float* prepared, u8* codes, u16* scales, long long out_row0, int mode, int n_cand,       \
         const float* gains, float rms_factor, float max_coord, const u16* key_to_id,             \
         u64* status)                                                                             \
     {                                                                                            \
-        encode_kernel<BPB>(src16, idx, m_rows, src32, n_rows, d, mean, smooth, signs, prepared,  \
+        encode_kernel<BPB>(src16, idx, m_rows, src32, n_rows, d, rope_cos, rope_sin,             \
+                           rope_rotary, rope_interleaved, rope_down, mean, smooth, signs, prepared, \
                            codes, scales, out_row0, mode, n_cand, gains, rms_factor, max_coord,  \
                            key_to_id, status);                                                   \
     }
@@ -658,7 +714,9 @@ ENCODE_ENTRY(encode_b4, 4)
 // in chunk order, so the result is deterministic.
 extern "C" __global__ void column_sums_partial(
     const u16* __restrict__ src16, const u32* __restrict__ idx, long long m_rows,
-    long long n_rows, int d, const float* __restrict__ mean, long long rows_per_chunk,
+    long long n_rows, int d, const float* __restrict__ rope_cos,
+    const float* __restrict__ rope_sin, int rope_rotary, int rope_interleaved, float rope_down,
+    const float* __restrict__ mean, long long rows_per_chunk,
     double* __restrict__ part_sum, double* __restrict__ part_sq, u64* __restrict__ status)
 {
     const int col = blockIdx.y * blockDim.x + threadIdx.x;
@@ -675,7 +733,16 @@ extern "C" __global__ void column_sums_partial(
             atomicMin(status + 2, ((u64)(u32)r << 32) | (u64)(u32)m_rows);
             continue;
         }
-        float x = half_to_float(src16[r * d + col]);
+        float x;
+        if (rope_cos != nullptr && col < rope_rotary) {
+            const RopePair p = rope_pair(col, rope_rotary, rope_interleaved);
+            const long long at = row * (rope_rotary / 2) + p.k;
+            x = rope_inverted(p, col, half_to_float(src16[r * d + p.ia]),
+                              half_to_float(src16[r * d + p.ib]), rope_cos[at], rope_sin[at],
+                              rope_down);
+        } else {
+            x = half_to_float(src16[r * d + col]);
+        }
         if (mean != nullptr) x = x - m;
         const double xd = (double)x;
         s = s + xd;

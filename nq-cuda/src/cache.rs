@@ -3,12 +3,19 @@
 //! `nq_core::CompressedCache::with_backend(CudaBackend::new(0)?, ..)` keeps every buffer of
 //! every layer on the device ([`DeviceLayer`]) and runs there:
 //! - `append`: the new rows are copied up once and stored as f16;
-//! - `compress`: the encode pipeline ([`Encoder`]: gather, center, smooth, rotate, scale,
-//!   E8 codes), the codes appended on the device; the per-head mean and smoothing factor are
+//! - `compress`: the encode pipeline ([`Encoder`]: gather, RoPE inversion when keys are
+//!   stored RoPE-free, center, smooth, rotate, scale, E8 codes), the codes appended on the
+//!   device; the per-head mean and smoothing factor are
 //!   computed from column sums taken on the device (`d` values come back to the host for the
 //!   arithmetic of `nq_core::prep`, once per head);
 //! - `attend`: the fused decode attention ([`Attender`]); the query goes up and the output
 //!   comes back (`q_heads * t * d` values each), never the cache.
+//!
+//! Not on the device: attention over keys stored RoPE-free (`remove_rope`, which no preset
+//! uses) returns [`CudaError::Unsupported`]. Such a key's score is `q . RoPE_p(k)`, so the
+//! query has to be rotated back to every key's position and through the Hadamard transform
+//! once per key (as the CPU does, `d log d` per key and query row) instead of once per
+//! query; the fused kernel reads scores from the codes with one rotated query per tile.
 //!
 //! What stays on the host, and why: the bookkeeping of `CompressedCache` (positions, the
 //! query window, budgets) and eviction scoring. Scoring reads the dense rows and their
@@ -27,7 +34,7 @@ use nq_core::{
 
 use crate::CudaBackend;
 use crate::attend::{Attender, BatchQuery};
-use crate::encode::{CodesOut, Encoder, HeadRows};
+use crate::encode::{CodesOut, DeviceRope, Encoder, HeadRows};
 use crate::error::CudaError;
 use crate::store::{DeviceLayer, DeviceRows};
 
@@ -121,24 +128,36 @@ impl CudaBackend {
         let spec = layer.store.spec().clone();
         let keep = self.upload_keep(job, head).map_err(&err)?;
         let dense = dense_range(&layer.store, head);
+        let positions: Vec<u32> =
+            job.keep[head].iter().map(|&i| job.positions[i as usize]).collect();
+        // Keys stored RoPE-free: every key pass (mean, smoothing, codes) inverts RoPE first.
+        let rope = match job.steps.rope {
+            Some(rope) => Some(DeviceRope::new(self, rope, &positions).map_err(&err)?),
+            None => None,
+        };
+        let rows = |keys: bool, which: Which| RowsOf {
+            head,
+            keys,
+            keep: &keep,
+            dense: dense.clone(),
+            which,
+            rope: if keys { rope.as_ref() } else { None },
+        };
         if job.steps.center {
             for keys in [true, false] {
-                self.first_mean(layer, head, keys, &keep, dense.clone(), n)?;
+                let vectors = &layer.vectors[head];
+                let unset = if keys { &vectors.k_mean } else { &vectors.v_mean }.is_empty();
+                if unset {
+                    let enc = if keys { &layer.keys } else { &layer.values };
+                    let sums = enc.column_sums(&rows(keys, Which::None).of(layer)).map_err(&err)?;
+                    set_mean(layer, head, keys, &sums.sum, n).map_err(&err)?;
+                }
             }
         }
         if let Some(squares) = job.steps.query_squares.and_then(|q| q.get(head))
             && layer.vectors[head].k_smooth.is_empty()
         {
-            let rows = head_rows(
-                &layer.store,
-                &layer.vectors[head],
-                head,
-                true,
-                &keep,
-                dense.clone(),
-                Which::Mean,
-            );
-            let sums = layer.keys.column_sums(&rows).map_err(&err)?;
+            let sums = layer.keys.column_sums(&rows(true, Which::Mean).of(layer)).map_err(&err)?;
             let smooth = nq_core::prep::key_smoothing_from_sums(squares, &sums.squares);
             layer.store.set_vectors(head, None, None, Some(&smooth)).map_err(&err)?;
             layer.vectors[head].k_smooth = smooth;
@@ -156,28 +175,16 @@ impl CudaBackend {
                 unsafe { self.stream.alloc::<u8>(n * row) }.map_err(|e| err(e.into()))?;
             // SAFETY: as above, one scale per row.
             let mut scales = unsafe { self.stream.alloc::<u16>(n) }.map_err(|e| err(e.into()))?;
-            let mut rows = head_rows(
-                &layer.store,
-                &layer.vectors[head],
-                head,
-                keys,
-                &keep,
-                dense.clone(),
-                Which::All,
-            );
-            rows.remove_rope = job.steps.rope.is_some();
             let target = CodesOut {
                 codes: &mut codes.slice_mut(..),
                 scales: &mut scales.slice_mut(..),
                 row0: 0,
             };
-            enc.encode_head(&rows, target).map_err(&err)?;
+            enc.encode_head(&rows(keys, Which::All).of(layer), target).map_err(&err)?;
             out.push((codes, scales));
         }
         layer.keys.finish().map_err(&err)?;
         layer.values.finish().map_err(&err)?;
-        let positions: Vec<u32> =
-            job.keep[head].iter().map(|&i| job.positions[i as usize]).collect();
         let rows = DeviceRows {
             k_codes: out[0].0.slice(..),
             k_scales: out[0].1.slice(..),
@@ -187,38 +194,27 @@ impl CudaBackend {
         };
         layer.store.append_compressed_device(head, &rows).map_err(&err)
     }
+}
 
-    /// The head's key (or value) mean from its first compressed rows, set once.
-    fn first_mean(
-        &self,
-        layer: &mut CudaLayer,
-        head: usize,
-        keys: bool,
-        keep: &CudaSlice<u32>,
-        dense: std::ops::Range<usize>,
-        n: usize,
-    ) -> nq_core::Result<()> {
-        let err = core("CudaBackend::compress");
-        let set = if keys { &layer.vectors[head].k_mean } else { &layer.vectors[head].v_mean };
-        if !set.is_empty() {
-            return Ok(());
-        }
-        let rows =
-            head_rows(&layer.store, &layer.vectors[head], head, keys, keep, dense, Which::None);
-        let enc = if keys { &layer.keys } else { &layer.values };
-        let sums = enc.column_sums(&rows).map_err(&err)?;
-        let mean = nq_core::prep::column_mean_from_sums(&sums.sum, n);
-        let (k, v) =
-            if keys { (Some(mean.as_slice()), None) } else { (None, Some(mean.as_slice())) };
-        layer.store.set_vectors(head, k, v, None).map_err(&err)?;
-        let vectors = &mut layer.vectors[head];
-        if keys {
-            vectors.k_mean = mean
-        } else {
-            vectors.v_mean = mean
-        }
-        Ok(())
+/// The head's key (or value) mean, from the column sums of its first `n` compressed rows; set
+/// once.
+fn set_mean(
+    layer: &mut CudaLayer,
+    head: usize,
+    keys: bool,
+    sums: &[f64],
+    n: usize,
+) -> Result<(), CudaError> {
+    let mean = nq_core::prep::column_mean_from_sums(sums, n);
+    let (k, v) = if keys { (Some(mean.as_slice()), None) } else { (None, Some(mean.as_slice())) };
+    layer.store.set_vectors(head, k, v, None)?;
+    let vectors = &mut layer.vectors[head];
+    if keys {
+        vectors.k_mean = mean
+    } else {
+        vectors.v_mean = mean
     }
+    Ok(())
 }
 
 /// Which of a head's vectors an encoder pass applies.
@@ -239,32 +235,38 @@ fn dense_range(store: &DeviceLayer, head: usize) -> std::ops::Range<usize> {
     at..at + store.dense_len() * d
 }
 
-/// The encoder's view of one head's dense rows, keys or values.
-fn head_rows<'a>(
-    store: &'a DeviceLayer,
-    vectors: &HeadVectors,
+/// Which rows of a layer an encoder pass reads: one head's kept dense rows, keys or
+/// values, with the vectors `which` names and the RoPE table of keys stored RoPE-free.
+struct RowsOf<'a> {
     head: usize,
     keys: bool,
     keep: &'a CudaSlice<u32>,
     dense: std::ops::Range<usize>,
     which: Which,
-) -> HeadRows<'a> {
-    let d = store.spec().head_dim;
-    let vector = |buf: &'a CudaSlice<f32>, has: bool| -> Option<CudaView<'a, f32>> {
-        has.then(|| buf.slice(head * d..(head + 1) * d))
-    };
-    let (rows, mean_buf, has_mean) = if keys {
-        (&store.dense_k, &store.k_mean, !vectors.k_mean.is_empty())
-    } else {
-        (&store.dense_v, &store.v_mean, !vectors.v_mean.is_empty())
-    };
-    let smooth = keys && which == Which::All && !vectors.k_smooth.is_empty();
-    HeadRows {
-        rows: rows.slice(dense),
-        keep: keep.slice(..),
-        mean: vector(mean_buf, has_mean && which != Which::None),
-        smooth: vector(&store.k_smooth, smooth),
-        remove_rope: false,
+    rope: Option<&'a DeviceRope>,
+}
+
+impl<'a> RowsOf<'a> {
+    /// The encoder's view of those rows in `layer`.
+    fn of(self, layer: &'a CudaLayer) -> HeadRows<'a> {
+        let (store, vectors, head) = (&layer.store, &layer.vectors[self.head], self.head);
+        let d = store.spec().head_dim;
+        let vector = |buf: &'a CudaSlice<f32>, has: bool| -> Option<CudaView<'a, f32>> {
+            has.then(|| buf.slice(head * d..(head + 1) * d))
+        };
+        let (rows, mean_buf, has_mean) = if self.keys {
+            (&store.dense_k, &store.k_mean, !vectors.k_mean.is_empty())
+        } else {
+            (&store.dense_v, &store.v_mean, !vectors.v_mean.is_empty())
+        };
+        let smooth = self.keys && self.which == Which::All && !vectors.k_smooth.is_empty();
+        HeadRows {
+            rows: rows.slice(self.dense),
+            keep: self.keep.slice(..),
+            mean: vector(mean_buf, has_mean && self.which != Which::None),
+            smooth: vector(&store.k_smooth, smooth),
+            rope: self.rope,
+        }
     }
 }
 
@@ -308,7 +310,9 @@ impl Backend for CudaBackend {
         if query.rope.is_some() {
             return Err(err(CudaError::Unsupported {
                 op: OP,
-                what: "keys stored RoPE-free (remove_rope) on the device".into(),
+                what: "attention over keys stored RoPE-free (remove_rope): the fused kernel \
+                       rotates the query once, these keys need it rotated per key position"
+                    .into(),
             }));
         }
         let batch = BatchQuery {

@@ -15,9 +15,11 @@
 //! codes and scales are expected to equal the CPU's bit for bit; the tests count and report
 //! any row that differs.
 //!
-//! RoPE inversion (`CompressionConfig::remove_rope`, which no preset uses) is not
-//! implemented on the device: [`HeadRows::remove_rope`] set returns
-//! [`CudaError::Unsupported`].
+//! With [`HeadRows::rope`] set (keys stored RoPE-free, `CompressionConfig::remove_rope`),
+//! every gathered row is first rotated back from its position, as `nq_rope::Rope::invert`
+//! does, with the cosines and sines the host computes once per compression
+//! ([`DeviceRope::new`]: `rotary_dim / 2` pairs per kept row, the same f32 values
+//! `Rope::invert` uses), so the codes still equal the CPU's.
 //!
 //! Work is queued on the backend's stream; errors found by a kernel (a non-finite value, a
 //! scale that overflows f16, a row index out of range) are recorded on the device and
@@ -29,10 +31,11 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr,
-    DevicePtrMut, LaunchConfig, PushKernelArg,
+    DevicePtrMut, LaunchConfig, PushKernelArg, SyncOnDrop,
 };
 use nq_core::Rotation;
 use nq_lattice::{BEST_OF_SPREAD, FixedBits, FixedCodec, ScaleMode};
+use nq_rope::{Rope, RopeLayout};
 
 use crate::backend::CudaBackend;
 use crate::error::{CudaError, Result, check_len, to_i32, to_i64, to_u32};
@@ -130,8 +133,57 @@ pub struct HeadRows<'a> {
     pub mean: Option<CudaView<'a, f32>>,
     /// Per-channel factor to multiply by after centering (`dim` values), or `None`.
     pub smooth: Option<CudaView<'a, f32>>,
-    /// RoPE inversion before centering. Not implemented on the device: must be `false`.
-    pub remove_rope: bool,
+    /// RoPE inversion before centering (keys stored RoPE-free): the kept rows' positions,
+    /// one per `keep` entry, or `None`.
+    pub rope: Option<&'a DeviceRope>,
+}
+
+/// The cosines and sines of a list of positions on the device: what the encoder needs to
+/// rotate rows back from those positions ([`HeadRows::rope`]), as `nq_rope::Rope::invert`
+/// does. Computed on the host by [`Rope::table`] (f64 angles, rounded to f32), which the CPU
+/// pipeline uses too.
+#[derive(Debug)]
+pub struct DeviceRope {
+    /// `[positions, rotary_dim / 2]`.
+    cos: CudaSlice<f32>,
+    /// `[positions, rotary_dim / 2]`.
+    sin: CudaSlice<f32>,
+    positions: usize,
+    head_dim: usize,
+    rotary_dim: usize,
+    interleaved: bool,
+    /// The factor on the rotated values after inversion (1 when the rope has none).
+    down: f32,
+}
+
+impl DeviceRope {
+    /// The table of `rope` for `positions`, uploaded on the encoder's stream.
+    ///
+    /// # Errors
+    /// Driver failures.
+    pub fn new(gpu: &CudaBackend, rope: &Rope, positions: &[u32]) -> Result<Self> {
+        let table = rope.table(positions);
+        let cfg = rope.config();
+        Ok(DeviceRope {
+            cos: gpu.stream.clone_htod(table.cos())?,
+            sin: gpu.stream.clone_htod(table.sin())?,
+            positions: positions.len(),
+            head_dim: cfg.head_dim,
+            rotary_dim: cfg.rotary_dim,
+            interleaved: cfg.layout == RopeLayout::Interleaved,
+            down: rope.factors().map_or(1.0, |(_, down)| down),
+        })
+    }
+
+    /// How many positions the table holds.
+    pub fn len(&self) -> usize {
+        self.positions
+    }
+
+    /// Whether the table holds no position.
+    pub fn is_empty(&self) -> bool {
+        self.positions == 0
+    }
 }
 
 /// Where codes and scales go: rows `row0..row0 + n` of growable device buffers in the
@@ -177,7 +229,7 @@ pub struct ColumnSums {
 /// let keep = s.clone_htod(&[0u32, 3, 9])?;
 /// let mut codes = s.alloc_zeros::<u8>(codec.code_len(3, 128))?;
 /// let mut scales = s.alloc_zeros::<u16>(3)?;
-/// let head = HeadRows { rows: rows.slice(..), keep: keep.slice(..), mean: None, smooth: None, remove_rope: false };
+/// let head = HeadRows { rows: rows.slice(..), keep: keep.slice(..), mean: None, smooth: None, rope: None };
 /// let out = CodesOut { codes: &mut codes.slice_mut(..), scales: &mut scales.slice_mut(..), row0: 0 };
 /// enc.encode_head(&head, out)?;
 /// enc.finish()?;
@@ -206,13 +258,18 @@ enum HeadTarget<'a, 'b> {
 }
 
 /// Device pointers (0 for none) and sizes of one launch of the encode kernel.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Ptrs {
     rows: u64,
     keep: u64,
     m_rows: usize,
     src32: u64,
     n_rows: usize,
+    rope_cos: u64,
+    rope_sin: u64,
+    rope_rotary: i32,
+    rope_interleaved: i32,
+    rope_down: f32,
     mean: u64,
     smooth: u64,
     rotate: bool,
@@ -220,6 +277,66 @@ struct Ptrs {
     codes: u64,
     scales: u64,
     row0: usize,
+}
+
+impl Default for Ptrs {
+    fn default() -> Self {
+        Ptrs {
+            rows: 0,
+            keep: 0,
+            m_rows: 0,
+            src32: 0,
+            n_rows: 0,
+            rope_cos: 0,
+            rope_sin: 0,
+            rope_rotary: 0,
+            rope_interleaved: 0,
+            rope_down: 1.0,
+            mean: 0,
+            smooth: 0,
+            rotate: false,
+            prepared: 0,
+            codes: 0,
+            scales: 0,
+            row0: 0,
+        }
+    }
+}
+
+/// The RoPE arguments of a launch: table pointers (0 without a table), rotary values, layout
+/// and factor, and the guards that keep the table's pointers valid until the launch is queued.
+struct RopeArgs<'g> {
+    cos: u64,
+    sin: u64,
+    rotary: i32,
+    interleaved: i32,
+    down: f32,
+    _guards: Option<(SyncOnDrop<'g>, SyncOnDrop<'g>)>,
+}
+
+impl<'g> RopeArgs<'g> {
+    fn new(op: &'static str, rope: Option<&'g DeviceRope>, s: &'g Arc<CudaStream>) -> Result<Self> {
+        let Some(r) = rope else {
+            return Ok(RopeArgs {
+                cos: 0,
+                sin: 0,
+                rotary: 0,
+                interleaved: 0,
+                down: 1.0,
+                _guards: None,
+            });
+        };
+        let (cos, gc) = r.cos.device_ptr(s);
+        let (sin, gs) = r.sin.device_ptr(s);
+        Ok(RopeArgs {
+            cos,
+            sin,
+            rotary: to_i32(op, r.rotary_dim)?,
+            interleaved: i32::from(r.interleaved),
+            down: r.down,
+            _guards: Some((gc, gs)),
+        })
+    }
 }
 
 impl Encoder {
@@ -282,8 +399,9 @@ impl Encoder {
     /// [`finish`](Self::finish) for errors found on the device.
     ///
     /// # Errors
-    /// [`CudaError::Unsupported`] for `remove_rope` or more than 2^32 values; [`CudaError::Len`]
-    /// when a buffer disagrees with the shape ([`HeadRows`], [`CodesOut`]); driver failures.
+    /// [`CudaError::Unsupported`] for more than 2^32 values; [`CudaError::Len`] when a buffer
+    /// disagrees with the shape ([`HeadRows`] and its RoPE table, [`CodesOut`]); driver
+    /// failures.
     pub fn encode_head(&self, head: &HeadRows<'_>, out: CodesOut<'_, '_>) -> Result<()> {
         self.run_head("Encoder::encode_head", head, HeadTarget::Codes(out))
     }
@@ -318,11 +436,17 @@ impl Encoder {
         let (keep, _keep) = head.keep.device_ptr(s);
         let mean = head.mean.as_ref().map(|v| v.device_ptr(s));
         let smooth = head.smooth.as_ref().map(|v| v.device_ptr(s));
+        let rope = RopeArgs::new(op, head.rope, s)?;
         let ptrs = Ptrs {
             rows,
             keep,
             m_rows,
             n_rows,
+            rope_cos: rope.cos,
+            rope_sin: rope.sin,
+            rope_rotary: rope.rotary,
+            rope_interleaved: rope.interleaved,
+            rope_down: rope.down,
             mean: mean.as_ref().map_or(0, |p| p.0),
             smooth: smooth.as_ref().map_or(0, |p| p.0),
             rotate: true,
@@ -389,6 +513,7 @@ impl Encoder {
         let (chunk_rows, chunks_i64) = (to_i64(OP, SUM_CHUNK_ROWS)?, to_i64(OP, chunks)?);
         let mean = head.mean.as_ref().map(|v| v.device_ptr(s));
         let mean_ptr = mean.as_ref().map_or(0u64, |p| p.0);
+        let rope = RopeArgs::new(OP, head.rope, s)?;
         if n > 0 {
             let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
             let cfg = LaunchConfig {
@@ -402,17 +527,24 @@ impl Encoder {
             launch.arg(&m_i64);
             launch.arg(&n_i64);
             launch.arg(&d_i32);
+            launch.arg(&rope.cos);
+            launch.arg(&rope.sin);
+            launch.arg(&rope.rotary);
+            launch.arg(&rope.interleaved);
+            launch.arg(&rope.down);
             launch.arg(&mean_ptr);
             launch.arg(&chunk_rows);
             launch.arg(&mut part_sum);
             launch.arg(&mut part_sq);
             launch.arg(&mut *status);
             // SAFETY: the arguments match `column_sums_partial(const u16*, const u32*,
-            // long long, long long, int, const float*, long long, double*, double*, u64*)`
-            // in kernels/encode.cu. `rows` holds m_rows * d f16 (checked by `check_head`),
-            // `keep` n indices, each checked against m_rows in the kernel before use;
-            // `mean` is null or a live buffer of d f32 (its guard is held until after the
-            // launch); the partial buffers hold chunks * d values and the grid covers
+            // long long, long long, int, const float*, const float*, int, int, float,
+            // const float*, long long, double*, double*, u64*)` in kernels/encode.cu. `rows`
+            // holds m_rows * d f16 (checked by `check_head`), `keep` n indices, each checked
+            // against m_rows in the kernel before use; the RoPE tables are null or hold n *
+            // rotary / 2 f32 each with rotary <= d (checked by `check_head`), `mean` is null
+            // or a live buffer of d f32 (their guards are held until after the launch); the
+            // partial buffers hold chunks * d values and the grid covers
             // chunks x d threads that write (threads with col >= d return); status holds 3
             // words.
             unsafe { launch.launch(cfg) }?;
@@ -434,7 +566,7 @@ impl Encoder {
         // (zeroed when there are no rows), `sum` and `sq` d values; threads with col >= d
         // return.
         unsafe { launch.launch(cfg) }?;
-        drop(mean);
+        drop((mean, rope));
         self.finish()?;
         Ok(ColumnSums { sum: s.clone_dtoh(&sum)?, squares: s.clone_dtoh(&sq)? })
     }
@@ -483,11 +615,9 @@ impl Encoder {
 
     /// Validates a head's buffers; returns its row count `m`.
     fn check_head(&self, op: &'static str, head: &HeadRows<'_>) -> Result<usize> {
-        if head.remove_rope {
-            return Err(CudaError::Unsupported {
-                op,
-                what: "RoPE inversion is not implemented on the device (no preset uses it)".into(),
-            });
+        if let Some(rope) = head.rope {
+            check_len(op, "RoPE positions", rope.len(), head.keep.len())?;
+            check_len(op, "RoPE head_dim", rope.head_dim, self.dim)?;
         }
         let m = head.rows.len() / self.dim;
         check_len(op, "rows", head.rows.len(), m * self.dim)?;
@@ -571,6 +701,11 @@ impl Encoder {
         launch.arg(&p.src32);
         launch.arg(&n_rows);
         launch.arg(&d);
+        launch.arg(&p.rope_cos);
+        launch.arg(&p.rope_sin);
+        launch.arg(&p.rope_rotary);
+        launch.arg(&p.rope_interleaved);
+        launch.arg(&p.rope_down);
         launch.arg(&p.mean);
         launch.arg(&p.smooth);
         launch.arg(&signs_ptr);
@@ -586,14 +721,17 @@ impl Encoder {
         launch.arg(&self.kernels.key_to_id);
         launch.arg(&mut *status);
         // SAFETY: the arguments match `encode_bN(const u16*, const u32*, long long, const
-        // float*, long long, int, const float*, const float*, const float*, float*, u8*,
-        // u16*, long long, int, int, const float*, float, float, const u16*, u64*)` in
+        // float*, long long, int, const float*, const float*, int, int, float, const float*,
+        // const float*, const float*, float*, u8*, u16*, long long, int, int, const float*,
+        // float, float, const u16*, u64*)` in
         // kernels/encode.cu. Every pointer is 0 (the kernel tests each optional one for
         // null before use; `codes`/`scales` are 0 only with `prepared` set, when the
         // kernel returns before coding) or a device pointer of a buffer whose guard the
         // caller holds until after this launch. The callers checked the lengths: `rows`
         // m_rows * d f16 and `keep` n_rows indices (each compared with m_rows in the kernel
-        // before the gather), or `src32` n_rows * d f32; `mean`, `smooth` and `signs` d f32;
+        // before the gather), or `src32` n_rows * d f32; the RoPE tables n_rows * rotary / 2
+        // f32 each (rotary <= d, both checked by `check_head`) or null, read only with a gather
+        // (`rows`); `mean`, `smooth` and `signs` d f32;
         // `prepared` n_rows * d f32; `codes` and `scales` at least row0 + n_rows rows;
         // `gains` n_cand f32; `key_to_id` 8193 entries (keys are masked to 13 bits);
         // `status` 3 words. The grid covers n_rows rows; threads of rows past n_rows or

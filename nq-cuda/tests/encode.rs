@@ -8,8 +8,9 @@ use cudarc::driver::{CudaSlice, CudaStream};
 use half::f16;
 use nq_core::Rotation;
 use nq_cuda::CudaError;
-use nq_cuda::encode::{CodesOut, Encoder, HeadRows};
+use nq_cuda::encode::{CodesOut, DeviceRope, Encoder, HeadRows};
 use nq_lattice::{FixedBits, FixedCodec, ScaleMode};
+use nq_rope::{Rope, RopeConfig, RopeLayout, RopeScaling};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -78,6 +79,84 @@ fn cpu_prepare(
         }
     }
     x
+}
+
+/// RoPE inversion on the device (keys stored RoPE-free) against `nq_rope::Rope::invert` on
+/// the CPU, then the rest of the pipeline: the prepared rows (inverted, centered, rotated)
+/// and the column sums the mean comes from, in both layouts, with partial rotation and a
+/// YaRN factor. The arithmetic is the CPU's operation for operation (the same f32 cosines
+/// and sines, no fused multiply-adds), so the prepared rows must be bit-identical.
+#[test]
+fn rope_inversion_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let s = gpu.stream();
+    let mut rng = StdRng::seed_from_u64(41);
+    let configs = [
+        RopeConfig::new(128, 10_000.0),
+        RopeConfig::new(64, 100_000.0).with_layout(RopeLayout::Interleaved),
+        RopeConfig::new(96, 1_000_000.0).with_rotary_dim(48),
+        RopeConfig::new(64, 500_000.0)
+            .with_layout(RopeLayout::Interleaved)
+            .with_rotary_dim(32)
+            .with_scaling(RopeScaling::yarn(4.0, 4096)),
+    ];
+    for cfg in configs {
+        let d = cfg.head_dim;
+        let rope = Rope::new(cfg).unwrap();
+        let m = 777;
+        let rows = head_rows(&mut rng, m, d);
+        let keep: Vec<u32> = (0..m as u32).filter(|_| rng.random_bool(0.5)).collect();
+        // Positions far apart, as an evicted cache's are, up to ~10^6.
+        let positions: Vec<u32> = keep.iter().map(|&i| i * 1297 + 3).collect();
+        let n = keep.len();
+        let rot = Rotation::new(d, 5).unwrap();
+        let bits_rows: Vec<u16> = rows.iter().map(|h| h.to_bits()).collect();
+        let dev_rows = s.clone_htod(&bits_rows).unwrap();
+        let dev_keep = s.clone_htod(&keep).unwrap();
+        let table = DeviceRope::new(&gpu, &rope, &positions).unwrap();
+        let enc = Encoder::new(&gpu, &rot, FixedCodec::new(FixedBits::B3, ScaleMode::Rms).unwrap())
+            .unwrap();
+
+        // CPU: widen, invert, (center), rotate.
+        let mut raw: Vec<f32> = keep
+            .iter()
+            .flat_map(|&i| rows[i as usize * d..(i as usize + 1) * d].iter().map(|h| h.to_f32()))
+            .collect();
+        rope.invert(&mut raw, &positions).unwrap();
+        let (cpu_sum, _) = nq_core::prep::column_sums(&raw, d);
+        let head = HeadRows {
+            rows: dev_rows.slice(..),
+            keep: dev_keep.slice(..),
+            mean: None,
+            smooth: None,
+            rope: Some(&table),
+        };
+        let sums = enc.column_sums(&head).unwrap();
+        for (c, (g, w)) in sums.sum.iter().zip(&cpu_sum).enumerate() {
+            // n f32 terms summed in f64 in two orders.
+            let bound =
+                2.0 * n as f64 * f64::EPSILON * raw.iter().map(|x| f64::from(x.abs())).sum::<f64>();
+            assert!((g - w).abs() <= bound, "{cfg:?} column {c}: sum {g} vs {w}");
+        }
+        let mean = nq_core::prep::column_mean_from_sums(&cpu_sum, n);
+        let dev_mean = s.clone_htod(&mean).unwrap();
+        let head = HeadRows { mean: Some(dev_mean.slice(..)), ..head };
+        let mut want = raw.clone();
+        for row in want.chunks_exact_mut(d) {
+            row.iter_mut().zip(&mean).for_each(|(x, m)| *x -= m);
+            let mut at = 0;
+            for block in rot.blocks() {
+                block.forward(&mut row[at..at + block.dim()]).unwrap();
+                at += block.dim();
+            }
+        }
+        let mut dev_prep = s.clone_htod(&vec![f32::NAN; n * d]).unwrap();
+        enc.prepare(&head, &mut dev_prep.slice_mut(..)).unwrap();
+        enc.finish().unwrap();
+        let got = s.clone_dtoh(&dev_prep).unwrap();
+        let differ = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "{cfg:?}: {differ} of {} prepared values differ", n * d);
+    }
 }
 
 /// Output buffers for `n` rows at [`ROW0`] plus two more rows, poisoned.
@@ -236,7 +315,7 @@ fn encode_head_matches_cpu_pipeline() {
             keep: dev_keep.slice(..),
             mean: None,
             smooth: None,
-            remove_rope: false,
+            rope: None,
         };
         let sums = enc0.column_sums(&plain).unwrap();
         let raw: Vec<f32> = keep
@@ -253,7 +332,7 @@ fn encode_head_matches_cpu_pipeline() {
             keep: dev_keep.slice(..),
             mean: Some(dev_mean.slice(..)),
             smooth: None,
-            remove_rope: false,
+            rope: None,
         };
         let centered_sums = enc0.column_sums(&centered_head).unwrap();
         let centered: Vec<f32> =
@@ -272,7 +351,7 @@ fn encode_head_matches_cpu_pipeline() {
             keep: dev_keep.slice(..),
             mean: Some(dev_mean.slice(..)),
             smooth: Some(dev_smooth.slice(..)),
-            remove_rope: false,
+            rope: None,
         };
         let x = cpu_prepare(&rows, &keep, d, Some(&mean), Some(&smooth), &rot);
 
@@ -378,7 +457,7 @@ fn encode_errors() {
         keep: keep.slice(..),
         mean: None,
         smooth: Some(big.slice(..)),
-        remove_rope: false,
+        rope: None,
     };
     let sink =
         CodesOut { codes: &mut codes.slice_mut(..), scales: &mut scales.slice_mut(..), row0: 0 };
@@ -395,7 +474,7 @@ fn encode_errors() {
         keep: bad_keep.slice(..),
         mean: None,
         smooth: None,
-        remove_rope: false,
+        rope: None,
     };
     let sink =
         CodesOut { codes: &mut codes.slice_mut(..), scales: &mut scales.slice_mut(..), row0: 0 };
@@ -407,23 +486,29 @@ fn encode_errors() {
     assert!(index_error(enc.column_sums(&head).map(|_| ())));
     enc.finish().unwrap();
 
-    // Refused before launch: RoPE inversion, short outputs, mean of the wrong length, dims.
+    // Refused before launch: a RoPE table of another length, short outputs, mean of the
+    // wrong length, dims.
+    let rope = Rope::new(RopeConfig::new(d, 10_000.0)).unwrap();
+    let table = DeviceRope::new(&gpu, &rope, &[5, 6, 7]).unwrap();
     let head = HeadRows {
         rows: rows.slice(..),
         keep: keep.slice(..),
         mean: None,
         smooth: None,
-        remove_rope: true,
+        rope: Some(&table),
     };
     let sink =
         CodesOut { codes: &mut codes.slice_mut(..), scales: &mut scales.slice_mut(..), row0: 0 };
-    assert!(matches!(enc.encode_head(&head, sink), Err(CudaError::Unsupported { .. })));
+    assert!(matches!(
+        enc.encode_head(&head, sink),
+        Err(CudaError::Len { what: "RoPE positions", got: 3, expected: 4, .. })
+    ));
     let head = HeadRows {
         rows: rows.slice(..),
         keep: keep.slice(..),
         mean: Some(big.slice(..d - 8)),
         smooth: None,
-        remove_rope: false,
+        rope: None,
     };
     let sink =
         CodesOut { codes: &mut codes.slice_mut(..), scales: &mut scales.slice_mut(..), row0: 0 };
@@ -433,7 +518,7 @@ fn encode_errors() {
         keep: keep.slice(..),
         mean: None,
         smooth: None,
-        remove_rope: false,
+        rope: None,
     };
     let sink =
         CodesOut { codes: &mut codes.slice_mut(..), scales: &mut scales.slice_mut(..), row0: 1 };

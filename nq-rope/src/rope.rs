@@ -146,6 +146,25 @@ impl Rope {
         &self.inv_freq
     }
 
+    /// The f32 factors [`apply`](Rope::apply) and [`invert`](Rope::invert) multiply the rotated
+    /// values by, `(attention_factor, 1 / attention_factor)` rounded to f32, or `None` when the
+    /// factor is 1 (nothing is multiplied): what another implementation of the rotation (a GPU
+    /// kernel) needs to give the same bits.
+    ///
+    /// # Examples
+    /// ```
+    /// use nq_rope::{Rope, RopeConfig, RopeScaling};
+    /// assert_eq!(Rope::new(RopeConfig::new(8, 10_000.0))?.factors(), None);
+    /// let yarn = RopeConfig::new(8, 10_000.0).with_scaling(RopeScaling::yarn(4.0, 4096));
+    /// let (up, down) = Rope::new(yarn)?.factors().expect("YaRN scales");
+    /// assert!(up > 1.0 && (up * down - 1.0).abs() < 1e-6);
+    /// # Ok::<(), nq_rope::Error>(())
+    /// ```
+    #[must_use]
+    pub fn factors(&self) -> Option<(f32, f32)> {
+        self.scale
+    }
+
     /// The factor the rotated values are multiplied by (YaRN's `attention_factor`; 1 for the
     /// other kinds).
     #[must_use]

@@ -10,10 +10,17 @@
 //!   arithmetic by [`stored_attention`](crate::reference::stored_attention); output buffers
 //!   are poisoned with NaN first, so an unwritten element fails;
 //! - the eviction bookkeeping (dense attention mass) to `1e-4` of its largest value.
+//!
+//! [`check_rope_free_storage`] runs the storage half on caches that keep keys RoPE-free
+//! (`remove_rope`: RoPE inverted before coding, in both layouts, with partial rotation and a
+//! YaRN factor), without attention: a backend may encode such keys without attending over
+//! them.
 
 use std::borrow::Cow;
 
-use super::{Mismatch, fail, filled_cache_on, test_rows};
+use nq_rope::{Rope, RopeConfig, RopeLayout, RopeScaling};
+
+use super::{Mismatch, fail, filled_cache_with, test_rows};
 use crate::backend::{Backend, DenseRows};
 use crate::cache::{CompressedCache, KvShape, layer_spec};
 use crate::config::{CompressionConfig, Preset};
@@ -22,32 +29,63 @@ use crate::error::{Error, Result};
 use crate::reference::stored_attention;
 use crate::store::{AttendQuery, CompressJob, HeadImage, LayerSpec, LayerUsage};
 
-/// One conformance case: a shape, a configuration, a prompt length, decode steps.
+/// One conformance case: a shape, a configuration (and the RoPE of `remove_rope`), a prompt
+/// length, decode steps, and whether attention is run and compared.
 struct Case {
     shape: KvShape,
     cfg: CompressionConfig,
+    rope: Option<Rope>,
     prompt: usize,
     decode: usize,
+    attend: bool,
 }
 
 fn cases() -> Vec<Case> {
     let shape =
         |layers, q_heads, kv_heads, head_dim| KvShape { layers, q_heads, kv_heads, head_dim };
+    let case =
+        |shape, cfg, prompt, decode| Case { shape, cfg, rope: None, prompt, decode, attend: true };
     let mut short = Preset::Balanced.config();
     short.evict.window = 8;
     vec![
-        Case {
-            shape: shape(2, 8, 2, 128),
-            cfg: Preset::Balanced.config(),
-            prompt: 700,
-            decode: 90,
-        },
-        Case { shape: shape(2, 4, 4, 64), cfg: Preset::High.config(), prompt: 300, decode: 70 },
-        Case { shape: shape(1, 8, 1, 128), cfg: Preset::Max.config(), prompt: 1000, decode: 70 },
-        Case { shape: shape(1, 6, 2, 64), cfg: Preset::Balanced.config(), prompt: 257, decode: 66 },
+        case(shape(2, 8, 2, 128), Preset::Balanced.config(), 700, 90),
+        case(shape(2, 4, 4, 64), Preset::High.config(), 300, 70),
+        case(shape(1, 8, 1, 128), Preset::Max.config(), 1000, 70),
+        case(shape(1, 6, 2, 64), Preset::Balanced.config(), 257, 66),
         // A prompt of only sinks and recent tokens: the first rows are compressed while
         // decoding, and centering and smoothing take their statistics then.
-        Case { shape: shape(1, 4, 2, 64), cfg: short, prompt: 12, decode: 100 },
+        case(shape(1, 4, 2, 64), short, 12, 100),
+    ]
+}
+
+/// Keys stored RoPE-free: split-half over the whole head; interleaved (GGUF llama) over part
+/// of it with a YaRN factor (so the inverse factor is applied too). Storage only.
+fn rope_free_cases() -> Vec<Case> {
+    let shape =
+        |layers, q_heads, kv_heads, head_dim| KvShape { layers, q_heads, kv_heads, head_dim };
+    let with_rope = |preset: Preset| CompressionConfig { remove_rope: true, ..preset.config() };
+    let split = RopeConfig::new(128, 10_000.0);
+    let interleaved = RopeConfig::new(64, 500_000.0)
+        .with_layout(RopeLayout::Interleaved)
+        .with_rotary_dim(48)
+        .with_scaling(RopeScaling::yarn(4.0, 256));
+    vec![
+        Case {
+            shape: shape(2, 8, 2, 128),
+            cfg: with_rope(Preset::Balanced),
+            rope: Rope::new(split).ok(),
+            prompt: 600,
+            decode: 80,
+            attend: false,
+        },
+        Case {
+            shape: shape(1, 4, 2, 64),
+            cfg: with_rope(Preset::High),
+            rope: Rope::new(interleaved).ok(),
+            prompt: 300,
+            decode: 70,
+            attend: false,
+        },
     ]
 }
 
@@ -56,7 +94,22 @@ fn cases() -> Vec<Case> {
 /// # Errors
 /// The first [`Mismatch`], or a backend error rendered as one.
 pub fn check_backend<B: Backend>(backend: &B) -> Result<(), Mismatch> {
-    for (i, case) in cases().iter().enumerate() {
+    check_cases(backend, &cases())
+}
+
+/// The storage comparison of [`check_backend`] on caches that keep keys RoPE-free
+/// (`remove_rope`), in both RoPE layouts: RoPE inversion, centering, smoothing and codes on
+/// the backend against the CPU. No attention is run (a backend may refuse to attend over
+/// RoPE-free keys).
+///
+/// # Errors
+/// As [`check_backend`].
+pub fn check_rope_free_storage<B: Backend>(backend: &B) -> Result<(), Mismatch> {
+    check_cases(backend, &rope_free_cases())
+}
+
+fn check_cases<B: Backend>(backend: &B, cases: &[Case]) -> Result<(), Mismatch> {
+    for (i, case) in cases.iter().enumerate() {
         run_case(backend, case).map_err(|m| Mismatch {
             op: m.op,
             detail: format!(
@@ -71,14 +124,17 @@ pub fn check_backend<B: Backend>(backend: &B) -> Result<(), Mismatch> {
 fn run_case<B: Backend>(backend: &B, case: &Case) -> Result<(), Mismatch> {
     let err = |op: &'static str| move |e: Error| fail(op, e.to_string());
     let (shape, d) = (case.shape, case.shape.head_dim);
-    let mut cpu = filled_cache_on(CpuBackend, shape, case.cfg, case.prompt, false)
+    let mut cpu = filled_cache_with(CpuBackend, shape, case.cfg, case.rope.clone(), case.prompt)
         .map_err(err("filled_cache"))?;
-    let mut dev = filled_cache_on(backend.clone(), shape, case.cfg, case.prompt, false)
-        .map_err(err("filled_cache"))?;
+    let mut dev =
+        filled_cache_with(backend.clone(), shape, case.cfg, case.rope.clone(), case.prompt)
+            .map_err(err("filled_cache"))?;
     cpu.compress().map_err(err("compress"))?;
     dev.compress().map_err(err("compress"))?;
     compare_storage(&cpu, &dev)?;
-    compare_attention(&mut cpu, &mut dev, case.prompt as u32, 11)?;
+    if case.attend {
+        compare_attention(&mut cpu, &mut dev, case.prompt as u32, 11)?;
+    }
     for step in 0..case.decode {
         let p = (case.prompt + step) as u32;
         for layer in 0..shape.layers {
@@ -93,14 +149,19 @@ fn run_case<B: Backend>(backend: &B, case: &Case) -> Result<(), Mismatch> {
             let mut out = vec![0f32; shape.q_heads * d];
             cpu.observe_queries(layer, &q, &[p]).map_err(err("observe_queries"))?;
             dev.observe_queries(layer, &q, &[p]).map_err(err("observe_queries"))?;
-            cpu.attend(layer, &q, &[p], None, &mut out).map_err(err("attend"))?;
-            dev.attend(layer, &q, &[p], None, &mut out).map_err(err("attend"))?;
+            if case.attend {
+                cpu.attend(layer, &q, &[p], None, &mut out).map_err(err("attend"))?;
+                dev.attend(layer, &q, &[p], None, &mut out).map_err(err("attend"))?;
+            }
         }
         cpu.compress().map_err(err("compress"))?;
         dev.compress().map_err(err("compress"))?;
     }
     compare_storage(&cpu, &dev)?;
-    compare_attention(&mut cpu, &mut dev, (case.prompt + case.decode) as u32, 12)
+    if case.attend {
+        compare_attention(&mut cpu, &mut dev, (case.prompt + case.decode) as u32, 12)?;
+    }
+    Ok(())
 }
 
 /// Storage of every layer and head: what must be equal is equal.

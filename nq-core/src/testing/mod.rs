@@ -5,7 +5,7 @@
 
 mod conformance;
 
-pub use conformance::{Perturbation, Perturbed, check_backend};
+pub use conformance::{Perturbation, Perturbed, check_backend, check_rope_free_storage};
 
 use crate::backend::Backend;
 use crate::cache::{CompressedCache, KvShape};
@@ -13,6 +13,7 @@ use crate::config::CompressionConfig;
 use crate::cpu::CpuBackend;
 use crate::error::Result;
 use crate::rotation::splitmix;
+use nq_rope::Rope;
 
 /// A conformance failure: which operation, and by how much.
 #[derive(Debug)]
@@ -55,7 +56,32 @@ pub fn filled_cache_on<B: Backend>(
     t: usize,
     mass: bool,
 ) -> Result<CompressedCache<B>> {
-    let mut cache = CompressedCache::with_backend(backend, shape, cfg, None)?;
+    let mut cache = filled_cache_with(backend, shape, cfg, None, t)?;
+    if mass {
+        let w = cfg.evict.window.min(t);
+        for layer in 0..shape.layers {
+            let mut m = test_rows(shape.q_heads, t, 2000 + layer as u64);
+            for row in m.chunks_exact_mut(t.max(1)) {
+                row.iter_mut().for_each(|x| *x = x.abs());
+                let sum: f32 = row.iter().sum();
+                row.iter_mut().for_each(|x| *x *= w as f32 / sum);
+            }
+            cache.observe_attention(layer, &m)?;
+        }
+    }
+    Ok(cache)
+}
+
+/// [`filled_cache_on`] without attention mass, with the RoPE a `remove_rope` configuration
+/// needs.
+pub(crate) fn filled_cache_with<B: Backend>(
+    backend: B,
+    shape: KvShape,
+    cfg: CompressionConfig,
+    rope: Option<Rope>,
+    t: usize,
+) -> Result<CompressedCache<B>> {
+    let mut cache = CompressedCache::with_backend(backend, shape, cfg, rope)?;
     let d = shape.head_dim;
     let w = cfg.evict.window.min(t);
     let pos: Vec<u32> = (0..t as u32).collect();
@@ -66,15 +92,6 @@ pub fn filled_cache_on<B: Backend>(
         let q = test_rows(shape.q_heads * w, d, 1000 + seed);
         cache.observe_queries(layer, &q, &pos[t - w..])?;
         cache.append(layer, &k, &v, &pos)?;
-        if mass {
-            let mut m = test_rows(shape.q_heads, t, 2000 + seed);
-            for row in m.chunks_exact_mut(t.max(1)) {
-                row.iter_mut().for_each(|x| *x = x.abs());
-                let sum: f32 = row.iter().sum();
-                row.iter_mut().for_each(|x| *x *= w as f32 / sum);
-            }
-            cache.observe_attention(layer, &m)?;
-        }
     }
     Ok(cache)
 }
@@ -94,8 +111,8 @@ pub fn test_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Instantiate the conformance test for a backend: `nq_core::backend_tests!(make_backend());`
-/// expands to a `#[test]` that runs [`check_backend`].
+/// Instantiate the conformance tests for a backend: `nq_core::backend_tests!(make_backend());`
+/// expands to two `#[test]`s, one running [`check_backend`], one [`check_rope_free_storage`].
 #[macro_export]
 macro_rules! backend_tests {
     ($make:expr) => {
@@ -103,6 +120,14 @@ macro_rules! backend_tests {
         fn backend_conformance() {
             let backend = $make;
             if let Err(m) = $crate::testing::check_backend(&backend) {
+                panic!("{}: {}", m.op, m.detail);
+            }
+        }
+
+        #[test]
+        fn backend_conformance_rope_free_keys() {
+            let backend = $make;
+            if let Err(m) = $crate::testing::check_rope_free_storage(&backend) {
                 panic!("{}: {}", m.op, m.detail);
             }
         }
