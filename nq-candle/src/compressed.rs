@@ -1,20 +1,35 @@
 //! The compressed resident KV cache of `nq-core`, behind the decoder's [`KvCache`] seam.
 
 use candle_core::Tensor;
-use nq_core::{CacheStats, CompressedCache, CompressionConfig, KvShape};
+use nq_core::{Backend, CacheStats, CompressedCache, CompressionConfig, CpuBackend, KvShape};
 
 use crate::kv::{AttnSpec, DenseCache, KvCache};
 use crate::model::ModelConfig;
 
-/// A [`KvCache`] whose resident form is `nq-core`'s [`CompressedCache`].
+/// A [`KvCache`] whose resident form is `nq-core`'s [`CompressedCache`], its storage where
+/// the backend `B` keeps it: host memory ([`CpuBackend`], the default) or, with the `cuda`
+/// feature, a GPU (`nq_cuda::CudaBackend`, see [`CompressedKvCache::on_device`]).
 ///
 /// The prompt is prefilled with dense attention (candle matmuls); its keys and values are
 /// appended in f16 and the last queries remembered for scoring. [`compress`](Self::compress)
 /// then evicts and quantizes; later calls compress blocks of decoded tokens as they leave the
 /// recent window. Every call after the first attends over the compressed form in place.
-#[derive(Debug, Clone)]
-pub struct CompressedKvCache {
-    inner: CompressedCache,
+///
+/// Each call hands the backend the new tokens' keys and values and the queries as host f32
+/// slices (`nq_core::Backend` takes host slices; eviction scoring reads the queries on the
+/// host): a few kilobytes per layer and decoded token, never the cache.
+#[derive(Debug)]
+pub struct CompressedKvCache<B: Backend = CpuBackend> {
+    inner: CompressedCache<B>,
+}
+
+impl<B: Backend> Clone for CompressedKvCache<B>
+where
+    B::Layer: Clone,
+{
+    fn clone(&self) -> Self {
+        CompressedKvCache { inner: self.inner.clone() }
+    }
 }
 
 /// The `nq-core` shape of a model's cache.
@@ -58,25 +73,74 @@ pub fn rope_of(config: &ModelConfig) -> candle_core::Result<nq_rope::Rope> {
 }
 
 impl CompressedKvCache {
-    /// An empty cache for `config`'s model, compressing as `cfg` says.
+    /// An empty cache in host memory for `config`'s model, compressing as `cfg` says.
     ///
     /// # Errors
     /// An invalid configuration, or RoPE removal asked for a model whose RoPE differs per layer.
     pub fn new(config: &ModelConfig, cfg: CompressionConfig) -> candle_core::Result<Self> {
+        Self::with_backend(CpuBackend, config, cfg)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl CompressedKvCache<nq_cuda::CudaBackend> {
+    /// An empty cache whose storage lives on `device`'s GPU, on candle's own CUDA stream (so
+    /// the cache's kernels and the model's are ordered without extra synchronization).
+    ///
+    /// # Errors
+    /// `device` is not a CUDA device; as [`new`](CompressedKvCache::new) otherwise.
+    pub fn on_device(
+        device: &candle_core::Device,
+        config: &ModelConfig,
+        cfg: CompressionConfig,
+    ) -> candle_core::Result<Self> {
+        let backend = cuda_backend(device)?;
+        Self::with_backend(backend, config, cfg)
+    }
+}
+
+/// nq-cuda's backend on the stream of candle's CUDA `device`.
+///
+/// # Errors
+/// `device` is not a CUDA device.
+#[cfg(feature = "cuda")]
+pub fn cuda_backend(device: &candle_core::Device) -> candle_core::Result<nq_cuda::CudaBackend> {
+    match device {
+        candle_core::Device::Cuda(dev) => Ok(nq_cuda::CudaBackend::from_stream(dev.cuda_stream())),
+        other => candle_core::bail!("a GPU cache needs a CUDA device, got {other:?}"),
+    }
+}
+
+impl<B: Backend> CompressedKvCache<B> {
+    /// An empty cache for `config`'s model, its storage in `backend`, compressing as `cfg`
+    /// says.
+    ///
+    /// # Errors
+    /// As [`new`](CompressedKvCache::new), and backend failures.
+    pub fn with_backend(
+        backend: B,
+        config: &ModelConfig,
+        cfg: CompressionConfig,
+    ) -> candle_core::Result<Self> {
         let rope = if cfg.remove_rope { Some(rope_of(config)?) } else { None };
-        let inner =
-            CompressedCache::new(kv_shape(config), cfg, rope).map_err(candle_core::Error::wrap)?;
+        let inner = CompressedCache::with_backend(backend, kv_shape(config), cfg, rope)
+            .map_err(candle_core::Error::wrap)?;
         Ok(CompressedKvCache { inner })
     }
 
     /// Wrap an `nq-core` cache.
-    pub fn from_inner(inner: CompressedCache) -> Self {
+    pub fn from_inner(inner: CompressedCache<B>) -> Self {
         CompressedKvCache { inner }
     }
 
     /// The `nq-core` cache.
-    pub fn inner(&self) -> &CompressedCache {
+    pub fn inner(&self) -> &CompressedCache<B> {
         &self.inner
+    }
+
+    /// The `nq-core` cache, to write a context straight into it (speed runs).
+    pub fn inner_mut(&mut self) -> &mut CompressedCache<B> {
+        &mut self.inner
     }
 
     /// Compress what is due (see [`CompressedCache::compress`]).
@@ -107,7 +171,7 @@ fn to_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()
 }
 
-impl KvCache for CompressedKvCache {
+impl<B: Backend> KvCache for CompressedKvCache<B> {
     fn attend_with(
         &mut self,
         layer: usize,

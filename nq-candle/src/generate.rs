@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use candle_core::{D, DType, Device, Tensor};
-use nq_core::{CacheStats, CompressionConfig, Preset};
+use nq_core::{Backend, CacheStats, CompressionConfig, CpuBackend, Preset};
 
 use crate::compressed::CompressedKvCache;
 use crate::model::Model;
@@ -66,10 +66,10 @@ pub struct Generation {
 
 /// A prompt prefilled and compressed: the state generation starts from, and what `nq save`
 /// stores so that `nq run --resume` continues exactly as the fresh run would.
-#[derive(Debug, Clone)]
-pub struct Prefill {
+#[derive(Debug)]
+pub struct Prefill<B: Backend = CpuBackend> {
     /// The compressed cache of the whole prompt.
-    pub cache: CompressedKvCache,
+    pub cache: CompressedKvCache<B>,
     /// The logits of the token after the prompt (one f32 per vocabulary entry), computed by
     /// the prefill before compression.
     pub logits: Vec<f32>,
@@ -81,7 +81,22 @@ pub struct Prefill {
     pub compress_seconds: f64,
 }
 
-impl Prefill {
+impl<B: Backend> Clone for Prefill<B>
+where
+    B::Layer: Clone,
+{
+    fn clone(&self) -> Self {
+        Prefill {
+            cache: self.cache.clone(),
+            logits: self.logits.clone(),
+            tokens: self.tokens,
+            prefill_seconds: self.prefill_seconds,
+            compress_seconds: self.compress_seconds,
+        }
+    }
+}
+
+impl<B: Backend> Prefill<B> {
     /// This still-uncompressed prefill (from [`Generator::prefill_uncompressed`]) compressed
     /// under `cfg`: the state [`Generator::prefill`] with `cfg` reaches, without a second
     /// forward pass, when `cfg`'s observation window is at most the prefill's (the scorer
@@ -90,7 +105,7 @@ impl Prefill {
     /// # Errors
     /// [`Error::Compression`] (wrapped by candle) when `cfg` is invalid or this cache was
     /// already compressed.
-    pub fn compressed_as(&self, cfg: CompressionConfig) -> Result<Prefill> {
+    pub fn compressed_as(&self, cfg: CompressionConfig) -> Result<Prefill<B>> {
         let mut cache = self.cache.reconfigured(cfg)?;
         let t = Instant::now();
         cache.compress()?;
@@ -146,11 +161,16 @@ impl SamplingOptions {
 /// println!("{} ({:.1}x smaller cache)", out.text, out.stats.ratio());
 /// # Ok(()) }
 /// ```
-pub struct Generator {
+///
+/// The cache lives where the backend `B` keeps it: host memory by default; with the `cuda`
+/// feature, [`Generator::with_backend`] and `nq_candle::cuda_backend(model.device())` keep it
+/// on the model's GPU.
+pub struct Generator<B: Backend = CpuBackend> {
     model: Model,
     tok: GgufTokenizer,
     cfg: CompressionConfig,
-    cache: Option<CompressedKvCache>,
+    backend: B,
+    cache: Option<CompressedKvCache<B>>,
 }
 
 impl Generator {
@@ -161,7 +181,19 @@ impl Generator {
 
     /// A generator compressing with an explicit configuration.
     pub fn with_config(model: Model, tok: GgufTokenizer, cfg: CompressionConfig) -> Self {
-        Generator { model, tok, cfg, cache: None }
+        Self::with_backend(model, tok, cfg, CpuBackend)
+    }
+}
+
+impl<B: Backend> Generator<B> {
+    /// A generator whose caches keep their storage in `backend`.
+    pub fn with_backend(
+        model: Model,
+        tok: GgufTokenizer,
+        cfg: CompressionConfig,
+        backend: B,
+    ) -> Self {
+        Generator { model, tok, cfg, backend, cache: None }
     }
 
     /// The model.
@@ -175,7 +207,7 @@ impl Generator {
     }
 
     /// The cache of the last generation, if any.
-    pub fn cache(&self) -> Option<&CompressedKvCache> {
+    pub fn cache(&self) -> Option<&CompressedKvCache<B>> {
         self.cache.as_ref()
     }
 
@@ -210,7 +242,7 @@ impl Generator {
     /// # Errors
     /// [`Error::EmptyInput`] for an empty prompt, [`Error::ContextTooLong`] for a prompt
     /// longer than the model's context, model errors.
-    pub fn prefill(&self, prompt: &str) -> Result<Prefill> {
+    pub fn prefill(&self, prompt: &str) -> Result<Prefill<B>> {
         let mut start = self.prefill_uncompressed(prompt)?;
         let t = Instant::now();
         start.cache.compress()?;
@@ -224,12 +256,13 @@ impl Generator {
     ///
     /// # Errors
     /// As [`prefill`](Self::prefill).
-    pub fn prefill_uncompressed(&self, prompt: &str) -> Result<Prefill> {
+    pub fn prefill_uncompressed(&self, prompt: &str) -> Result<Prefill<B>> {
         let ids = self.tok.encode_document(prompt)?;
         if ids.is_empty() {
             return Err(Error::EmptyInput { op: "Generator::prefill" });
         }
-        let mut cache = CompressedKvCache::new(self.model.config(), self.cfg)?;
+        let mut cache =
+            CompressedKvCache::with_backend(self.backend.clone(), self.model.config(), self.cfg)?;
         let started = Instant::now();
         let logits = self.model.forward_last(&ids, 0, &mut cache)?;
         let logits = logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
@@ -248,7 +281,7 @@ impl Generator {
     /// errors.
     pub fn generate_from(
         &mut self,
-        start: Prefill,
+        start: Prefill<B>,
         max_tokens: usize,
         sampling: SamplingOptions,
         mut on_text: impl FnMut(&str),

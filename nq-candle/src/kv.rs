@@ -179,12 +179,19 @@ impl LayerKv {
         self.k.dims()[1]
     }
 
-    /// Appends `k`, `v` (`[kv, t, d]`, already in the storage dtype), growing by doubling.
-    fn append(&mut self, k: &Tensor, v: &Tensor, positions: &[u32]) -> candle_core::Result<()> {
+    /// Appends `k`, `v` (`[kv, t, d]`, already in the storage dtype), growing by doubling to
+    /// at least `min_capacity` rows.
+    fn append(
+        &mut self,
+        k: &Tensor,
+        v: &Tensor,
+        positions: &[u32],
+        min_capacity: usize,
+    ) -> candle_core::Result<()> {
         let (kv, t, d) = k.dims3()?;
         let need = self.len + t;
         if need > self.capacity() {
-            let cap = need.max(2 * self.capacity()).max(MIN_CAPACITY);
+            let cap = need.max(2 * self.capacity()).max(min_capacity);
             let grow = |old: &Tensor| -> candle_core::Result<Tensor> {
                 let new = Tensor::zeros((kv, cap, d), old.dtype(), old.device())?;
                 new.slice_set(old, 1, 0)?;
@@ -238,6 +245,10 @@ const DEFAULT_QUERY_CHUNK: usize = 256;
 #[derive(Debug)]
 pub struct DenseCache {
     dtype: DType,
+    /// Multiply in the storage dtype (f16 matmuls) instead of widening to f32.
+    native: bool,
+    /// Rows a layer's buffers start with.
+    capacity: usize,
     query_chunk: usize,
     layers: Vec<Option<LayerKv>>,
 }
@@ -252,7 +263,13 @@ impl DenseCache {
     /// An empty f32 cache. Layers are created on first use.
     #[must_use]
     pub fn new() -> Self {
-        Self { dtype: DType::F32, query_chunk: DEFAULT_QUERY_CHUNK, layers: Vec::new() }
+        Self {
+            dtype: DType::F32,
+            native: false,
+            capacity: MIN_CAPACITY,
+            query_chunk: DEFAULT_QUERY_CHUNK,
+            layers: Vec::new(),
+        }
     }
 
     /// An empty cache storing K/V as `dtype` (f32 or f16; f16 halves memory, attention still
@@ -278,6 +295,54 @@ impl DenseCache {
         Ok(Self { dtype, ..Self::new() })
     }
 
+    /// An f16 cache whose attention multiplies in f16 (candle's f16 matmuls: tensor cores on
+    /// a GPU) with the softmax in f32: each decode step reads the layer's keys and values once,
+    /// in f16. The speed baseline on a GPU; on the CPU candle's f16 matmuls are slow.
+    #[must_use]
+    pub fn f16_native() -> Self {
+        Self { dtype: DType::F16, native: true, ..Self::new() }
+    }
+
+    /// Starts every layer's buffers with room for `tokens` rows (they grow by doubling past
+    /// it): a long context filled at once then holds no unused half.
+    #[must_use]
+    pub fn with_capacity(mut self, tokens: usize) -> Self {
+        self.capacity = tokens.max(MIN_CAPACITY);
+        self
+    }
+
+    /// Stores keys and values (`[kv_heads, t, head_dim]`, any float dtype) at `positions`
+    /// without attending: a context written straight into the cache (speed runs).
+    ///
+    /// # Errors
+    /// Shapes that disagree with the layer's, positions not after the stored ones.
+    pub fn fill(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+        positions: &[u32],
+    ) -> candle_core::Result<()> {
+        let (kv_heads, t, head_dim) = k.dims3()?;
+        if v.dims3()? != (kv_heads, t, head_dim) || positions.len() != t {
+            candle_core::bail!(
+                "fill: k {:?}, v {:?}, {} positions",
+                k.dims(),
+                v.dims(),
+                positions.len()
+            );
+        }
+        let shape = AttendShape { q_heads: kv_heads, kv_heads, t_new: t, head_dim };
+        let (dtype, capacity) = (self.dtype, self.capacity);
+        let l = self.layer_mut(layer, &shape, k.device())?;
+        if let (Some(&last), Some(&first)) = (l.positions.last(), positions.first())
+            && first <= last
+        {
+            candle_core::bail!("fill: layer {layer}: position {first} is not after {last}");
+        }
+        l.append(&k.to_dtype(dtype)?, &v.to_dtype(dtype)?, positions, capacity)
+    }
+
     /// Sets how many query rows one attention step handles (default 256; at least 1).
     #[must_use]
     pub fn with_query_chunk(mut self, rows: usize) -> Self {
@@ -301,6 +366,17 @@ impl DenseCache {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes of the key and value buffers every layer holds (their allocated rows, used or
+    /// not).
+    #[must_use]
+    pub fn resident_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|l| (l.k.elem_count() + l.v.elem_count()) * l.k.dtype().size_in_bytes())
+            .sum()
     }
 
     /// Number of layers that hold a buffer.
@@ -419,7 +495,7 @@ impl DenseCache {
                     .transpose()
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Self { dtype, query_chunk: self.query_chunk, layers })
+        Ok(Self { dtype, layers, native: self.native && dtype != DType::F32, ..*self })
     }
 
     fn layer_mut(
@@ -485,7 +561,8 @@ impl DenseCache {
         window: usize,
     ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let shape = AttendShape::check(q, k, v, positions)?;
-        let (chunk, dtype) = (self.query_chunk, self.dtype);
+        let (chunk, dtype, capacity) = (self.query_chunk, self.dtype, self.capacity);
+        let compute = if self.native { dtype } else { DType::F32 };
         let l = self.layer_mut(layer, &shape, q.device())?;
         if let (Some(&last), Some(&first)) = (l.positions.last(), positions.first())
             && first <= last
@@ -494,14 +571,16 @@ impl DenseCache {
                 "attend: layer {layer}: new position {first} is not after stored position {last}"
             );
         }
-        l.append(&k.to_dtype(dtype)?, &v.to_dtype(dtype)?, positions)?;
-        dense_attention(l, q, &shape, positions, spec, chunk, window)
+        l.append(&k.to_dtype(dtype)?, &v.to_dtype(dtype)?, positions, capacity)?;
+        dense_attention(l, q, &shape, positions, spec, chunk, window, compute)
     }
 }
 
 /// Attention of `q` (`[q_heads, t, d]`, the newest `t` tokens of `l`) over the buffers of `l`,
 /// and with `window > 0` the attention mass the last `window` queries paid each key
-/// (`[q_heads, keys]`).
+/// (`[q_heads, keys]`). The two products run in `compute` (f32, or the storage dtype), the
+/// softmax in f32.
+#[allow(clippy::too_many_arguments)]
 fn dense_attention(
     l: &LayerKv,
     q: &Tensor,
@@ -510,6 +589,7 @@ fn dense_attention(
     spec: &AttnSpec,
     chunk: usize,
     window: usize,
+    compute: DType,
 ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let group = s.q_heads / s.kv_heads;
     let past = l.len - s.t_new;
@@ -536,9 +616,9 @@ fn dense_attention(
             group * c,
             s.head_dim,
         ))?;
-        let kc = l.k.narrow(1, lo, n_keys)?.to_dtype(DType::F32)?;
-        let vc = l.v.narrow(1, lo, n_keys)?.to_dtype(DType::F32)?;
-        let mut scores = qc.matmul(&kc.t()?)?;
+        let kc = l.k.narrow(1, lo, n_keys)?.to_dtype(compute)?;
+        let vc = l.v.narrow(1, lo, n_keys)?.to_dtype(compute)?;
+        let mut scores = qc.to_dtype(compute)?.matmul(&kc.t()?)?.to_dtype(DType::F32)?;
         if let Some(cap) = spec.softcap {
             let cap = f64::from(cap);
             scores = (scores / cap)?.tanh()?.affine(cap, 0.0)?;
@@ -568,7 +648,7 @@ fn dense_attention(
                 None => part,
             });
         }
-        let out = probs.matmul(&vc)?;
+        let out = probs.to_dtype(compute)?.matmul(&vc)?.to_dtype(DType::F32)?;
         outs.push(out.reshape((s.kv_heads, group, c, s.head_dim))?);
         c0 += c;
     }

@@ -40,12 +40,14 @@ pub mod needle;
 pub mod tokenizer;
 
 pub use compressed::CompressedKvCache;
+#[cfg(feature = "cuda")]
+pub use compressed::cuda_backend;
 pub use error::{Error, Result};
 pub use generate::{Generation, Generator, Prefill, SamplingOptions, StopReason};
 pub use kv::{AttendShape, AttnSpec, DenseCache, KvCache};
 pub use model::{
     Architecture, GgufFile, KNOWN_MODELS, KnownModel, LoadOptions, Model, ModelConfig, RopeTables,
-    SUPPORTED_ARCHITECTURES, kl_divergence_from_logits, log_softmax, model_dir, model_path,
-    model_path_in, nll_from_logits, perplexity_from_logits,
+    SUPPORTED_ARCHITECTURES, SyntheticWeights, kl_divergence_from_logits, log_softmax, model_dir,
+    model_path, model_path_in, nll_from_logits, perplexity_from_logits,
 };
 pub use tokenizer::{GgufTokenizer, TokenStream};

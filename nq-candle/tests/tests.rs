@@ -8,6 +8,8 @@ mod common;
 mod compressed;
 mod errors;
 mod evaluation;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod kat;
 mod needle;
 mod oracle;

@@ -59,25 +59,75 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let target_dir = root.join("target").join("cuda");
     let path =
         format!("{}:{}", toolkit.join("bin").display(), std::env::var("PATH").unwrap_or_default());
-    run_checked(
-        cargo()
-            .args(["build", "--release", "-p", "nq-candle", "--features", "cuda", "--bin", "nq"])
-            .arg("--target-dir")
+    let cuda_cargo = |args: &[&str]| {
+        let mut c = cargo();
+        c.args(args)
+            .args(["--release", "-p", "nq-candle", "--features", "cuda", "--target-dir"])
             .arg(&target_dir)
-            .env("PATH", path)
+            .env("PATH", &path)
             .env("CUDA_HOME", &home)
-            .env("CUDA_COMPUTE_CAP", "90"),
-    )?;
+            .env("CUDA_COMPUTE_CAP", "90");
+        c
+    };
+    run_checked(&mut cuda_cargo(&["build", "--bin", "nq", "--example", "gpu_decode"]))?;
+    let tests = test_binary(cuda_cargo(&["test", "--no-run", "--test", "integration"]))?;
     let out = root.join("target").join("nq-gpu-candle");
     fs::create_dir_all(&out)?;
-    let bin = out.join("nq");
-    fs::copy(target_dir.join("release").join("nq"), &bin).context("copying the nq program")?;
-    run_checked(Command::new("strip").arg(&bin))?;
+    let release = target_dir.join("release");
+    for (src, name) in [
+        (release.join("nq"), "nq"),
+        (release.join("examples").join("gpu_decode"), "gpu_decode"),
+        (tests, "nq-candle-tests"),
+    ] {
+        let dst = out.join(name);
+        fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+        run_checked(Command::new("strip").arg(&dst))?;
+        // A GPU call carries at most 64 MiB: candle's embedded PTX compresses about tenfold.
+        run_checked(Command::new("xz").args(["-T0", "-6", "-f", "-k"]).arg(&dst))?;
+    }
+    fs::write(out.join("run.sh"), RUN_SH)?;
     eprintln!(
-        "built {}: on a GPU machine, run it with LD_LIBRARY_PATH=/usr/local/cuda/lib64",
-        bin.display()
+        "built {}: nq, gpu_decode, nq-candle-tests (and .xz of each); on a GPU machine: \
+         bash {}/run.sh OUT",
+        out.display(),
+        out.display()
     );
     Ok(())
+}
+
+/// The GPU run of nq-candle: the integration tests (the GPU ones must run) and the decode
+/// benchmark, from the `.xz` programs, writing OUT/tests.log and OUT/gpu-decode.json.
+const RUN_SH: &str = r#"#!/usr/bin/env bash
+# bash target/nq-gpu-candle/run.sh OUT_DIR [gpu_decode arguments...]
+set -uo pipefail
+out=${1:?usage: run.sh OUT_DIR [gpu_decode arguments]}
+shift
+mkdir -p "$out"
+here=$(dirname "$0")
+bin=$(mktemp -d)
+for p in nq-candle-tests gpu_decode; do xz -dc "$here/$p.xz" >"$bin/$p" && chmod +x "$bin/$p"; done
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export NQ_REQUIRE_GPU=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
+status=0
+"$bin/nq-candle-tests" gpu:: --test-threads=1 --nocapture >"$out/tests.log" 2>&1 || status=$?
+tail -n 12 "$out/tests.log"
+"$bin/gpu_decode" "$@" >"$out/gpu-decode.json" 2>"$out/gpu-decode.log" || { status=1; tail -n 20 "$out/gpu-decode.log"; }
+exit $status
+"#;
+
+/// The test binary `cargo` (a `cargo test --no-run` command) builds, from its JSON messages.
+pub(crate) fn test_binary(mut cargo: Command) -> Result<PathBuf> {
+    let output = cargo.arg("--message-format=json").output().context("cargo test --no-run")?;
+    if !output.status.success() {
+        bail!("building the tests failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == true)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .context("no test executable in cargo's output")
 }
 
 /// `target/cuda13/nvidia/cu13` with nvcc in it, installed from the package registry once.

@@ -92,23 +92,11 @@ fn package(root: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The release test binary of nq-cuda, built by `cargo test --no-run`, found from cargo's
-/// JSON messages.
+/// The release test binary of nq-cuda, built by `cargo test --no-run`.
 fn test_binary() -> Result<PathBuf> {
-    let output = cargo()
-        .args(["test", "--release", "-p", "nq-cuda", "--no-run", "--message-format=json"])
-        .output()
-        .context("cargo test --no-run")?;
-    if !output.status.success() {
-        bail!("building nq-cuda's tests failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == true)
-        .filter(|m| m["target"]["name"] == "integration")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .context("no test executable named `integration` in cargo's output")
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "-p", "nq-cuda", "--no-run", "--test", "integration"]);
+    crate::build_cuda::test_binary(cmd)
 }
 
 /// Records of a finished run: both benchmark files, each record tagged with the device line.

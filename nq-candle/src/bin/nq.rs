@@ -49,8 +49,8 @@ enum Command {
 #[derive(Args, Clone)]
 struct DeviceArgs {
     /// Where the model runs: cpu, or cuda (GPU 0; needs an nq built with nq-candle's `cuda`
-    /// feature, as `cargo xtask build-cuda` builds it; the compressed cache itself stays in
-    /// host memory for now).
+    /// feature, as `cargo xtask build-cuda` builds it). With cuda, `run` and `demo` keep the
+    /// compressed cache on the GPU too; `eval`, `needle` and `save` keep it in host memory.
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -392,8 +392,7 @@ fn demo(a: DemoArgs) -> Result<()> {
     let mut reference = Generator::new(model.clone(), tok.clone(), Preset::None);
     let base = reference.generate_with(&prompt, a.max_tokens, sampling, |_| {})?;
     pb.set_message(format!("answering with the {} cache", preset.name()));
-    let mut generator = Generator::new(model, tok, preset);
-    let g = generator.generate_with(&prompt, a.max_tokens, sampling, |_| {})?;
+    let g = generate_where_model_runs(model, tok, preset.config(), &prompt, a.max_tokens)?;
     pb.finish_and_clear();
     let same = base.tokens.iter().zip(&g.tokens).take_while(|(x, y)| x == y).count();
     let longest = base.tokens.len().max(g.tokens.len());
@@ -419,6 +418,30 @@ fn demo(a: DemoArgs) -> Result<()> {
     Ok(())
 }
 
+/// Greedy generation with the compressed cache where the model runs: on its GPU with the
+/// `cuda` feature and `--device cuda`, in host memory otherwise.
+fn generate_where_model_runs(
+    model: Model,
+    tok: GgufTokenizer,
+    cfg: nq_core::CompressionConfig,
+    prompt: &str,
+    max_tokens: usize,
+) -> Result<Generation> {
+    let sampling = SamplingOptions::default();
+    #[cfg(feature = "cuda")]
+    if model.device().is_cuda() {
+        let backend = nq_candle::cuda_backend(model.device())?;
+        let mut generator = Generator::with_backend(model, tok, cfg, backend);
+        return Ok(generator.generate_with(prompt, max_tokens, sampling, |_| {})?);
+    }
+    Ok(Generator::with_config(model, tok, cfg).generate_with(
+        prompt,
+        max_tokens,
+        sampling,
+        |_| {},
+    )?)
+}
+
 fn read_prompt(prompt: Option<String>, file: Option<PathBuf>) -> Result<String> {
     match (prompt, file) {
         (Some(p), _) if p == "-" => {
@@ -440,9 +463,32 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     let sampling = SamplingOptions { temperature: a.temperature, ..SamplingOptions::default() };
     sampling.validate()?;
     let (model, tok) = load(&a.m.model, &a.m.d)?;
+    let cfg = a.m.preset()?.config();
+    #[cfg(feature = "cuda")]
+    if model.device().is_cuda() {
+        // The compressed cache on the model's GPU, on candle's stream.
+        if a.resume.is_some() {
+            bail!("--resume reads the archive into host memory: run it with --device cpu");
+        }
+        let backend = nq_candle::cuda_backend(model.device())?;
+        let mut generator = Generator::with_backend(model, tok, cfg, backend);
+        let start = generator.prefill(&run_prompt(&a)?)?;
+        return run_from(&a, &mut generator, start, a.m.preset()?.name(), sampling);
+    }
     // A resumed cache carries its own configuration; the generator's is used by prefill only.
-    let mut generator = Generator::new(model, tok, a.m.preset()?);
+    let mut generator = Generator::with_config(model, tok, cfg);
     let (start, preset_name) = run_start(&a, &mut generator)?;
+    run_from(&a, &mut generator, start, &preset_name, sampling)
+}
+
+/// Generation from `start` with `generator`'s cache backend, reported as `a` asks.
+fn run_from<B: nq_core::Backend>(
+    a: &RunArgs,
+    generator: &mut Generator<B>,
+    start: Prefill<B>,
+    preset_name: &str,
+    sampling: SamplingOptions,
+) -> Result<()> {
     let stream = !a.json;
     let on_text = |s: &str| {
         if stream {
@@ -452,9 +498,9 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     };
     let g = generator.generate_from(start, a.max_tokens, sampling, on_text)?;
     if a.json {
-        print_json(&run_json(&a, &preset_name, &g));
+        print_json(&run_json(a, preset_name, &g));
     } else {
-        run_report(&a, &preset_name, &g);
+        run_report(a, preset_name, &g);
     }
     Ok(())
 }
@@ -474,6 +520,11 @@ fn run_start(a: &RunArgs, generator: &mut Generator) -> Result<(Prefill, String)
         }
         return Ok((start, stored));
     }
+    Ok((generator.prefill(&run_prompt(a)?)?, a.m.preset()?.name().to_owned()))
+}
+
+/// The prompt of `nq run`, its last lines echoed unless `--json`.
+fn run_prompt(a: &RunArgs) -> Result<String> {
     let prompt = read_prompt(a.prompt.clone(), a.prompt_file.clone())?;
     if !a.json {
         // Long prompts are shown by their last lines only.
@@ -483,7 +534,7 @@ fn run_start(a: &RunArgs, generator: &mut Generator) -> Result<(Prefill, String)
         }
         print!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
     }
-    Ok((generator.prefill(&prompt)?, a.m.preset()?.name().to_owned()))
+    Ok(prompt)
 }
 
 fn stop_reason(stop: StopReason) -> String {

@@ -9,6 +9,7 @@ pub(crate) mod gguf;
 mod path;
 mod rope;
 mod scoring;
+mod synthetic;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub use rope::RopeTables;
 pub use scoring::{
     kl_divergence_from_logits, log_softmax, nll_from_logits, perplexity_from_logits,
 };
+pub use synthetic::SyntheticWeights;
 
 use crate::kv::{AttnSpec, KvCache};
 use crate::{Error, Result};

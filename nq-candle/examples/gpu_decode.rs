@@ -1,0 +1,254 @@
+//! Greedy decode speed and cache size on a GPU, candle's dense f16 cache against the
+//! compressed cache on the device, in one run (issue 11's `gpu-decode` table).
+//!
+//! `gpu_decode [--shape llama8b|smollm2] [--weights f16,q4_0] [--contexts 8192,32768,131072]
+//! [--caches dense,high,balanced,max] [--steps N]` (needs the `cuda` feature; `cargo xtask
+//! build-cuda` builds it). Prints a JSON array of records (bench `gpu_decode`) to stdout.
+//!
+//! The model has random weights built in code ([`Model::synthetic`]: no checkpoint reaches
+//! the GPU machine; speed depends on shapes and storage, not on values). The context is
+//! written straight into each cache, not prefilled: keys and values are random rows, and the
+//! compressed cache also gets random observation-window queries and attention mass, then
+//! compresses as after a prompt. Decode then runs `steps` greedy tokens through the whole
+//! model (one warm-up step not timed); `attend_share` is the share of a step spent in the
+//! cache's attention calls, from a second pass that synchronizes the device around each
+//! call. `fits_tokens` is how many tokens of this cache the free device memory left after
+//! the fill would hold on top of the context (free bytes / resident bytes per token).
+//! Only batch 1: the model forward runs one sequence.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor};
+use nq_candle::{
+    AttnSpec, CompressedKvCache, DenseCache, KvCache, Model, ModelConfig, SyntheticWeights,
+};
+use nq_core::Preset;
+use serde_json::{Value, json};
+
+/// A [`KvCache`] that times its inner cache's attention calls, synchronizing the device
+/// before and after each.
+struct Timed<'a, C: KvCache> {
+    inner: &'a mut C,
+    device: Device,
+    seconds: f64,
+}
+
+impl<C: KvCache> KvCache for Timed<'_, C> {
+    fn attend_with(
+        &mut self,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        positions: &[u32],
+        spec: &AttnSpec,
+    ) -> candle_core::Result<Tensor> {
+        self.device.synchronize()?;
+        let t = Instant::now();
+        let out = self.inner.attend_with(layer, q, k, v, positions, spec)?;
+        self.device.synchronize()?;
+        self.seconds += t.elapsed().as_secs_f64();
+        Ok(out)
+    }
+}
+
+/// Greedy steps from `pos`: seconds per token over `n` steps after one warm-up.
+fn decode(model: &Model, cache: &mut dyn KvCache, pos: usize, n: usize) -> Result<f64> {
+    let mut step = |tok: u32, pos: usize| -> Result<u32> {
+        let logits = model.forward_last(&[tok], pos, &mut *cache)?;
+        Ok(logits.argmax(0)?.to_scalar::<u32>()?)
+    };
+    let mut next = step(1, pos)?;
+    let started = Instant::now();
+    for i in 1..=n {
+        next = step(next, pos + i)?;
+    }
+    Ok(started.elapsed().as_secs_f64() / n as f64)
+}
+
+/// Seconds per step and the attention's share of them, synchronizing around every call.
+fn attention_share(model: &Model, cache: &mut impl KvCache, pos: usize, n: usize) -> Result<f64> {
+    let device = model.device().clone();
+    let mut timed = Timed { inner: cache, device, seconds: 0.0 };
+    let started = Instant::now();
+    let mut next = 1;
+    for i in 0..n {
+        let logits = model.forward_last(&[next], pos + i, &mut timed)?;
+        next = logits.argmax(0)?.to_scalar::<u32>()?;
+    }
+    Ok(timed.seconds / started.elapsed().as_secs_f64())
+}
+
+/// Random rows `[n, d]` of a unit-variance-ish distribution (sum of uniforms).
+fn host_rows(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            let mut acc = 0.0f32;
+            for _ in 0..3 {
+                let z = nq_core::splitmix64(&mut s);
+                acc += (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            }
+            acc * 2.0
+        })
+        .collect()
+}
+
+/// Free device memory in bytes.
+fn free_bytes(device: &Device) -> Result<usize> {
+    match device {
+        Device::Cuda(d) => Ok(d.cuda_stream().context().mem_get_info()?.0),
+        _ => bail!("not a CUDA device"),
+    }
+}
+
+struct Run<'a> {
+    model: &'a Model,
+    shape: &'a str,
+    weights: SyntheticWeights,
+    steps: usize,
+}
+
+impl Run<'_> {
+    fn record(&self, cache: &str, context: usize, sec: f64, share: f64, bytes: usize) -> Value {
+        let c = self.model.config();
+        let fp16 = 2 * c.kv_elems_per_token() * context;
+        json!({
+            "bench": "gpu_decode",
+            "shape": self.shape,
+            "weights": self.weights.name(),
+            "batch": 1,
+            "cache": cache,
+            "context": context,
+            "context_fill": "synthetic K/V written into the cache",
+            "steps": self.steps,
+            "tok_per_s": 1.0 / sec,
+            "ms_per_token": sec * 1e3,
+            "attend_share": share,
+            "resident_bytes": bytes,
+            "fp16_bytes": fp16,
+            "ratio": fp16 as f64 / bytes.max(1) as f64,
+        })
+    }
+
+    /// The dense f16 baseline at `context` tokens.
+    fn dense(&self, context: usize) -> Result<Value> {
+        let (c, dev) = (self.model.config(), self.model.device());
+        let mut cache = DenseCache::f16_native().with_capacity(context + 2 * self.steps + 8);
+        let positions: Vec<u32> = (0..context as u32).collect();
+        for layer in 0..c.layers {
+            let k = Tensor::randn(0f32, 1.0, (c.kv_heads, context, c.head_dim), dev)?;
+            let v = Tensor::randn(0f32, 1.0, (c.kv_heads, context, c.head_dim), dev)?;
+            cache.fill(layer, &k.to_dtype(DType::F16)?, &v.to_dtype(DType::F16)?, &positions)?;
+        }
+        dev.synchronize()?;
+        let free = free_bytes(dev)?;
+        let sec = decode(self.model, &mut cache, context, self.steps)?;
+        let share = attention_share(self.model, &mut cache, context + self.steps + 1, self.steps)?;
+        let bytes = cache.resident_bytes();
+        let mut r = self.record("dense_f16", context, sec, share, bytes);
+        r["fits_tokens"] = json!(context + free / (bytes / context).max(1));
+        Ok(r)
+    }
+
+    /// The compressed cache of `preset`, on the device, at `context` tokens.
+    fn compressed(
+        &self,
+        preset: Preset,
+        context: usize,
+        rows: &(Vec<f32>, Vec<f32>),
+    ) -> Result<Value> {
+        let (c, dev) = (self.model.config(), self.model.device());
+        let cfg = preset.config();
+        let mut cache = CompressedKvCache::on_device(dev, c, cfg)?;
+        let positions: Vec<u32> = (0..context as u32).collect();
+        let n = c.kv_heads * context * c.head_dim;
+        let w = cfg.evict.window.min(context);
+        let queries = host_rows(c.q_heads * w * c.head_dim, 99);
+        let mass: Vec<f32> = host_rows(c.q_heads * context, 98).iter().map(|x| x.abs()).collect();
+        let started = Instant::now();
+        for layer in 0..c.layers {
+            let inner = cache.inner_mut();
+            inner.observe_queries(layer, &queries, &positions[context - w..])?;
+            inner.append(layer, &rows.0[..n], &rows.1[..n], &positions)?;
+            inner.observe_attention(layer, &mass)?;
+        }
+        let fill = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        cache.compress()?;
+        dev.synchronize()?;
+        let compress = started.elapsed().as_secs_f64();
+        let free = free_bytes(dev)?;
+        let sec = decode(self.model, &mut cache, context, self.steps)?;
+        let share = attention_share(self.model, &mut cache, context + self.steps + 1, self.steps)?;
+        let stats = cache.stats();
+        let mut r = self.record(preset.name(), context, sec, share, stats.resident_bytes);
+        let per_token = stats.resident_bytes as f64 / stats.tokens_seen.max(1) as f64;
+        r["fits_tokens"] = json!(context + (free as f64 / per_token) as usize);
+        r["fill_s"] = json!(fill);
+        r["compress_s"] = json!(compress);
+        Ok(r)
+    }
+}
+
+fn list(args: &[String], flag: &str, default: &str) -> Vec<String> {
+    let v = args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1));
+    v.map_or(default, String::as_str).split(',').map(str::to_owned).collect()
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let shape = list(&args, "--shape", "llama8b").remove(0);
+    let weights = list(&args, "--weights", "f16,q4_0");
+    let contexts: Vec<usize> = list(&args, "--contexts", "8192,32768,131072")
+        .iter()
+        .map(|s| s.parse().with_context(|| format!("--contexts: `{s}`")))
+        .collect::<Result<_>>()?;
+    let caches = list(&args, "--caches", "dense,high,balanced,max");
+    let steps: usize = list(&args, "--steps", "16")[0].parse().context("--steps")?;
+    let max = contexts.iter().max().copied().unwrap_or(0) + 4 * steps + 64;
+    let config = match shape.as_str() {
+        "llama8b" => ModelConfig::llama_shaped(32, 32, 8, 128, 4096, 14336, 128_256, max),
+        "smollm2" => ModelConfig::llama_shaped(30, 9, 3, 64, 576, 1536, 49_152, max),
+        s => bail!("--shape: `{s}` (llama8b or smollm2)"),
+    };
+    let device = Device::new_cuda(0)?;
+    let name = match &device {
+        Device::Cuda(d) => d.cuda_stream().context().name()?,
+        _ => String::new(),
+    };
+    let kv = config.kv_heads * config.head_dim;
+    let longest = contexts.iter().max().copied().unwrap_or(0);
+    let rows = (host_rows(kv * longest, 1), host_rows(kv * longest, 2));
+    let mut records = Vec::new();
+    for w in &weights {
+        let weights = match w.as_str() {
+            "f16" => SyntheticWeights::F16,
+            "q4_0" => SyntheticWeights::Q4_0,
+            s => bail!("--weights: `{s}` (f16 or q4_0)"),
+        };
+        let t = Instant::now();
+        let model = Model::synthetic(config.clone(), &device, weights, 11)?;
+        eprintln!("{shape} {w}: built in {:.1} s", t.elapsed().as_secs_f64());
+        let run = Run { model: &model, shape: &shape, weights, steps };
+        for &context in &contexts {
+            for cache in &caches {
+                let r = match cache.as_str() {
+                    "dense" => run.dense(context),
+                    p => run.compressed(p.parse()?, context, &rows),
+                };
+                let mut r = match r {
+                    Ok(r) => r,
+                    Err(e) => json!({"bench": "gpu_decode", "shape": shape, "weights": w,
+                        "cache": cache, "context": context, "error": format!("{e:#}")}),
+                };
+                r["device"] = json!(name);
+                eprintln!("{r}");
+                records.push(r);
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&records)?);
+    Ok(())
+}
