@@ -1,7 +1,8 @@
 //! The compressed cache behind the decoder: equivalence with the dense cache where nothing is
 //! lost, measured compression where something is (save/resume: resume.rs).
 
-use nq_candle::{CompressedKvCache, DenseCache};
+use candle_core::Tensor;
+use nq_candle::{CompressedKvCache, DenseCache, KvCache};
 use nq_core::{CompressionConfig, EvictConfig, Preset, Storage};
 
 use crate::common::{max_diff, rows, tiny};
@@ -61,4 +62,40 @@ fn lossless_configs_match_the_dense_cache_tiny_models() {
             }
         }
     }
+}
+
+/// The f16-native dense cache (f16 products, softmax in f32) against the f32 cache over the
+/// same f16-rounded keys and values: a context written by `fill`, then decode queries. Each
+/// product rounds its f16 inputs and output (relative 2^-11 each): with unit-scale rows the
+/// outputs agree to about 1e-2 of their scale.
+#[test]
+fn f16_native_dense_cache_matches_the_f32_cache() {
+    let dev = candle_core::Device::Cpu;
+    let (kv, q_heads, d, t) = (2, 4, 32, 300);
+    let k = Tensor::randn(0f32, 1.0, (kv, t, d), &dev).unwrap();
+    let v = Tensor::randn(0f32, 1.0, (kv, t, d), &dev).unwrap();
+    let k16 = k.to_dtype(candle_core::DType::F16).unwrap();
+    let v16 = v.to_dtype(candle_core::DType::F16).unwrap();
+    let positions: Vec<u32> = (0..t as u32).collect();
+    let mut native = DenseCache::f16_native().with_capacity(t + 4);
+    let mut wide = DenseCache::new();
+    native.fill(0, &k16, &v16, &positions).unwrap();
+    wide.fill(0, &k16, &v16, &positions).unwrap();
+    // Room for the context and the four decode steps: no buffer grew.
+    assert_eq!(native.resident_bytes(), 2 * kv * (t + 4) * d * 2);
+    for step in 0..4u32 {
+        let q = Tensor::randn(0f32, 1.0, (q_heads, 1, d), &dev).unwrap();
+        let kn = Tensor::randn(0f32, 1.0, (kv, 1, d), &dev).unwrap();
+        let vn = Tensor::randn(0f32, 1.0, (kv, 1, d), &dev).unwrap();
+        let p = [t as u32 + step];
+        let a = native.attend(0, &q, &kn, &vn, &p).unwrap().flatten_to(1).unwrap();
+        let b = wide.attend(0, &q, &kn, &vn, &p).unwrap().flatten_to(1).unwrap();
+        let (diff, scale) = max_diff(&rows(&a), &rows(&b));
+        assert!(diff <= 1e-2 * scale.max(1e-3), "step {step}: {diff} against {scale}");
+    }
+    assert_eq!(native.resident_bytes(), 2 * kv * (t + 4) * d * 2);
+    // fill refuses positions that are not after the stored ones.
+    assert!(
+        native.fill(0, &k16.narrow(1, 0, 1).unwrap(), &v16.narrow(1, 0, 1).unwrap(), &[3]).is_err()
+    );
 }

@@ -32,6 +32,16 @@ fn spec(stage: &str) -> (String, &'static [&'static str], bool, &'static str) {
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
+    if args.first().is_some_and(|a| a == "gpu-decode") {
+        // Built here (cargo xtask build-cuda), run on a GPU machine (see gpu_decode.rs).
+        let records = crate::gpu_decode::run(&args[1..])?;
+        let out_dir = project_root().join("target").join("nq-bench");
+        fs::create_dir_all(&out_dir)?;
+        let path = out_dir.join("gpu-decode.json");
+        fs::write(&path, serde_json::to_string_pretty(&records)? + "\n")?;
+        eprintln!("wrote {} ({} records)", path.display(), records.len());
+        return Ok(());
+    }
     if args.first().is_some_and(|a| a == "cuda") {
         // Built here, run on a GPU machine: its own options (see cuda.rs).
         let records = crate::cuda::run(&args[1..])?;

@@ -14,6 +14,7 @@ mod build_cuda;
 mod ci;
 mod cuda;
 mod fetch;
+mod gpu_decode;
 mod original;
 mod quality;
 mod readme;
@@ -43,6 +44,10 @@ commands:
                                  benches into target/nq-gpu/ (no CUDA needed to build); run
                                  `bash target/nq-gpu/run.sh OUT` on a GPU machine, then --collect
                                  OUT (or --run on a GPU machine with Rust)
+  bench gpu-decode [--collect DIR]
+                                 greedy decode on a GPU (gpu-decode.json): build-cuda, then
+                                 `bash target/nq-gpu-candle/run.sh OUT` on a GPU machine (the
+                                 GPU tests of nq-candle and examples/gpu_decode), then --collect OUT
   build-cuda                     build `nq` with nq-candle's `cuda` feature on a machine without
                                  CUDA: nvcc 13.0 from the package registry into target/cuda13, a
                                  libcuda stub for linking, target/cuda; stripped program in

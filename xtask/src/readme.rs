@@ -23,6 +23,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         ("attention", attention),
         ("cuda", cuda),
         ("cuda-attend", cuda_attend),
+        ("gpu-decode", gpu_decode),
         ("original", original),
         ("needle", needle),
         ("stages", stages),
@@ -54,6 +55,7 @@ fn load(name: &str) -> Result<Option<Vec<Value>>> {
         "speed" => vec!["core", "decode"],
         "attention" => vec!["attend"],
         "cuda" | "cuda-attend" => vec!["cuda"],
+        "gpu-decode" => vec!["gpu-decode"],
         "needle" => vec!["needle-smollm2", "needle-qwen05"],
         "original" => return load_original(&dir),
         _ => vec!["hadamard", "lattice", "entropy", "evict", "rope"],
@@ -241,6 +243,51 @@ fn cuda_attend(records: &[Value]) -> String {
 
 /// The GPU run (`cargo xtask bench cuda`): encode, copy bandwidth, the attention error (the
 /// attention times are [`cuda_attend`]'s table).
+/// `gpu-decode.json`: per model shape, weights and context, each cache's decode speed (and
+/// against the dense f16 cache of the same run), size and attention share.
+fn gpu_decode(records: &[Value]) -> String {
+    let mut s = String::from(
+        "| shape | weights | context | cache | tok/s | vs dense | cache MiB | ratio | attention share | fits tokens | card |\n\
+         |---|---|---:|---|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    let key = |r: &Value| {
+        (
+            r["shape"].as_str().map(str::to_owned),
+            r["weights"].as_str().map(str::to_owned),
+            r["context"].as_u64(),
+        )
+    };
+    for r in records {
+        let dense = records.iter().find(|d| key(d) == key(r) && d["cache"] == "dense_f16");
+        let vs = match (dense.and_then(|d| d["tok_per_s"].as_f64()), r["tok_per_s"].as_f64()) {
+            (Some(d), Some(c)) => format!("{:.2}x", c / d),
+            _ => "-".into(),
+        };
+        let text = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+        let f =
+            |k: &str, digits: usize| r[k].as_f64().map_or("-".into(), |v| format!("{v:.digits$}"));
+        let mib =
+            r["resident_bytes"].as_f64().map_or("-".into(), |b| format!("{:.0}", b / 1048576.0));
+        let share = r["attend_share"].as_f64().map_or("-".into(), |v| format!("{:.0}%", 100.0 * v));
+        let tok = match r["error"].as_str() {
+            Some(e) => format!("error: {}", e.lines().next().unwrap_or("")),
+            None => f("tok_per_s", 1),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {tok} | {vs} | {mib} | {} | {share} | {} | {} |",
+            text("shape"),
+            text("weights"),
+            r["context"],
+            text("cache"),
+            r["ratio"].as_f64().map_or("-".into(), |v| format!("{v:.1}x")),
+            r["fits_tokens"].as_u64().map_or("-".into(), |v| v.to_string()),
+            text("device"),
+        );
+    }
+    s
+}
+
 fn cuda(records: &[Value]) -> String {
     let mut s = String::from("| measurement | setting | figures | card |\n|---|---|---|---|\n");
     // The figures the targets are about; the row-level kernels' records stay in cuda.json.
