@@ -1,8 +1,8 @@
 //! Greedy decode speed and cache size on a GPU, candle's dense f16 cache against the
 //! compressed cache on the device, in one run (issue 11's `gpu-decode` table).
 //!
-//! `gpu_decode [--shape llama8b|smollm2] [--weights f16,q4_0] [--contexts 8192,32768,131072]
-//! [--caches dense,high,balanced,max] [--steps N]` (needs the `cuda` feature; `cargo xtask
+//! `gpu_decode [--shape llama8b|smollm2] [--weights f16,q4_0] [--batch 1,8]
+//! [--contexts 8192,32768,131072] [--caches dense,high,balanced,max] [--steps N]` (needs the `cuda` feature; `cargo xtask
 //! build-cuda` builds it). Prints a JSON array of records (bench `gpu_decode`) to stdout.
 //!
 //! The model has random weights built in code ([`Model::synthetic`]: no checkpoint reaches
@@ -14,7 +14,9 @@
 //! cache's attention calls, from a second pass that synchronizes the device around each
 //! call. `fits_tokens` is how many tokens of this cache the free device memory left after
 //! the fill would hold on top of the context (free bytes / resident bytes per token).
-//! Only batch 1: the model forward runs one sequence.
+//! A batch of B sequences decodes one token of each per step (`Model::forward_batch_last`:
+//! the weights read once per step, each sequence attending over its own cache); `tok_per_s`
+//! counts the tokens of all B.
 
 use std::time::Instant;
 
@@ -53,31 +55,44 @@ impl<C: KvCache> KvCache for Timed<'_, C> {
     }
 }
 
-/// Greedy steps from `pos`: seconds per token over `n` steps after one warm-up.
-fn decode(model: &Model, cache: &mut dyn KvCache, pos: usize, n: usize) -> Result<f64> {
-    let mut step = |tok: u32, pos: usize| -> Result<u32> {
-        let logits = model.forward_last(&[tok], pos, &mut *cache)?;
-        Ok(logits.argmax(0)?.to_scalar::<u32>()?)
+/// Greedy steps of every sequence from `pos`: seconds per step over `n` steps after one
+/// warm-up (one step decodes one token of each sequence).
+fn decode(model: &Model, caches: &mut [&mut dyn KvCache], pos: usize, n: usize) -> Result<f64> {
+    let b = caches.len();
+    let mut step = |toks: &[u32], pos: usize| -> Result<Vec<u32>> {
+        let logits = if b == 1 {
+            model.forward_last(toks, pos, &mut *caches[0])?.unsqueeze(0)?
+        } else {
+            model.forward_batch_last(toks, &vec![pos; b], caches)?
+        };
+        Ok(logits.argmax(1)?.to_vec1::<u32>()?)
     };
-    let mut next = step(1, pos)?;
+    let mut next = step(&vec![1; b], pos)?;
     let started = Instant::now();
     for i in 1..=n {
-        next = step(next, pos + i)?;
+        next = step(&next, pos + i)?;
     }
     Ok(started.elapsed().as_secs_f64() / n as f64)
 }
 
-/// Seconds per step and the attention's share of them, synchronizing around every call.
-fn attention_share(model: &Model, cache: &mut impl KvCache, pos: usize, n: usize) -> Result<f64> {
+/// The share of a step spent in the caches' attention calls, synchronizing around each.
+fn attention_share<C: KvCache>(
+    model: &Model,
+    caches: &mut [C],
+    pos: usize,
+    n: usize,
+) -> Result<f64> {
     let device = model.device().clone();
-    let mut timed = Timed { inner: cache, device, seconds: 0.0 };
+    let mut timed: Vec<Timed<'_, C>> = caches
+        .iter_mut()
+        .map(|c| Timed { inner: c, device: device.clone(), seconds: 0.0 })
+        .collect();
     let started = Instant::now();
-    let mut next = 1;
-    for i in 0..n {
-        let logits = model.forward_last(&[next], pos + i, &mut timed)?;
-        next = logits.argmax(0)?.to_scalar::<u32>()?;
-    }
-    Ok(timed.seconds / started.elapsed().as_secs_f64())
+    let mut dyns: Vec<&mut dyn KvCache> = timed.iter_mut().map(|t| t as &mut dyn KvCache).collect();
+    decode(model, &mut dyns, pos, n)?;
+    let total = started.elapsed().as_secs_f64();
+    drop(dyns);
+    Ok(timed.iter().map(|t| t.seconds).sum::<f64>() / total)
 }
 
 /// Random rows `[n, d]` of a unit-variance-ish distribution (sum of uniforms).
@@ -107,24 +122,25 @@ struct Run<'a> {
     model: &'a Model,
     shape: &'a str,
     weights: SyntheticWeights,
+    batch: usize,
     steps: usize,
 }
 
 impl Run<'_> {
     fn record(&self, cache: &str, context: usize, sec: f64, share: f64, bytes: usize) -> Value {
         let c = self.model.config();
-        let fp16 = 2 * c.kv_elems_per_token() * context;
+        let fp16 = 2 * c.kv_elems_per_token() * context * self.batch;
         json!({
             "bench": "gpu_decode",
             "shape": self.shape,
             "weights": self.weights.name(),
-            "batch": 1,
+            "batch": self.batch,
             "cache": cache,
             "context": context,
             "context_fill": "synthetic K/V written into the cache",
             "steps": self.steps,
-            "tok_per_s": 1.0 / sec,
-            "ms_per_token": sec * 1e3,
+            "tok_per_s": self.batch as f64 / sec,
+            "ms_per_step": sec * 1e3,
             "attend_share": share,
             "resident_bytes": bytes,
             "fp16_bytes": fp16,
@@ -132,27 +148,36 @@ impl Run<'_> {
         })
     }
 
-    /// The dense f16 baseline at `context` tokens.
+    /// The dense f16 baseline at `context` tokens per sequence.
     fn dense(&self, context: usize) -> Result<Value> {
         let (c, dev) = (self.model.config(), self.model.device());
-        let mut cache = DenseCache::f16_native().with_capacity(context + 2 * self.steps + 8);
         let positions: Vec<u32> = (0..context as u32).collect();
-        for layer in 0..c.layers {
-            let k = Tensor::randn(0f32, 1.0, (c.kv_heads, context, c.head_dim), dev)?;
-            let v = Tensor::randn(0f32, 1.0, (c.kv_heads, context, c.head_dim), dev)?;
-            cache.fill(layer, &k.to_dtype(DType::F16)?, &v.to_dtype(DType::F16)?, &positions)?;
+        let mut caches = Vec::with_capacity(self.batch);
+        for _ in 0..self.batch {
+            let mut cache = DenseCache::f16_native().with_capacity(context + 2 * self.steps + 8);
+            for layer in 0..c.layers {
+                let k = Tensor::randn(0f32, 1.0, (c.kv_heads, context, c.head_dim), dev)?;
+                let v = Tensor::randn(0f32, 1.0, (c.kv_heads, context, c.head_dim), dev)?;
+                let (k, v) = (k.to_dtype(DType::F16)?, v.to_dtype(DType::F16)?);
+                cache.fill(layer, &k, &v, &positions)?;
+            }
+            caches.push(cache);
         }
         dev.synchronize()?;
         let free = free_bytes(dev)?;
-        let sec = decode(self.model, &mut cache, context, self.steps)?;
-        let share = attention_share(self.model, &mut cache, context + self.steps + 1, self.steps)?;
-        let bytes = cache.resident_bytes();
+        let mut dyns: Vec<&mut dyn KvCache> =
+            caches.iter_mut().map(|c| c as &mut dyn KvCache).collect();
+        let sec = decode(self.model, &mut dyns, context, self.steps)?;
+        drop(dyns);
+        let share = attention_share(self.model, &mut caches, context + self.steps + 1, self.steps)?;
+        let bytes: usize = caches.iter().map(DenseCache::resident_bytes).sum();
         let mut r = self.record("dense_f16", context, sec, share, bytes);
-        r["fits_tokens"] = json!(context + free / (bytes / context).max(1));
+        r["fits_tokens"] =
+            json!(context + free / (bytes / (context * self.batch)).max(1) / self.batch);
         Ok(r)
     }
 
-    /// The compressed cache of `preset`, on the device, at `context` tokens.
+    /// The compressed cache of `preset` on the device, at `context` tokens per sequence.
     fn compressed(
         &self,
         preset: Preset,
@@ -161,31 +186,40 @@ impl Run<'_> {
     ) -> Result<Value> {
         let (c, dev) = (self.model.config(), self.model.device());
         let cfg = preset.config();
-        let mut cache = CompressedKvCache::on_device(dev, c, cfg)?;
         let positions: Vec<u32> = (0..context as u32).collect();
         let n = c.kv_heads * context * c.head_dim;
         let w = cfg.evict.window.min(context);
         let queries = host_rows(c.q_heads * w * c.head_dim, 99);
         let mass: Vec<f32> = host_rows(c.q_heads * context, 98).iter().map(|x| x.abs()).collect();
-        let started = Instant::now();
-        for layer in 0..c.layers {
-            let inner = cache.inner_mut();
-            inner.observe_queries(layer, &queries, &positions[context - w..])?;
-            inner.append(layer, &rows.0[..n], &rows.1[..n], &positions)?;
-            inner.observe_attention(layer, &mass)?;
+        let (mut fill, mut compress) = (0.0, 0.0);
+        let mut caches = Vec::with_capacity(self.batch);
+        for _ in 0..self.batch {
+            let mut cache = CompressedKvCache::on_device(dev, c, cfg)?;
+            let started = Instant::now();
+            for layer in 0..c.layers {
+                let inner = cache.inner_mut();
+                inner.observe_queries(layer, &queries, &positions[context - w..])?;
+                inner.append(layer, &rows.0[..n], &rows.1[..n], &positions)?;
+                inner.observe_attention(layer, &mass)?;
+            }
+            fill += started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            cache.compress()?;
+            dev.synchronize()?;
+            compress += started.elapsed().as_secs_f64();
+            caches.push(cache);
         }
-        let fill = started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        cache.compress()?;
-        dev.synchronize()?;
-        let compress = started.elapsed().as_secs_f64();
         let free = free_bytes(dev)?;
-        let sec = decode(self.model, &mut cache, context, self.steps)?;
-        let share = attention_share(self.model, &mut cache, context + self.steps + 1, self.steps)?;
-        let stats = cache.stats();
-        let mut r = self.record(preset.name(), context, sec, share, stats.resident_bytes);
-        let per_token = stats.resident_bytes as f64 / stats.tokens_seen.max(1) as f64;
-        r["fits_tokens"] = json!(context + (free as f64 / per_token) as usize);
+        let mut dyns: Vec<&mut dyn KvCache> =
+            caches.iter_mut().map(|c| c as &mut dyn KvCache).collect();
+        let sec = decode(self.model, &mut dyns, context, self.steps)?;
+        drop(dyns);
+        let share = attention_share(self.model, &mut caches, context + self.steps + 1, self.steps)?;
+        let bytes: usize = caches.iter().map(|c| c.stats().resident_bytes).sum();
+        let seen: usize = caches.iter().map(|c| c.stats().tokens_seen).sum();
+        let mut r = self.record(preset.name(), context, sec, share, bytes);
+        let per_token = bytes as f64 / seen.max(1) as f64;
+        r["fits_tokens"] = json!(context + (free as f64 / per_token / self.batch as f64) as usize);
         r["fill_s"] = json!(fill);
         r["compress_s"] = json!(compress);
         Ok(r)
@@ -207,6 +241,10 @@ fn main() -> Result<()> {
         .collect::<Result<_>>()?;
     let caches = list(&args, "--caches", "dense,high,balanced,max");
     let steps: usize = list(&args, "--steps", "16")[0].parse().context("--steps")?;
+    let batches: Vec<usize> = list(&args, "--batch", "1,8")
+        .iter()
+        .map(|s| s.parse().with_context(|| format!("--batch: `{s}`")))
+        .collect::<Result<_>>()?;
     let max = contexts.iter().max().copied().unwrap_or(0) + 4 * steps + 64;
     let config = match shape.as_str() {
         "llama8b" => ModelConfig::llama_shaped(32, 32, 8, 128, 4096, 14336, 128_256, max),
@@ -231,8 +269,9 @@ fn main() -> Result<()> {
         let t = Instant::now();
         let model = Model::synthetic(config.clone(), &device, weights, 11)?;
         eprintln!("{shape} {w}: built in {:.1} s", t.elapsed().as_secs_f64());
-        let run = Run { model: &model, shape: &shape, weights, steps };
-        for &context in &contexts {
+        for (&batch, &context) in batches.iter().flat_map(|b| contexts.iter().map(move |c| (b, c)))
+        {
+            let run = Run { model: &model, shape: &shape, weights, batch, steps };
             for cache in &caches {
                 let r = match cache.as_str() {
                     "dense" => run.dense(context),
@@ -241,7 +280,8 @@ fn main() -> Result<()> {
                 let mut r = match r {
                     Ok(r) => r,
                     Err(e) => json!({"bench": "gpu_decode", "shape": shape, "weights": w,
-                        "cache": cache, "context": context, "error": format!("{e:#}")}),
+                        "batch": batch, "cache": cache, "context": context,
+                        "error": format!("{e:#}")}),
                 };
                 r["device"] = json!(name);
                 eprintln!("{r}");

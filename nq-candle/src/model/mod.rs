@@ -363,6 +363,57 @@ impl Model {
         Ok(self.head(&x.narrow(0, t - 1, 1)?)?.squeeze(0)?)
     }
 
+    /// One decode step of several sequences at once: `tokens[i]` at `positions[i]` of the
+    /// sequence whose cache is `caches[i]`. The projections and the MLP run on all rows in
+    /// one product (the weights are read once per step, not once per sequence); each row
+    /// attends over its own cache. Returns the logits `[sequences, vocab]`.
+    ///
+    /// # Errors
+    /// [`Error::EmptyInput`] without sequences, [`Error::Shape`] when the three lengths
+    /// differ; as [`forward`](Model::forward) otherwise.
+    ///
+    /// # Examples
+    /// ```
+    /// use nq_candle::{DenseCache, KvCache, Model, ModelConfig, SyntheticWeights};
+    /// let c = ModelConfig::llama_shaped(2, 4, 2, 16, 64, 128, 100, 512);
+    /// let model = Model::synthetic(c, &candle_core::Device::Cpu, SyntheticWeights::F16, 7)?;
+    /// let (mut a, mut b) = (DenseCache::new(), DenseCache::new());
+    /// model.forward(&[1, 2, 3], 0, &mut a)?;
+    /// model.forward(&[4, 5], 0, &mut b)?;
+    /// let logits = model.forward_batch_last(&[9, 8], &[3, 2], &mut [&mut a, &mut b])?;
+    /// assert_eq!(logits.dims(), &[2, 100]);
+    /// assert_eq!((a.len(), b.len()), (4, 3));
+    /// # Ok::<(), nq_candle::Error>(())
+    /// ```
+    pub fn forward_batch_last(
+        &self,
+        tokens: &[u32],
+        positions: &[usize],
+        caches: &mut [&mut dyn KvCache],
+    ) -> Result<Tensor> {
+        const OP: &str = "Model::forward_batch_last";
+        if tokens.is_empty() {
+            return Err(Error::EmptyInput { op: OP });
+        }
+        if positions.len() != tokens.len() || caches.len() != tokens.len() {
+            return Err(Error::Shape {
+                op: OP,
+                reason: format!(
+                    "{} tokens, {} positions, {} caches",
+                    tokens.len(),
+                    positions.len(),
+                    caches.len()
+                ),
+            });
+        }
+        let mut pos = Vec::with_capacity(tokens.len());
+        for (&t, &p) in tokens.iter().zip(positions) {
+            pos.extend(self.validate(&[t], p)?);
+        }
+        let x = self.run_blocks(tokens, &pos, caches)?;
+        self.head(&x)
+    }
+
     fn head(&self, x: &Tensor) -> Result<Tensor> {
         let x = candle_nn::ops::rms_norm(x, &self.out_norm, self.config.rms_eps)?;
         let logits = self.lm_head.forward(&x)?;
@@ -396,6 +447,17 @@ impl Model {
         cache: &mut dyn KvCache,
     ) -> Result<Tensor> {
         let positions = self.validate(tokens, start_pos)?;
+        self.run_blocks(tokens, &positions, &mut [cache])
+    }
+
+    /// The blocks over rows `tokens` at `positions`: one sequence (`caches` of one) or one
+    /// row per sequence (`caches` of `tokens.len()`).
+    fn run_blocks(
+        &self,
+        tokens: &[u32],
+        positions: &[u32],
+        caches: &mut [&mut dyn KvCache],
+    ) -> Result<Tensor> {
         let ids = Tensor::from_slice(tokens, tokens.len(), &self.device)?;
         let mut x = self.embed.forward(&ids)?;
         if let Some(s) = self.config.embed_scale {
@@ -404,10 +466,10 @@ impl Model {
         let tables = self
             .ropes
             .iter()
-            .map(|r| RopeTables::new(r, &positions, &self.device))
+            .map(|r| RopeTables::new(r, positions, &self.device))
             .collect::<candle_core::Result<Vec<_>>>()?;
         for (i, b) in self.blocks.iter().enumerate() {
-            x = self.block(b, i, &x, &tables[b.rope], &positions, cache)?;
+            x = self.block(b, i, &x, &tables[b.rope], positions, caches)?;
         }
         Ok(x)
     }
@@ -419,7 +481,7 @@ impl Model {
         x: &Tensor,
         rope: &RopeTables,
         positions: &[u32],
-        cache: &mut dyn KvCache,
+        caches: &mut [&mut dyn KvCache],
     ) -> Result<Tensor> {
         let c = &self.config;
         let eps = c.rms_eps;
@@ -447,7 +509,22 @@ impl Model {
         let q = rope.apply(&heads(&q, nq, b.q_norm.as_ref())?)?;
         let k = rope.apply(&heads(&k, nkv, b.k_norm.as_ref())?)?;
         let v = heads(&v, nkv, None)?;
-        let a = cache.attend_with(layer, &q, &k, &v, positions, &b.spec).map_err(Error::Candle)?;
+        let a = match caches {
+            [cache] => cache.attend_with(layer, &q, &k, &v, positions, &b.spec)?,
+            // One row per sequence: each attends over its own cache.
+            _ => {
+                let row = |x: &Tensor, i| x.narrow(1, i, 1)?.contiguous();
+                let outs = caches
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, cache)| {
+                        let (q, k, v) = (row(&q, i)?, row(&k, i)?, row(&v, i)?);
+                        cache.attend_with(layer, &q, &k, &v, &positions[i..=i], &b.spec)
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::cat(&outs, 1)?
+            }
+        };
         let a = a.transpose(0, 1)?.reshape((t, nq * d))?;
         let mut o = b.o.forward(&a)?;
         if let Some(w) = &b.post_attn_norm {
