@@ -374,7 +374,7 @@ impl Model {
     ///
     /// # Examples
     /// ```
-    /// use nq_candle::{DenseCache, KvCache, Model, ModelConfig, SyntheticWeights};
+    /// use nq_candle::{DenseCache, Model, ModelConfig, SyntheticWeights};
     /// let c = ModelConfig::llama_shaped(2, 4, 2, 16, 64, 128, 100, 512);
     /// let model = Model::synthetic(c, &candle_core::Device::Cpu, SyntheticWeights::F16, 7)?;
     /// let (mut a, mut b) = (DenseCache::new(), DenseCache::new());
