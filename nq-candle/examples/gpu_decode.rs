@@ -1,9 +1,10 @@
 //! Greedy decode speed and cache size on a GPU, candle's dense f16 cache against the
 //! compressed cache on the device, in one run (issue 11's `gpu-decode` table).
 //!
-//! `gpu_decode [--shape llama8b|smollm2] [--weights f16,q4_0] [--batch 1,8]
-//! [--contexts 8192,32768,131072] [--caches dense,high,balanced,max] [--steps N]` (needs the `cuda` feature; `cargo xtask
-//! build-cuda` builds it). Prints a JSON array of records (bench `gpu_decode`) to stdout.
+//! `gpu_decode [--device cuda|cpu] [--shape llama8b|smollm2|tiny] [--weights f16,q4_0]
+//! [--batch 1,8] [--contexts 8192,32768,131072] [--caches dense,high,balanced,max] [--steps N]`
+//! (the GPU needs the `cuda` feature: `cargo xtask build-cuda` builds it; `--device cpu --shape
+//! tiny` is a smoke test without it). Prints a JSON array of records (bench `gpu_decode`).
 //!
 //! The model has random weights built in code ([`Model::synthetic`]: no checkpoint reaches
 //! the GPU machine; speed depends on shapes and storage, not on values). The context is
@@ -25,7 +26,7 @@ use candle_core::{DType, Device, Tensor};
 use nq_candle::{
     AttnSpec, CompressedKvCache, DenseCache, KvCache, Model, ModelConfig, SyntheticWeights,
 };
-use nq_core::Preset;
+use nq_core::{CompressionConfig, Preset};
 use serde_json::{Value, json};
 
 /// A [`KvCache`] that times its inner cache's attention calls, synchronizing the device
@@ -110,11 +111,93 @@ fn host_rows(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Free device memory in bytes.
+/// Free device memory in bytes (0 on the CPU: no limit is reported there).
 fn free_bytes(device: &Device) -> Result<usize> {
     match device {
+        #[cfg(feature = "cuda")]
         Device::Cuda(d) => Ok(d.cuda_stream().context().mem_get_info()?.0),
-        _ => bail!("not a CUDA device"),
+        _ => Ok(0),
+    }
+}
+
+/// An empty compressed cache where `device` computes: on its GPU (nq-cuda, candle's stream)
+/// or in host memory.
+#[cfg(feature = "cuda")]
+fn compressed_cache(
+    device: &Device,
+    c: &ModelConfig,
+    cfg: CompressionConfig,
+) -> Result<Box<dyn CompressedSlot>> {
+    Ok(if device.is_cuda() {
+        Box::new(CompressedKvCache::on_device(device, c, cfg)?)
+    } else {
+        Box::new(CompressedKvCache::new(c, cfg)?)
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn compressed_cache(
+    _: &Device,
+    c: &ModelConfig,
+    cfg: CompressionConfig,
+) -> Result<Box<dyn CompressedSlot>> {
+    Ok(Box::new(CompressedKvCache::new(c, cfg)?))
+}
+
+/// What the run needs of a compressed cache, whatever its backend.
+trait CompressedSlot: KvCache {
+    fn fill(
+        &mut self,
+        layer: usize,
+        k: &[f32],
+        v: &[f32],
+        q: &[f32],
+        mass: &[f32],
+        positions: &[u32],
+        window: usize,
+    ) -> Result<()>;
+    fn compress(&mut self) -> Result<()>;
+    fn stats(&self) -> nq_core::CacheStats;
+}
+
+impl<B: nq_core::Backend> CompressedSlot for CompressedKvCache<B> {
+    fn fill(
+        &mut self,
+        layer: usize,
+        k: &[f32],
+        v: &[f32],
+        q: &[f32],
+        mass: &[f32],
+        positions: &[u32],
+        window: usize,
+    ) -> Result<()> {
+        let inner = self.inner_mut();
+        inner.observe_queries(layer, q, &positions[positions.len() - window..])?;
+        inner.append(layer, k, v, positions)?;
+        inner.observe_attention(layer, mass)?;
+        Ok(())
+    }
+
+    fn compress(&mut self) -> Result<()> {
+        Ok(CompressedKvCache::compress(self)?)
+    }
+
+    fn stats(&self) -> nq_core::CacheStats {
+        CompressedKvCache::stats(self)
+    }
+}
+
+impl KvCache for Box<dyn CompressedSlot> {
+    fn attend_with(
+        &mut self,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        positions: &[u32],
+        spec: &AttnSpec,
+    ) -> candle_core::Result<Tensor> {
+        (**self).attend_with(layer, q, k, v, positions, spec)
     }
 }
 
@@ -127,9 +210,20 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn record(&self, cache: &str, context: usize, sec: f64, share: f64, bytes: usize) -> Value {
+    /// One record; `held` is the tokens the caches hold at the end (context and decoded),
+    /// all sequences together, whose f16 bytes the ratio divides by the resident ones.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        cache: &str,
+        context: usize,
+        sec: f64,
+        share: f64,
+        bytes: usize,
+        held: usize,
+    ) -> Value {
         let c = self.model.config();
-        let fp16 = 2 * c.kv_elems_per_token() * context * self.batch;
+        let fp16 = 2 * c.kv_elems_per_token() * held;
         json!({
             "bench": "gpu_decode",
             "shape": self.shape,
@@ -171,7 +265,8 @@ impl Run<'_> {
         drop(dyns);
         let share = attention_share(self.model, &mut caches, context + self.steps + 1, self.steps)?;
         let bytes: usize = caches.iter().map(DenseCache::resident_bytes).sum();
-        let mut r = self.record("dense_f16", context, sec, share, bytes);
+        let held: usize = caches.iter().map(DenseCache::len).sum();
+        let mut r = self.record("dense_f16", context, sec, share, bytes, held);
         r["fits_tokens"] =
             json!(context + free / (bytes / (context * self.batch)).max(1) / self.batch);
         Ok(r)
@@ -194,13 +289,10 @@ impl Run<'_> {
         let (mut fill, mut compress) = (0.0, 0.0);
         let mut caches = Vec::with_capacity(self.batch);
         for _ in 0..self.batch {
-            let mut cache = CompressedKvCache::on_device(dev, c, cfg)?;
+            let mut cache = compressed_cache(dev, c, cfg)?;
             let started = Instant::now();
             for layer in 0..c.layers {
-                let inner = cache.inner_mut();
-                inner.observe_queries(layer, &queries, &positions[context - w..])?;
-                inner.append(layer, &rows.0[..n], &rows.1[..n], &positions)?;
-                inner.observe_attention(layer, &mass)?;
+                cache.fill(layer, &rows.0[..n], &rows.1[..n], &queries, &mass, &positions, w)?;
             }
             fill += started.elapsed().as_secs_f64();
             let started = Instant::now();
@@ -217,7 +309,7 @@ impl Run<'_> {
         let share = attention_share(self.model, &mut caches, context + self.steps + 1, self.steps)?;
         let bytes: usize = caches.iter().map(|c| c.stats().resident_bytes).sum();
         let seen: usize = caches.iter().map(|c| c.stats().tokens_seen).sum();
-        let mut r = self.record(preset.name(), context, sec, share, bytes);
+        let mut r = self.record(preset.name(), context, sec, share, bytes, seen);
         let per_token = bytes as f64 / seen.max(1) as f64;
         r["fits_tokens"] = json!(context + (free as f64 / per_token / self.batch as f64) as usize);
         r["fill_s"] = json!(fill);
@@ -249,12 +341,20 @@ fn main() -> Result<()> {
     let config = match shape.as_str() {
         "llama8b" => ModelConfig::llama_shaped(32, 32, 8, 128, 4096, 14336, 128_256, max),
         "smollm2" => ModelConfig::llama_shaped(30, 9, 3, 64, 576, 1536, 49_152, max),
+        // A smoke test of the run itself (`--device cpu`).
+        "tiny" => ModelConfig::llama_shaped(2, 8, 2, 64, 128, 256, 300, max),
         s => bail!("--shape: `{s}` (llama8b or smollm2)"),
     };
-    let device = Device::new_cuda(0)?;
+    let device = match list(&args, "--device", "cuda")[0].as_str() {
+        #[cfg(feature = "cuda")]
+        "cuda" => Device::new_cuda(0)?,
+        "cpu" => Device::Cpu,
+        d => bail!("--device: `{d}` (cuda needs the `cuda` feature; or cpu)"),
+    };
     let name = match &device {
+        #[cfg(feature = "cuda")]
         Device::Cuda(d) => d.cuda_stream().context().name()?,
-        _ => String::new(),
+        _ => "cpu".to_owned(),
     };
     let kv = config.kv_heads * config.head_dim;
     let longest = contexts.iter().max().copied().unwrap_or(0);
