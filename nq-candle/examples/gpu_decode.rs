@@ -144,37 +144,31 @@ fn compressed_cache(
     Ok(Box::new(CompressedKvCache::new(c, cfg)?))
 }
 
+/// A synthetic context for one layer of a compressed cache: rows, observation-window queries
+/// and their attention mass.
+struct SyntheticContext<'a> {
+    k: &'a [f32],
+    v: &'a [f32],
+    queries: &'a [f32],
+    mass: &'a [f32],
+    positions: &'a [u32],
+    window: usize,
+}
+
 /// What the run needs of a compressed cache, whatever its backend.
 trait CompressedSlot: KvCache {
-    fn fill(
-        &mut self,
-        layer: usize,
-        k: &[f32],
-        v: &[f32],
-        q: &[f32],
-        mass: &[f32],
-        positions: &[u32],
-        window: usize,
-    ) -> Result<()>;
+    fn fill(&mut self, layer: usize, ctx: &SyntheticContext<'_>) -> Result<()>;
     fn compress(&mut self) -> Result<()>;
     fn stats(&self) -> nq_core::CacheStats;
 }
 
 impl<B: nq_core::Backend> CompressedSlot for CompressedKvCache<B> {
-    fn fill(
-        &mut self,
-        layer: usize,
-        k: &[f32],
-        v: &[f32],
-        q: &[f32],
-        mass: &[f32],
-        positions: &[u32],
-        window: usize,
-    ) -> Result<()> {
+    fn fill(&mut self, layer: usize, ctx: &SyntheticContext<'_>) -> Result<()> {
         let inner = self.inner_mut();
-        inner.observe_queries(layer, q, &positions[positions.len() - window..])?;
-        inner.append(layer, k, v, positions)?;
-        inner.observe_attention(layer, mass)?;
+        let recent = &ctx.positions[ctx.positions.len() - ctx.window..];
+        inner.observe_queries(layer, ctx.queries, recent)?;
+        inner.append(layer, ctx.k, ctx.v, ctx.positions)?;
+        inner.observe_attention(layer, ctx.mass)?;
         Ok(())
     }
 
@@ -291,8 +285,16 @@ impl Run<'_> {
         for _ in 0..self.batch {
             let mut cache = compressed_cache(dev, c, cfg)?;
             let started = Instant::now();
+            let ctx = SyntheticContext {
+                k: &rows.0[..n],
+                v: &rows.1[..n],
+                queries: &queries,
+                mass: &mass,
+                positions: &positions,
+                window: w,
+            };
             for layer in 0..c.layers {
-                cache.fill(layer, &rows.0[..n], &rows.1[..n], &queries, &mass, &positions, w)?;
+                cache.fill(layer, &ctx)?;
             }
             fill += started.elapsed().as_secs_f64();
             let started = Instant::now();
