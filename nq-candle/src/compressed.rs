@@ -191,9 +191,13 @@ impl<B: Backend> KvCache for CompressedKvCache<B> {
         // nq-core scores with 1/sqrt(d): fold any other scale into the queries.
         let factor = f64::from(spec.scale) * (d as f64).sqrt();
         let q = if (factor - 1.0).abs() > 1e-7 { q.affine(factor, 0.0)? } else { q.clone() };
-        let qv = to_vec(&q)?;
+        // One copy to the host for the three (a GPU model: one synchronization, not three).
+        let mut qkv =
+            to_vec(&Tensor::cat(&[q.flatten_all()?, k.flatten_all()?, v.flatten_all()?], 0)?)?;
+        let vv = qkv.split_off(q.elem_count() + k.elem_count());
+        let kv = qkv.split_off(q.elem_count());
+        let qv = qkv;
         self.inner.observe_queries(layer, &qv, positions).map_err(wrap)?;
-        let (kv, vv) = (to_vec(k)?, to_vec(v)?);
         if self.inner.len(layer) == 0 {
             // Prefill of an empty layer: dense attention of the chunk over itself (candle's
             // matmuls are much faster here), then store the chunk.
