@@ -5,8 +5,9 @@
 //! ```text
 //! cargo xtask bench gpu-decode                 build (cargo xtask build-cuda) and package
 //!                                              target/nq-gpu-candle/run.sh for a GPU machine
-//! cargo xtask bench gpu-decode --collect OUT   merge OUT/gpu-decode.json (written there by
-//!                                              `bash target/nq-gpu-candle/run.sh OUT`) into
+//! cargo xtask bench gpu-decode --collect OUT   merge the records in OUT (gpu-decode.json from
+//!                                              `bash target/nq-gpu-candle/run.sh OUT`, or the
+//!                                              per-record lines of gpu_decode's *.log) into
 //!                                              target/nq-bench/gpu-decode.json
 //! ```
 
@@ -38,18 +39,42 @@ pub(crate) fn run(args: &[String]) -> Result<Vec<Value>> {
     }
 }
 
-/// The records of a run, each tagged with the device line of `device.txt`.
+/// The records of a run, each tagged with the device line of `device.txt`: the JSON arrays
+/// `gpu_decode` prints at the end (`*.json`) and the records it prints one per line to stderr
+/// as each configuration finishes (`*.log`: what is left of a run stopped by a time limit),
+/// each configuration once.
 fn collect(out: &Path) -> Result<Vec<Value>> {
     let device = fs::read_to_string(out.join("device.txt")).unwrap_or_default();
-    let path = out.join("gpu-decode.json");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let Value::Array(mut records) =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?
-    else {
-        bail!("{} is not a JSON array of records", path.display());
-    };
-    for r in &mut records {
-        r["device_line"] = Value::String(device.trim().to_owned());
+    let mut files: Vec<_> = fs::read_dir(out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let mut records: Vec<Value> = Vec::new();
+    for path in files {
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let found: Vec<Value> = match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => serde_json::from_str(&text).unwrap_or_default(),
+            Some("log") => text
+                .lines()
+                .filter(|l| l.starts_with('{'))
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect(),
+            _ => continue,
+        };
+        for mut r in found.into_iter().filter(|r: &Value| r["bench"] == "gpu_decode") {
+            let key = |r: &Value| {
+                ["shape", "weights", "batch", "context", "cache"].map(|k| r[k].to_string())
+            };
+            if records.iter().any(|x| key(x) == key(&r)) {
+                continue;
+            }
+            r["device_line"] = Value::String(device.trim().to_owned());
+            records.push(r);
+        }
+    }
+    if records.is_empty() {
+        bail!("no gpu_decode records in {}", out.display());
     }
     Ok(records)
 }

@@ -61,7 +61,8 @@ commands:
                                  presets, same texts and tokens; writes target/nq-bench/original.json
                                  (--samples: per genre; --quick: one; --mask-only: also each
                                  preset's keep mask without quantization; torch threads: 2)
-  readme                         regenerate the README's result tables from target/nq-bench/*.json
+  readme [TABLE...]              regenerate the README's result tables (or only those named)
+                                 from target/nq-bench/*.json
 ";
 
 fn main() -> Result<()> {

@@ -10,10 +10,8 @@ use serde_json::Value;
 
 use crate::project_root;
 
+/// Every table, or only those named in `args`.
 pub(crate) fn run(args: &[String]) -> Result<()> {
-    if let Some(a) = args.first() {
-        bail!("readme takes no arguments, got `{a}`");
-    }
     let root = project_root();
     let path = root.join("README.md");
     let mut text = fs::read_to_string(&path).context("README.md")?;
@@ -28,7 +26,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         ("needle", needle),
         ("stages", stages),
     ];
+    if let Some(bad) = args.iter().find(|a| !tables.iter().any(|(n, _)| n == a)) {
+        let names: Vec<&str> = tables.iter().map(|(n, _)| *n).collect();
+        bail!("readme: no table `{bad}`; tables are {names:?}");
+    }
     for (name, render) in tables {
+        if !args.is_empty() && !args.iter().any(|a| a == name) {
+            continue;
+        }
         let records = load(name)?;
         let Some(records) = records else {
             eprintln!("readme: no results for `{name}`, table left as it is");
@@ -247,17 +252,19 @@ fn cuda_attend(records: &[Value]) -> String {
 /// against the dense f16 cache of the same run), size and attention share.
 fn gpu_decode(records: &[Value]) -> String {
     let mut s = String::from(
-        "| shape | weights | context | cache | tok/s | vs dense | cache MiB | ratio | attention share | fits tokens | card |\n\
-         |---|---|---:|---|---:|---:|---:|---:|---:|---:|---|\n",
+        "| shape | weights | B | context | cache | tok/s | vs dense | cache MiB | ratio | attention share | fits tokens | card |\n\
+         |---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|\n",
     );
-    let key = |r: &Value| {
-        (
-            r["shape"].as_str().map(str::to_owned),
-            r["weights"].as_str().map(str::to_owned),
-            r["context"].as_u64(),
-        )
+    let key = |r: &Value| ["shape", "weights", "batch", "context"].map(|k| r[k].to_string());
+    // Rows in order of shape, weights, batch, context, then dense before the presets.
+    let order = |r: &Value| {
+        let cache = ["dense_f16", "high", "balanced", "max"].iter().position(|c| r["cache"] == *c);
+        let n = |k: &str| r[k].as_u64().unwrap_or(0);
+        (r["shape"].to_string(), r["weights"].to_string(), n("batch"), n("context"), cache)
     };
-    for r in records {
+    let mut sorted: Vec<&Value> = records.iter().collect();
+    sorted.sort_by_key(|r| order(r));
+    for r in sorted {
         let dense = records.iter().find(|d| key(d) == key(r) && d["cache"] == "dense_f16");
         let vs = match (dense.and_then(|d| d["tok_per_s"].as_f64()), r["tok_per_s"].as_f64()) {
             (Some(d), Some(c)) => format!("{:.2}x", c / d),
@@ -275,9 +282,10 @@ fn gpu_decode(records: &[Value]) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {tok} | {vs} | {mib} | {} | {share} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {tok} | {vs} | {mib} | {} | {share} | {} | {} |",
             text("shape"),
             text("weights"),
+            r["batch"],
             r["context"],
             text("cache"),
             r["ratio"].as_f64().map_or("-".into(), |v| format!("{v:.1}x")),
