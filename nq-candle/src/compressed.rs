@@ -8,7 +8,7 @@ use crate::model::ModelConfig;
 
 /// A [`KvCache`] whose resident form is `nq-core`'s [`CompressedCache`], its storage where
 /// the backend `B` keeps it: host memory ([`CpuBackend`], the default) or, with the `cuda`
-/// feature, a GPU (`nq_cuda::CudaBackend`, see [`CompressedKvCache::on_device`]).
+/// feature, a GPU (`nq_cuda::CudaBackend`, see `CompressedKvCache::on_device`).
 ///
 /// The prompt is prefilled with dense attention (candle matmuls); its keys and values are
 /// appended in f16 and the last queries remembered for scoring. [`compress`](Self::compress)
