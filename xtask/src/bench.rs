@@ -34,24 +34,13 @@ fn spec(stage: &str) -> (String, &'static [&'static str], bool, &'static str) {
 pub(crate) fn run(args: &[String]) -> Result<()> {
     if args.first().is_some_and(|a| a == "gpu-decode") {
         // Built here (cargo xtask build-cuda), run on a GPU machine (see gpu_decode.rs).
-        let records = crate::gpu_decode::run(&args[1..])?;
-        let out_dir = project_root().join("target").join("nq-bench");
-        fs::create_dir_all(&out_dir)?;
-        let path = out_dir.join("gpu-decode.json");
-        fs::write(&path, serde_json::to_string_pretty(&records)? + "\n")?;
-        eprintln!("wrote {} ({} records)", path.display(), records.len());
-        return Ok(());
+        return write_records("gpu-decode", &crate::gpu_decode::run(&args[1..])?);
     }
     if args.first().is_some_and(|a| a == "cuda") {
         // Built here, run on a GPU machine: its own options (see cuda.rs).
         let records = crate::cuda::run(&args[1..])?;
-        let out_dir = project_root().join("target").join("nq-bench");
-        fs::create_dir_all(&out_dir)?;
-        let path = out_dir.join("cuda.json");
-        fs::write(&path, serde_json::to_string_pretty(&records)? + "\n")?;
         print_summary("cuda", &records);
-        eprintln!("wrote {} ({} records)", path.display(), records.len());
-        return Ok(());
+        return write_records("cuda", &records);
     }
     let mut stages = Vec::new();
     let mut criterion = true;
@@ -74,19 +63,25 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if stages.is_empty() {
         stages = STAGES.iter().map(|s| (*s).to_owned()).collect();
     }
-    let out_dir = project_root().join("target").join("nq-bench");
-    fs::create_dir_all(&out_dir)?;
     for stage in &stages {
         let records = if stage == "quality" {
             crate::quality::run(quick, collect)?
         } else {
             stage_records(stage, criterion, quick)?
         };
-        let path = out_dir.join(format!("{stage}.json"));
-        fs::write(&path, serde_json::to_string_pretty(&records)? + "\n")?;
         print_summary(stage, &records);
-        eprintln!("wrote {} ({} records)", path.display(), records.len());
+        write_records(stage, &records)?;
     }
+    Ok(())
+}
+
+/// `target/nq-bench/NAME.json`: the records as one JSON array.
+fn write_records(name: &str, records: &[Value]) -> Result<()> {
+    let out_dir = project_root().join("target").join("nq-bench");
+    fs::create_dir_all(&out_dir)?;
+    let path = out_dir.join(format!("{name}.json"));
+    fs::write(&path, serde_json::to_string_pretty(records)? + "\n")?;
+    eprintln!("wrote {} ({} records)", path.display(), records.len());
     Ok(())
 }
 
