@@ -2,17 +2,28 @@
 //! the column mean used for centering and the per-channel key smoothing factor. Every backend
 //! computes the column sums where its rows live and calls these for the arithmetic.
 
-/// Per-column sums (f64) of rows of `d` values: `(sum x, sum x^2)`.
+/// Per-column sums (f64) of rows of `d` values: `(sum x, sum x^2)`, as
+/// [`column_sum`] and [`column_squares`] give them.
 pub fn column_sums(rows: &[f32], d: usize) -> (Vec<f64>, Vec<f64>) {
+    (column_sum(rows, d), column_squares(rows, d))
+}
+
+/// Per-column sums (f64) of rows of `d` values, added row by row in order.
+pub fn column_sum(rows: &[f32], d: usize) -> Vec<f64> {
     let mut sum = vec![0f64; d];
+    for row in rows.chunks_exact(d) {
+        sum.iter_mut().zip(row).for_each(|(s, &x)| *s += f64::from(x));
+    }
+    sum
+}
+
+/// Per-column sums of squares (f64) of rows of `d` values, added row by row in order.
+pub fn column_squares(rows: &[f32], d: usize) -> Vec<f64> {
     let mut squares = vec![0f64; d];
     for row in rows.chunks_exact(d) {
-        for ((s, q), &x) in sum.iter_mut().zip(&mut squares).zip(row) {
-            *s += f64::from(x);
-            *q += f64::from(x) * f64::from(x);
-        }
+        squares.iter_mut().zip(row).for_each(|(q, &x)| *q += f64::from(x) * f64::from(x));
     }
-    (sum, squares)
+    squares
 }
 
 /// Column mean from per-column sums over `n` rows (0 rows: zeros).

@@ -233,14 +233,10 @@ struct Scored<L: Lanes> {
     srt: [L; 8],
     /// Squared distance to the nearest codeword of this shift.
     cost: L,
-    /// Number of entries ≥ 3/2 and = 5/2 of the winning multiset.
-    n3: L,
-    n5: L,
-    /// `srt[n3]` and `srt[n5]` (−1 when `n3` = 8): the largest `|t_i|` left out.
-    u3: L,
-    u5: L,
-    /// Whether the smallest `|t_i|` takes the sign opposite to `t_i` (parity fix).
-    fix: L::M,
+    /// Index into [`TYPES`] of the winning multiset (an exact small float).
+    ty: L,
+    /// Whether the number of negative `t_i` is odd.
+    odd: L::M,
 }
 
 impl<L: Lanes> Scored<L> {
@@ -251,13 +247,31 @@ impl<L: Lanes> Scored<L> {
             t: select8(m, &a.t, &b.t),
             srt: select8(m, &a.srt, &b.srt),
             cost: L::select(m, a.cost, b.cost),
-            n3: L::select(m, a.n3, b.n3),
-            n5: L::select(m, a.n5, b.n5),
-            u3: L::select(m, a.u3, b.u3),
-            u5: L::select(m, a.u5, b.u5),
-            fix: L::mselect(m, a.fix, b.fix),
+            ty: L::select(m, a.ty, b.ty),
+            odd: L::mselect(m, a.odd, b.odd),
         }
     }
+}
+
+/// Per-type tables of [`TYPES`] for [`Lanes::lookup`] (padded to 16 entries): the number of
+/// entries ≥ 3/2, the number = 5/2, and the parity of the sum.
+const N3_OF: [f32; 16] = type_column(0);
+const N5_OF: [f32; 16] = type_column(1);
+const PARITY_OF: [f32; 16] = type_column(3);
+
+#[allow(clippy::cast_precision_loss)]
+const fn type_column(c: usize) -> [f32; 16] {
+    let mut out = [0.0f32; 16];
+    let mut t = 0;
+    while t < TYPES.len() {
+        out[t] = match c {
+            0 => TYPES[t].0 as f32,
+            1 => TYPES[t].1 as f32,
+            _ => TYPES[t].3 as f32,
+        };
+        t += 1;
+    }
+    out
 }
 
 /// Scores the codewords with the given shift (`up`: +¼, else −¼) for each lane's block `v`:
@@ -283,27 +297,23 @@ fn score_shift<L: Lanes>(v: &[L; 8], up: bool) -> Scored<L> {
         pre[r + 1] = pre[r] + srt[r];
     }
     let mut best_key = L::splat(f32::INFINITY);
-    let (mut best_n3, mut best_n5, mut best_fix) = (zero, zero, L::none());
-    let (mut best_u3, mut best_u5) = (zero, zero);
+    let mut best_ty = zero;
     let even = L::not(odd);
     // One step per multiset (unrolled: `TYPES` in order). The number of negative
     // coordinates must have the parity of the multiset's sum; otherwise flip the smallest
-    // |v_i|, which costs 4 * amin * w_min.
+    // |v_i|, which costs 4 * amin * w_min. Only the winner's index is tracked; `winner`
+    // derives the rest from it.
     macro_rules! ty {
         ($t:expr) => {{
             let (n3, n5, norm, parity, amin) = TYPES[$t];
             let fix = if parity == 1 { even } else { odd };
-            #[allow(clippy::cast_precision_loss)]
-            let (f3, f5) = (n3 as f32, n5 as f32);
             let key = L::splat(norm) - (pre[n3] + pre[n5]) * L::splat(2.0);
             let key = L::select(fix, key + srt[7] * L::splat(4.0 * amin), key);
             let better = key.lt(best_key);
             best_key = L::select(better, key, best_key);
-            best_n3 = L::select(better, L::splat(f3), best_n3);
-            best_n5 = L::select(better, L::splat(f5), best_n5);
-            best_u3 = L::select(better, if n3 < 8 { srt[n3] } else { L::splat(-1.0) }, best_u3);
-            best_u5 = L::select(better, srt[n5], best_u5);
-            best_fix = L::mselect(better, fix, best_fix);
+            #[allow(clippy::cast_precision_loss)]
+            let id = L::splat($t as f32);
+            best_ty = L::select(better, id, best_ty);
         }};
     }
     ty!(0);
@@ -315,16 +325,27 @@ fn score_shift<L: Lanes>(v: &[L; 8], up: bool) -> Scored<L> {
     ty!(6);
     ty!(7);
     ty!(8);
-    Scored {
-        t,
-        srt,
-        cost: base + best_key,
-        n3: best_n3,
-        n5: best_n5,
-        u3: best_u3,
-        u5: best_u5,
-        fix: best_fix,
+    Scored { t, srt, cost: base + best_key, ty: best_ty, odd }
+}
+
+/// The winning multiset of a scored codeword: `(n3, n5, u3, u5, fix)`, the number of entries
+/// ≥ 3/2 and = 5/2, `srt[n3]` and `srt[n5]` (−1 when `n3` = 8: the largest `|t_i|` left
+/// out), and whether the smallest `|t_i|` takes the sign opposite to `t_i` (parity fix).
+#[inline(always)]
+fn winner<L: Lanes>(s: &Scored<L>) -> (L, L, L, L, L::M) {
+    let n3 = s.ty.lookup(&N3_OF);
+    let n5 = s.ty.lookup(&N5_OF);
+    let fix = L::xor(s.odd, s.ty.lookup(&PARITY_OF).eq(L::splat(1.0)));
+    let mut u3 = s.srt[0];
+    for k in 1..5 {
+        #[allow(clippy::cast_precision_loss)]
+        let kf = L::splat(k as f32);
+        u3 = L::select(n3.eq(kf), s.srt[k], u3);
     }
+    let u3 = L::select(n3.eq(L::splat(8.0)), L::splat(-1.0), u3);
+    let u5 = L::select(n5.eq(L::splat(1.0)), s.srt[1], s.srt[0]);
+    let u5 = L::select(n5.eq(L::splat(2.0)), s.srt[2], u5);
+    (n3, n5, u3, u5, fix)
 }
 
 /// The signed pattern values of a scored codeword: the multiset's values assigned by rank
@@ -332,22 +353,23 @@ fn score_shift<L: Lanes>(v: &[L; 8], up: bool) -> Scored<L> {
 #[inline(always)]
 fn assign<L: Lanes>(s: &Scored<L>) -> [L; 8] {
     let (zero, one, half) = (L::splat(0.0), L::splat(1.0), L::splat(0.5));
+    let (n3, n5, u3, u5, fix) = winner(s);
     let w = s.t.map(L::abs);
     let mut p = [zero; 8];
     if L::all(strictly_decreasing(&s.srt)) {
         // No ties (and no NaN): rank_i < n ⟺ w_i > srt[n], and rank 7 is the one w_i
         // equal to srt[7].
         for i in 0..8 {
-            let a = half + L::mask_val(s.u3.lt(w[i]), one) + L::mask_val(s.u5.lt(w[i]), one);
-            let flip = L::and(s.fix, w[i].eq(s.srt[7]));
+            let a = half + L::mask_val(u3.lt(w[i]), one) + L::mask_val(u5.lt(w[i]), one);
+            let flip = L::and(fix, w[i].eq(s.srt[7]));
             p[i] = a.neg_if(L::xor(s.t[i].lt(zero), flip));
         }
     } else {
         let rank = ranks(&w);
         let seven = L::splat(7.0);
         for i in 0..8 {
-            let a = half + L::mask_val(rank[i].lt(s.n3), one) + L::mask_val(rank[i].lt(s.n5), one);
-            let flip = L::and(s.fix, rank[i].eq(seven));
+            let a = half + L::mask_val(rank[i].lt(n3), one) + L::mask_val(rank[i].lt(n5), one);
+            let flip = L::and(fix, rank[i].eq(seven));
             p[i] = a.neg_if(L::xor(s.t[i].lt(zero), flip));
         }
     }

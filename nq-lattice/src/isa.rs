@@ -11,6 +11,9 @@ use crate::{Error, Result};
 ///
 /// Building with `RUSTFLAGS="--cfg nq_force_scalar"` makes [`Isa::detect`] return
 /// [`Isa::Scalar`] and every other instruction set unavailable, so CI tests the fallback.
+/// Setting the environment variable `NQ_FORCE_AVX2=1` (read once per process; any value but
+/// empty or `0`) makes [`Isa::Avx512`] unavailable, so an AVX-512 machine runs (and times)
+/// the AVX2 path that AVX2-only CPUs take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Isa {
@@ -92,7 +95,16 @@ fn avx2_available() -> bool {
 
 #[cfg(all(target_arch = "x86_64", not(nq_force_scalar)))]
 fn avx512_available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
+    std::arch::is_x86_feature_detected!("avx512f") && !avx2_forced()
+}
+
+/// Whether `NQ_FORCE_AVX2` asks to skip AVX-512 (read once, then cached).
+#[cfg(all(target_arch = "x86_64", not(nq_force_scalar)))]
+fn avx2_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| {
+        std::env::var_os("NQ_FORCE_AVX2").is_some_and(|v| !v.is_empty() && v != "0")
+    })
 }
 
 #[cfg(not(all(target_arch = "x86_64", not(nq_force_scalar))))]

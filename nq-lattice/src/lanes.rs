@@ -52,6 +52,9 @@ pub(crate) trait Lanes:
     /// The E8P indices of lanes `0..N` holding indices packed by `e8p::index_packed`,
     /// written to `out[..N]` (see `e8p::index_of_packed`).
     fn e8p_indices(self, out: &mut [u32]);
+    /// Lane-wise table look-up: lane `l` becomes `table[self_l]`, where every lane holds an
+    /// exact integer in `0..16`.
+    fn lookup(self, table: &[f32; 16]) -> Self;
     /// Lanes `0..N` read from `x[..N]`.
     fn load(x: &[f32]) -> Self;
     /// `N` blocks of 8 values (`x[8l..8l + 8]` for lane `l`), transposed: element `i` of
@@ -135,6 +138,11 @@ impl Lanes for f32 {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     fn e8p_indices(self, out: &mut [u32]) {
         out[0] = crate::e8p::index_of_packed(self as u32);
+    }
+    #[inline(always)]
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    fn lookup(self, table: &[f32; 16]) -> Self {
+        table[self as usize & 15]
     }
     #[inline(always)]
     fn load(x: &[f32]) -> Self {

@@ -134,7 +134,8 @@
 //! Encoders run on 8 (AVX2) or 16 (AVX-512F) blocks at once, one block per lane, with the
 //! exact operation sequence of the portable path ([`Isa`]); decoding and the fused
 //! primitives hold one block per AVX2 register. `RUSTFLAGS="--cfg nq_force_scalar"` forces
-//! the portable path.
+//! the portable path; the environment variable `NQ_FORCE_AVX2=1` makes runtime detection skip
+//! AVX-512, so an AVX-512 machine measures the AVX2 path.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]

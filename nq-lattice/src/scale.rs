@@ -101,6 +101,18 @@ pub(crate) fn row_stats(x: &[f32], dim: usize) -> Vec<(f64, f32)> {
         .collect()
 }
 
+/// The sums, in `f64` and in block order, of one row's per-block `<x/scale, c>` and `|c|²`.
+#[inline]
+fn row_sums(xc: &[f32], cc: &[f32]) -> (f64, f64) {
+    // -0.0, the neutral element `Iterator::sum` starts from.
+    let (mut a, mut b) = (-0.0f64, -0.0f64);
+    for (&x, &c) in xc.iter().zip(cc) {
+        a += f64::from(x);
+        b += f64::from(c);
+    }
+    (a, b)
+}
+
 /// Rounds a scale to `f16`; `None` if it overflows.
 fn to_f16(s: f32) -> Option<f16> {
     if s < TINY {
@@ -160,10 +172,9 @@ pub(crate) fn encode_fixed(
                 }
                 let out: &mut [u8] = if k == 0 { codes } else { &mut tmp };
                 kernels.encode(bits, x, bpr, &inv, out, &mut xc, &mut cc);
-                for (r, &(sumsq, _)) in stats.iter().enumerate() {
-                    let blocks = r * bpr..(r + 1) * bpr;
-                    let xc_r: f64 = xc[blocks.clone()].iter().map(|&v| f64::from(v)).sum();
-                    let cc_r: f64 = cc[blocks].iter().map(|&v| f64::from(v)).sum();
+                let per_row = xc.chunks_exact(bpr).zip(cc.chunks_exact(bpr)).zip(&stats);
+                for (r, ((xc_r, cc_r), &(sumsq, _))) in per_row.enumerate() {
+                    let (xc_r, cc_r) = row_sums(xc_r, cc_r);
                     // <x, c> in the units of x.
                     let xc_r = xc_r * f64::from(dec[r]);
                     let fit = if cc_r > 0.0 && xc_r > 0.0 { (xc_r / cc_r) as f32 } else { 0.0 };

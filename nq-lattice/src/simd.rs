@@ -172,6 +172,20 @@ mod x86 {
             unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), index) }
         }
         #[inline(always)]
+        fn lookup(self, table: &[f32; 16]) -> Self {
+            // SAFETY: both halves of `table` are 8 elements; unaligned loads. Features:
+            // invariant.
+            let (lo, hi) =
+                unsafe { (_mm256_loadu_ps(table.as_ptr()), _mm256_loadu_ps(table[8..].as_ptr())) };
+            avx!({
+                let i = _mm256_cvttps_epi32(self.0);
+                let a = _mm256_permutevar8x32_ps(lo, i);
+                let b = _mm256_permutevar8x32_ps(hi, i);
+                // Bit 3 of the index (moved to the sign bit) picks the upper half.
+                F32x8(_mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32::<28>(i))))
+            })
+        }
+        #[inline(always)]
         fn load(x: &[f32]) -> Self {
             let x = &x[..8];
             // SAFETY: `x` has 8 elements (sliced above); unaligned load. Features: invariant.
@@ -345,6 +359,12 @@ mod x86 {
             let index = avx!(_mm512_or_si512(id, hi));
             // SAFETY: `out` has 16 elements (sliced above); unaligned store. Features: invariant.
             unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), index) }
+        }
+        #[inline(always)]
+        fn lookup(self, table: &[f32; 16]) -> Self {
+            // SAFETY: `table` has 16 elements; unaligned load. Features: invariant.
+            let t = unsafe { _mm512_loadu_ps(table.as_ptr()) };
+            F32x16(avx!(_mm512_permutexvar_ps(_mm512_cvttps_epi32(self.0), t)))
         }
         #[inline(always)]
         fn load(x: &[f32]) -> Self {

@@ -2,5 +2,6 @@
 
 mod common;
 mod errors;
+mod golden;
 mod oracle;
 mod prop;

@@ -35,12 +35,7 @@ pub(super) fn compress(layer: &mut CpuLayer, job: &CompressJob<'_>) -> Result<()
                 let pos: Vec<u32> = idx.iter().map(|&i| job.positions[i as usize]).collect();
                 rope.invert(&mut rows, &pos)?;
             }
-            if job.steps.center {
-                center(head, part, &mut rows, d);
-            }
-            if part == Part::Keys {
-                smooth(head, squares, &mut rows, d);
-            }
+            center_and_smooth(head, part, job.steps.center, squares, &mut rows, d);
             let (codec, rot) = match part {
                 Part::Keys => (&layer.keys, &layer.spec.key_rot),
                 Part::Values => (&layer.values, &layer.spec.value_rot),
@@ -71,38 +66,70 @@ fn gather(head: &HeadImage, part: Part, start: usize, idx: &[u32], d: usize, row
     }
 }
 
-/// Step 3: subtract the head's mean, computed from the first rows it compresses.
-fn center(head: &mut HeadImage, part: Part, rows: &mut [f32], d: usize) {
+/// Steps 3 and 4: subtract the head's mean (if `center`), then, for keys, multiply by the
+/// head's smoothing factor, if it has one. The mean is computed from the first rows the head
+/// compresses; the smoothing factor (when smoothing is on) from the queries' sums of squares
+/// and the first (centered) keys. Each value becomes `(x - mean) * factor`, the two
+/// operations of the two steps in their order, fused into one pass once both are known.
+fn center_and_smooth(
+    head: &mut HeadImage,
+    part: Part,
+    center: bool,
+    query_squares: Option<&[f64]>,
+    rows: &mut [f32],
+    d: usize,
+) {
     if rows.is_empty() {
         return;
     }
-    let mean = match part {
-        Part::Keys => &mut head.k_mean,
-        Part::Values => &mut head.v_mean,
+    let (mean, smooth) = match part {
+        Part::Keys => (&mut head.k_mean, Some(&mut head.k_smooth)),
+        Part::Values => (&mut head.v_mean, None),
     };
-    if mean.is_empty() {
-        let (sum, _) = prep::column_sums(rows, d);
-        *mean = prep::column_mean_from_sums(&sum, rows.len() / d);
+    if center && mean.is_empty() {
+        *mean = prep::column_mean_from_sums(&prep::column_sum(rows, d), rows.len() / d);
     }
-    for row in rows.chunks_exact_mut(d) {
-        row.iter_mut().zip(mean.iter()).for_each(|(x, m)| *x -= m);
+    let mean: &[f32] = if center { mean } else { &[] };
+    let Some(smooth) = smooth else {
+        subtract(rows, mean, d);
+        return;
+    };
+    if let Some(query_squares) = query_squares
+        && smooth.is_empty()
+    {
+        // The factor needs the centered keys' sums of squares: center first, measure, scale.
+        subtract(rows, mean, d);
+        *smooth = prep::key_smoothing_from_sums(query_squares, &prep::column_squares(rows, d));
+        scale(rows, smooth, d);
+        return;
+    }
+    match (mean.is_empty(), smooth.is_empty()) {
+        (_, true) => subtract(rows, mean, d),
+        (true, false) => scale(rows, smooth, d),
+        (false, false) => {
+            for row in rows.chunks_exact_mut(d) {
+                for ((x, m), s) in row.iter_mut().zip(mean).zip(smooth.iter()) {
+                    *x = (*x - m) * s;
+                }
+            }
+        }
     }
 }
 
-/// Step 4 (keys): multiply by the head's smoothing factor, if it has one; computed from the
-/// queries' sums of squares (when smoothing is on) and the first rows the head compresses.
-fn smooth(head: &mut HeadImage, query_squares: Option<&[f64]>, rows: &mut [f32], d: usize) {
-    if let Some(query_squares) = query_squares
-        && head.k_smooth.is_empty()
-        && !rows.is_empty()
-    {
-        let (_, key_squares) = prep::column_sums(rows, d);
-        head.k_smooth = prep::key_smoothing_from_sums(query_squares, &key_squares);
+/// `row -= mean` for every row (nothing if `mean` is empty).
+fn subtract(rows: &mut [f32], mean: &[f32], d: usize) {
+    if mean.is_empty() {
+        return;
     }
-    if !head.k_smooth.is_empty() {
-        for row in rows.chunks_exact_mut(d) {
-            row.iter_mut().zip(&head.k_smooth).for_each(|(x, s)| *x *= s);
-        }
+    for row in rows.chunks_exact_mut(d) {
+        row.iter_mut().zip(mean).for_each(|(x, m)| *x -= m);
+    }
+}
+
+/// `row *= factor` for every row.
+fn scale(rows: &mut [f32], factor: &[f32], d: usize) {
+    for row in rows.chunks_exact_mut(d) {
+        row.iter_mut().zip(factor).for_each(|(x, s)| *x *= s);
     }
 }
 
