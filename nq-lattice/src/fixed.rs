@@ -120,29 +120,27 @@ pub(crate) fn encode_group<L: Lanes, const BPB: usize>(v: &[L; 8], codes: &mut [
     let first = e8p_indices(&p, up);
     let c1 = e8p::codeword(&p, up);
     if BPB == 2 {
-        for l in 0..L::N {
+        for (out, &f) in codes.chunks_exact_mut(2).zip(&first) {
             #[allow(clippy::cast_possible_truncation)]
-            let code = (first[l] as u16).to_le_bytes();
-            codes[2 * l..2 * l + 2].copy_from_slice(&code);
+            out.copy_from_slice(&(f as u16).to_le_bytes());
         }
         c1
     } else if BPB == 3 {
         let r = residual(v, &c1, 2.0);
         let (w, _, k) = e81b::nearest(&r);
         let k = lanes_of(k);
-        for l in 0..L::N {
+        for ((out, &f), &k) in codes.chunks_exact_mut(3).zip(&first).zip(&k) {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let code = (first[l] | (k[l] as u32) << 16).to_le_bytes();
-            codes[3 * l..3 * l + 3].copy_from_slice(&code[..3]);
+            let code = (f | (k as u32) << 16).to_le_bytes();
+            out.copy_from_slice(&code[..3]);
         }
         add_scaled(&c1, &w, 0.5)
     } else {
         let r = residual(v, &c1, 4.0);
         let (p2, up2, _) = e8p::nearest(&r);
         let second = e8p_indices(&p2, up2);
-        for l in 0..L::N {
-            let code = (first[l] | second[l] << 16).to_le_bytes();
-            codes[4 * l..4 * l + 4].copy_from_slice(&code);
+        for ((out, &f), &s) in codes.chunks_exact_mut(4).zip(&first).zip(&second) {
+            out.copy_from_slice(&(f | s << 16).to_le_bytes());
         }
         add_scaled(&c1, &e8p::codeword(&p2, up2), 0.25)
     }
