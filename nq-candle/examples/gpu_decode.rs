@@ -3,6 +3,8 @@
 //!
 //! `gpu_decode [--device cuda|cpu] [--shape llama8b|smollm2|tiny] [--weights f16,q4_0]
 //! [--batch 1,8] [--contexts 8192,32768,131072] [--caches dense,high,balanced,max] [--steps N]`
+//! (a cache `PRESET@host` sends every step through the host, as before the in-place GPU
+//! path, for comparison)
 //! (the GPU needs the `cuda` feature: `cargo xtask build-cuda` builds it; `--device cpu --shape
 //! tiny` is a smoke test without it). Prints a JSON array of records (bench `gpu_decode`).
 //!
@@ -13,7 +15,8 @@
 //! compresses as after a prompt. Decode then runs `steps` greedy tokens through the whole
 //! model (one warm-up step not timed); `attend_share` is the share of a step spent in the
 //! cache's attention calls, from a second pass that synchronizes the device around each
-//! call. `fits_tokens` is how many tokens of this cache the free device memory left after
+//! call (for a batch of compressed caches on the GPU, which the timed pass attends in one
+//! launch, the timing pass calls them one by one: `attend_share_of` says so). `fits_tokens` is how many tokens of this cache the free device memory left after
 //! the fill would hold on top of the context (free bytes / resident bytes per token).
 //! A batch of B sequences decodes one token of each per step (`Model::forward_batch_last`:
 //! the weights read once per step, each sequence attending over its own cache); `tok_per_s`
@@ -127,11 +130,12 @@ fn compressed_cache(
     device: &Device,
     c: &ModelConfig,
     cfg: CompressionConfig,
+    host_steps: bool,
 ) -> Result<Box<dyn CompressedSlot>> {
     Ok(if device.is_cuda() {
-        Box::new(CompressedKvCache::on_device(device, c, cfg)?)
+        Box::new(CompressedKvCache::on_device(device, c, cfg)?.host_steps(host_steps))
     } else {
-        Box::new(CompressedKvCache::new(c, cfg)?)
+        Box::new(CompressedKvCache::new(c, cfg)?.host_steps(host_steps))
     })
 }
 
@@ -140,8 +144,9 @@ fn compressed_cache(
     _: &Device,
     c: &ModelConfig,
     cfg: CompressionConfig,
+    host_steps: bool,
 ) -> Result<Box<dyn CompressedSlot>> {
-    Ok(Box::new(CompressedKvCache::new(c, cfg)?))
+    Ok(Box::new(CompressedKvCache::new(c, cfg)?.host_steps(host_steps)))
 }
 
 /// A synthetic context for one layer of a compressed cache: rows, observation-window queries
@@ -162,7 +167,7 @@ trait CompressedSlot: KvCache {
     fn stats(&self) -> nq_core::CacheStats;
 }
 
-impl<B: nq_core::Backend> CompressedSlot for CompressedKvCache<B> {
+impl<B: nq_candle::CandleBackend> CompressedSlot for CompressedKvCache<B> {
     fn fill(&mut self, layer: usize, ctx: &SyntheticContext<'_>) -> Result<()> {
         let inner = self.inner_mut();
         let recent = &ctx.positions[ctx.positions.len() - ctx.window..];
@@ -182,6 +187,11 @@ impl<B: nq_core::Backend> CompressedSlot for CompressedKvCache<B> {
 }
 
 impl KvCache for Box<dyn CompressedSlot> {
+    #[cfg(feature = "cuda")]
+    fn as_cuda(&mut self) -> Option<&mut nq_core::CompressedCache<nq_cuda::CudaBackend>> {
+        (**self).as_cuda()
+    }
+
     fn attend_with(
         &mut self,
         layer: usize,
@@ -270,6 +280,7 @@ impl Run<'_> {
     fn compressed(
         &self,
         preset: Preset,
+        host_steps: bool,
         context: usize,
         rows: &(Vec<f32>, Vec<f32>),
     ) -> Result<Value> {
@@ -283,7 +294,7 @@ impl Run<'_> {
         let (mut fill, mut compress) = (0.0, 0.0);
         let mut caches = Vec::with_capacity(self.batch);
         for _ in 0..self.batch {
-            let mut cache = compressed_cache(dev, c, cfg)?;
+            let mut cache = compressed_cache(dev, c, cfg, host_steps)?;
             let started = Instant::now();
             let ctx = SyntheticContext {
                 k: &rows.0[..n],
@@ -311,7 +322,14 @@ impl Run<'_> {
         let share = attention_share(self.model, &mut caches, context + self.steps + 1, self.steps)?;
         let bytes: usize = caches.iter().map(|c| c.stats().resident_bytes).sum();
         let seen: usize = caches.iter().map(|c| c.stats().tokens_seen).sum();
-        let mut r = self.record(preset.name(), context, sec, share, bytes, seen);
+        let name =
+            if host_steps { format!("{}@host", preset.name()) } else { preset.name().into() };
+        let mut r = self.record(&name, context, sec, share, bytes, seen);
+        if self.batch > 1 && dev.is_cuda() && !host_steps {
+            // The timed decode attends the batch in one launch; the timing pass cannot see
+            // inside it, so its share comes from one call per sequence (an upper bound).
+            r["attend_share_of"] = json!("one call per sequence");
+        }
         let per_token = bytes as f64 / seen.max(1) as f64;
         r["fits_tokens"] = json!(context + (free as f64 / per_token / self.batch as f64) as usize);
         r["fill_s"] = json!(fill);
@@ -377,7 +395,12 @@ fn main() -> Result<()> {
             for cache in &caches {
                 let r = match cache.as_str() {
                     "dense" => run.dense(context),
-                    p => run.compressed(p.parse()?, context, &rows),
+                    // PRESET@host: every step through the host, as before the in-place path.
+                    p => match p.split_once('@') {
+                        Some((p, "host")) => run.compressed(p.parse()?, true, context, &rows),
+                        Some(_) => bail!("--caches: `{p}` (PRESET or PRESET@host)"),
+                        None => run.compressed(p.parse()?, false, context, &rows),
+                    },
                 };
                 let mut r = match r {
                     Ok(r) => r,

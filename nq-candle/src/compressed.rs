@@ -15,12 +15,17 @@ use crate::model::ModelConfig;
 /// then evicts and quantizes; later calls compress blocks of decoded tokens as they leave the
 /// recent window. Every call after the first attends over the compressed form in place.
 ///
-/// Each call hands the backend the new tokens' keys and values and the queries as host f32
-/// slices (`nq_core::Backend` takes host slices; eviction scoring reads the queries on the
-/// host): a few kilobytes per layer and decoded token, never the cache.
+/// How the tensors reach the storage depends on the backend ([`CandleBackend`]): in host
+/// memory they are copied to f32 slices; on a GPU, decode steps after the prompt's
+/// compression hand the backend the tensors' device memory in place
+/// (`Backend::append_rows`/`attend_rows`), so a step never waits for the host. The prompt's
+/// chunks still pass through the host while eviction scoring keeps their queries.
 #[derive(Debug)]
 pub struct CompressedKvCache<B: Backend = CpuBackend> {
     inner: CompressedCache<B>,
+    /// Every step through the host path, even where the backend could read the tensors in
+    /// place ([`host_steps`](CompressedKvCache::host_steps)).
+    host_steps: bool,
 }
 
 impl<B: Backend> Clone for CompressedKvCache<B>
@@ -28,7 +33,7 @@ where
     B::Layer: Clone,
 {
     fn clone(&self) -> Self {
-        CompressedKvCache { inner: self.inner.clone() }
+        CompressedKvCache { inner: self.inner.clone(), host_steps: self.host_steps }
     }
 }
 
@@ -125,12 +130,21 @@ impl<B: Backend> CompressedKvCache<B> {
         let rope = if cfg.remove_rope { Some(rope_of(config)?) } else { None };
         let inner = CompressedCache::with_backend(backend, kv_shape(config), cfg, rope)
             .map_err(candle_core::Error::wrap)?;
-        Ok(CompressedKvCache { inner })
+        Ok(CompressedKvCache { inner, host_steps: false })
     }
 
     /// Wrap an `nq-core` cache.
     pub fn from_inner(inner: CompressedCache<B>) -> Self {
-        CompressedKvCache { inner }
+        CompressedKvCache { inner, host_steps: false }
+    }
+
+    /// Send every step's tensors through the host (`Backend::append`/`attend` on host
+    /// slices), as before the in-place GPU path: the same results, for measuring what the
+    /// in-place path saves.
+    #[must_use]
+    pub fn host_steps(mut self, on: bool) -> Self {
+        self.host_steps = on;
+        self
     }
 
     /// The `nq-core` cache.
@@ -158,6 +172,7 @@ impl<B: Backend> CompressedKvCache<B> {
     pub fn reconfigured(&self, cfg: CompressionConfig) -> candle_core::Result<Self> {
         Ok(CompressedKvCache {
             inner: self.inner.reconfigured(cfg).map_err(candle_core::Error::wrap)?,
+            host_steps: self.host_steps,
         })
     }
 
@@ -167,11 +182,63 @@ impl<B: Backend> CompressedKvCache<B> {
     }
 }
 
+/// A [`Backend`] the candle cache can drive: how a decode step's tensors reach its storage.
+///
+/// The default takes the host path (every backend can: `Backend::append` and `attend` take
+/// host slices). A backend whose memory candle's tensors already live in overrides
+/// [`decode_in_place`](Self::decode_in_place), as `nq_cuda::CudaBackend` does with the
+/// `cuda` feature.
+pub trait CandleBackend: Backend {
+    /// Append the new rows of `caches` (one sequence each) and attend over them, reading the
+    /// tensors where they are: `q` is `[q_heads, n, d]`, `k` and `v` `[kv_heads, n, d]`, the
+    /// `n = B * t` rows sequence by sequence, post-RoPE and already scaled for nq-core's
+    /// `1 / sqrt(d)`. Returns `[q_heads, n, d]`, or `None` when the step must take the host
+    /// path (this backend cannot read the tensors, or a cache still observes queries).
+    ///
+    /// # Errors
+    /// Backend failures, shapes that disagree.
+    fn decode_in_place(
+        caches: &mut [&mut CompressedCache<Self>],
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        positions: &[u32],
+        window: Option<usize>,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let _ = (caches, layer, q, k, v, positions, window);
+        Ok(None)
+    }
+
+    /// The cache as one on nq-cuda's backend, so a batch of sequences whose caches all are
+    /// attends in one launch ([`Model::forward_batch_last`](crate::Model::forward_batch_last)).
+    #[cfg(feature = "cuda")]
+    fn as_cuda(
+        cache: &mut CompressedCache<Self>,
+    ) -> Option<&mut CompressedCache<nq_cuda::CudaBackend>> {
+        let _ = cache;
+        None
+    }
+}
+
+impl CandleBackend for CpuBackend {}
+
+/// nq-core scores with `1 / sqrt(d)`: `q` with any other `spec.scale` folded in.
+fn fold_scale(q: &Tensor, spec: &AttnSpec, d: usize) -> candle_core::Result<Tensor> {
+    let factor = f64::from(spec.scale) * (d as f64).sqrt();
+    if (factor - 1.0).abs() > 1e-7 { q.affine(factor, 0.0) } else { Ok(q.clone()) }
+}
+
 fn to_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()
 }
 
-impl<B: Backend> KvCache for CompressedKvCache<B> {
+impl<B: CandleBackend> KvCache for CompressedKvCache<B> {
+    #[cfg(feature = "cuda")]
+    fn as_cuda(&mut self) -> Option<&mut CompressedCache<nq_cuda::CudaBackend>> {
+        if self.host_steps { None } else { B::as_cuda(&mut self.inner) }
+    }
+
     fn attend_with(
         &mut self,
         layer: usize,
@@ -188,9 +255,13 @@ impl<B: Backend> KvCache for CompressedKvCache<B> {
         }
         let (hq, t, d) = q.dims3()?;
         let wrap = candle_core::Error::wrap;
-        // nq-core scores with 1/sqrt(d): fold any other scale into the queries.
-        let factor = f64::from(spec.scale) * (d as f64).sqrt();
-        let q = if (factor - 1.0).abs() > 1e-7 { q.affine(factor, 0.0)? } else { q.clone() };
+        let q = fold_scale(q, spec, d)?;
+        if !self.host_steps
+            && let Some(out) =
+                B::decode_in_place(&mut [&mut self.inner], layer, &q, k, v, positions, spec.window)?
+        {
+            return Ok(out);
+        }
         // One copy to the host for the three (a GPU model: one synchronization, not three).
         let mut qkv =
             to_vec(&Tensor::cat(&[q.flatten_all()?, k.flatten_all()?, v.flatten_all()?], 0)?)?;
@@ -217,4 +288,35 @@ impl<B: Backend> KvCache for CompressedKvCache<B> {
         self.inner.attend(layer, &qv, positions, spec.window, &mut out).map_err(wrap)?;
         Tensor::from_vec(out, (hq, t, d), q.device())
     }
+}
+
+/// One decode row per sequence of `caches`, attended in one launch when every cache is a
+/// compressed cache on the GPU past its prompt's compression; `None` otherwise (the caller
+/// takes them one by one).
+///
+/// # Errors
+/// A soft cap (which the compressed cache refuses), backend failures.
+#[cfg(feature = "cuda")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn batch_on_device(
+    caches: &mut [&mut dyn KvCache],
+    layer: usize,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    positions: &[u32],
+    spec: &AttnSpec,
+) -> candle_core::Result<Option<Tensor>> {
+    if spec.softcap.is_some() {
+        return Ok(None);
+    }
+    let mut gpu = Vec::with_capacity(caches.len());
+    for cache in caches.iter_mut() {
+        match cache.as_cuda() {
+            Some(c) => gpu.push(c),
+            None => return Ok(None),
+        }
+    }
+    let q = fold_scale(q, spec, q.dim(2)?)?;
+    nq_cuda::CudaBackend::decode_in_place(&mut gpu, layer, &q, k, v, positions, spec.window)
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 use candle_core::{D, DType, Device, Tensor};
 use nq_core::{Backend, CacheStats, CompressionConfig, CpuBackend, Preset};
 
-use crate::compressed::CompressedKvCache;
+use crate::compressed::{CandleBackend, CompressedKvCache};
 use crate::model::Model;
 use crate::tokenizer::GgufTokenizer;
 use crate::{Error, Result};
@@ -185,7 +185,7 @@ impl Generator {
     }
 }
 
-impl<B: Backend> Generator<B> {
+impl<B: CandleBackend> Generator<B> {
     /// A generator whose caches keep their storage in `backend`.
     pub fn with_backend(
         model: Model,

@@ -78,6 +78,13 @@ pub trait KvCache {
         spec: &AttnSpec,
     ) -> candle_core::Result<Tensor>;
 
+    /// This cache as a compressed cache on nq-cuda's backend, so that a batch of sequences
+    /// whose caches all are attends in one launch; `None` (the default) for any other.
+    #[cfg(feature = "cuda")]
+    fn as_cuda(&mut self) -> Option<&mut nq_core::CompressedCache<nq_cuda::CudaBackend>> {
+        None
+    }
+
     /// [`attend_with`](KvCache::attend_with) with [`AttnSpec::standard`]: scale
     /// `1 / sqrt(head_dim)`, no window, no soft cap.
     ///

@@ -30,6 +30,8 @@
 
 pub mod archive;
 pub mod compressed;
+#[cfg(feature = "cuda")]
+mod device;
 mod error;
 pub mod eval;
 pub mod fetch;
@@ -39,9 +41,9 @@ pub mod model;
 pub mod needle;
 pub mod tokenizer;
 
-pub use compressed::CompressedKvCache;
 #[cfg(feature = "cuda")]
 pub use compressed::cuda_backend;
+pub use compressed::{CandleBackend, CompressedKvCache};
 pub use error::{Error, Result};
 pub use generate::{Generation, Generator, Prefill, SamplingOptions, StopReason};
 pub use kv::{AttendShape, AttnSpec, DenseCache, KvCache};

@@ -62,6 +62,47 @@ pub trait Backend: Clone + std::fmt::Debug + Send + Sync {
         out: &mut [f32],
     ) -> Result<()>;
 
+    /// f32 values in the memory the backend computes in, read in place by
+    /// [`append_rows`](Self::append_rows) and [`attend_rows`](Self::attend_rows): `[f32]` in
+    /// host memory on the CPU, device memory on a GPU (`nq-cuda`: a `CudaView<f32>`), so a
+    /// model whose tensors live there hands over its projections without a trip through the
+    /// host.
+    type Rows<'a>: ?Sized;
+
+    /// Writable f32 values in the backend's memory (the output of
+    /// [`attend_rows`](Self::attend_rows)).
+    type RowsMut<'a>: ?Sized;
+
+    /// [`append`](Self::append) from rows in the backend's memory: `k`, `v` are
+    /// `[kv_heads, t, d]`. The backend checks their lengths.
+    ///
+    /// # Errors
+    /// [`Error::Backend`](crate::Error::Backend) for lengths that disagree with the shape;
+    /// device failures. Nothing is appended on error.
+    fn append_rows(
+        &self,
+        layer: &mut Self::Layer,
+        k: &Self::Rows<'_>,
+        v: &Self::Rows<'_>,
+        positions: &[u32],
+    ) -> Result<()>;
+
+    /// [`attend`](Self::attend) of `B = layers.len()` sequences at once (one layer of each,
+    /// specs equal), with `q` and `out` `[B, q_heads, t, d]` in the backend's memory and
+    /// `queries[i]` describing sequence `i` (every `window`, `rope` and `record_mass` equal).
+    /// A GPU runs the batch in one launch and never synchronizes with the host.
+    ///
+    /// # Errors
+    /// [`Error::Backend`](crate::Error::Backend) for lengths or specs that disagree; device
+    /// failures.
+    fn attend_rows(
+        &self,
+        layers: &mut [&mut Self::Layer],
+        q: &Self::Rows<'_>,
+        queries: &[AttendQuery<'_>],
+        out: &mut Self::RowsMut<'_>,
+    ) -> Result<()>;
+
     /// The dense rows of one head and their attention mass, on the host (eviction scoring
     /// runs on the host: its inputs are the few dense rows and its output a short list).
     ///

@@ -334,23 +334,68 @@ impl<B: Backend> CompressedCache<B> {
                 return Err(Error::NonFinite { op: OP, index, value });
             }
         }
-        let lay = &mut self.layers[layer];
-        let mut last = lay.dense_pos.last().copied();
+        self.check_positions(OP, layer, positions)?;
+        self.backend.append(&mut self.layers[layer].store, k, v, positions)?;
+        self.record_append(layer, positions);
+        Ok(())
+    }
+
+    /// [`append`](Self::append) from rows in the backend's memory (device memory on a GPU:
+    /// a model's key and value projections, without a trip through the host). The backend
+    /// checks the lengths; finiteness is checked where the rows are, by the backend (on a
+    /// GPU, at the next compression).
+    ///
+    /// # Errors
+    /// [`Error::Layer`], [`Error::Position`], or the backend's errors (nothing is appended
+    /// then).
+    pub fn append_rows(
+        &mut self,
+        layer: usize,
+        k: &B::Rows<'_>,
+        v: &B::Rows<'_>,
+        positions: &[u32],
+    ) -> Result<()> {
+        const OP: &str = "CompressedCache::append_rows";
+        self.layer_index(OP, layer)?;
+        self.check_positions(OP, layer, positions)?;
+        self.backend.append_rows(&mut self.layers[layer].store, k, v, positions)?;
+        self.record_append(layer, positions);
+        Ok(())
+    }
+
+    /// `positions` strictly ascend past every position `layer` holds.
+    fn check_positions(&self, op: &'static str, layer: usize, positions: &[u32]) -> Result<()> {
+        let mut last = self.layers[layer].dense_pos.last().copied();
         for &p in positions {
             if let Some(l) = last
                 && p <= l
             {
-                return Err(Error::Position { op: OP, got: p, last: l });
+                return Err(Error::Position { op, got: p, last: l });
             }
             last = Some(p);
         }
-        self.backend.append(&mut lay.store, k, v, positions)?;
+        Ok(())
+    }
+
+    /// The bookkeeping of an append the backend has done.
+    fn record_append(&mut self, layer: usize, positions: &[u32]) {
+        let t = positions.len();
+        let lay = &mut self.layers[layer];
         lay.dense_pos.extend_from_slice(positions);
         lay.window_mass = None;
         let new_sinks = self.cfg.evict.sinks.saturating_sub(lay.seen).min(t);
         lay.sinks += new_sinks;
         lay.seen += t;
-        Ok(())
+    }
+
+    /// Whether [`observe_queries`](Self::observe_queries) still keeps the queries of
+    /// `layer` (until its prompt is compressed): a caller whose queries live on a device
+    /// passes them through the host only while this holds.
+    ///
+    /// # Panics
+    /// If `layer` is out of range.
+    pub fn observes_queries(&self, layer: usize) -> bool {
+        !self.layers[layer].compressed_once
     }
 
     /// Remember the last queries of `layer` (`[q_heads, t, head_dim]`, post-RoPE) for scoring.
@@ -601,6 +646,58 @@ impl<B: Backend> CompressedCache<B> {
             record_mass: true,
         };
         self.backend.attend(&mut lay.store, q, &query, out)
+    }
+
+    /// [`attend`](Self::attend) for `B = caches.len()` sequences at once, each over its own
+    /// cache, with `q` and `out` `[B, q_heads, t, head_dim]` in the backend's memory and
+    /// `positions` the `B * t` positions, sequence by sequence. The caches share one
+    /// backend (the first one's runs the call) and one configuration; a GPU attends the
+    /// whole batch in one launch, without synchronizing with the host.
+    ///
+    /// # Errors
+    /// [`Error::Len`] without caches or with `positions` not `B * t`, [`Error::Config`]
+    /// for caches of different shapes or configurations, [`Error::Layer`], or the
+    /// backend's errors.
+    pub fn attend_rows(
+        caches: &mut [&mut Self],
+        layer: usize,
+        q: &B::Rows<'_>,
+        positions: &[u32],
+        window: Option<usize>,
+        out: &mut B::RowsMut<'_>,
+    ) -> Result<()> {
+        const OP: &str = "CompressedCache::attend_rows";
+        let Some(first) = caches.first() else {
+            return Err(Error::Len { op: OP, what: "caches", got: 0, expected: 1 });
+        };
+        let (shape, cfg, backend) = (first.shape, first.cfg, first.backend.clone());
+        first.layer_index(OP, layer)?;
+        if let Some(other) = caches.iter().find(|c| c.shape != shape || c.cfg != cfg) {
+            let value = format!("{:?} / {:?} in one batch with {shape:?}", other.shape, other.cfg);
+            return Err(Error::Config { field: "attend_rows", value });
+        }
+        let b = caches.len();
+        if !positions.len().is_multiple_of(b) || positions.is_empty() {
+            let (got, expected) = (positions.len(), b * positions.len().div_ceil(b).max(1));
+            return Err(Error::Len { op: OP, what: "positions", got, expected });
+        }
+        let t = positions.len() / b;
+        let window = window.map(|w| u32::try_from(w).unwrap_or(u32::MAX));
+        let rope = if cfg.remove_rope { first.rope.clone() } else { None };
+        let mut layers = Vec::with_capacity(b);
+        let mut queries = Vec::with_capacity(b);
+        for (cache, positions) in caches.iter_mut().zip(positions.chunks(t)) {
+            let lay = &mut cache.layers[layer];
+            layers.push(&mut lay.store);
+            queries.push(AttendQuery {
+                positions,
+                dense_pos: &lay.dense_pos,
+                window,
+                rope: rope.as_ref(),
+                record_mass: true,
+            });
+        }
+        backend.attend_rows(&mut layers, q, &queries, out)
     }
 
     /// What the cache holds, measured from its buffers' lengths.

@@ -338,3 +338,82 @@ fn key_smoothing_survives_a_prompt_of_only_sinks_and_recent_tokens() {
     assert_eq!(cache.stats().resident_bytes, before);
     assert!(before < s.fp16_bytes, "{s:?}");
 }
+
+#[test]
+fn batched_rows_path_matches_one_cache_at_a_time() {
+    // Two sequences of different lengths decode through `append_rows` + one batched
+    // `attend_rows` call per layer; two copies go through `append` + `attend` one by one.
+    // Outputs and storage must agree bit for bit, across decode-time block compressions.
+    let cfg = Preset::Balanced.config();
+    let (mut a, mut b) = (filled(cfg, 300, 11), filled(cfg, 420, 12));
+    a.compress().unwrap();
+    b.compress().unwrap();
+    let (mut a1, mut b1) = (a.clone(), b.clone());
+    let mut rng = StdRng::seed_from_u64(13);
+    let (d, hq, hkv) = (SHAPE.head_dim, SHAPE.q_heads, SHAPE.kv_heads);
+    for i in 0..cfg.block + 5 {
+        let pos = [300 + i as u32, 420 + i as u32];
+        for layer in 0..SHAPE.layers {
+            let k = gauss(&mut rng, 2 * hkv * d);
+            let v = gauss(&mut rng, 2 * hkv * d);
+            let q = gauss(&mut rng, 2 * hq * d);
+            let (ka, kb) = k.split_at(hkv * d);
+            let (va, vb) = v.split_at(hkv * d);
+            a.append_rows(layer, ka, va, &pos[..1]).unwrap();
+            b.append_rows(layer, kb, vb, &pos[1..]).unwrap();
+            let mut out = vec![0f32; q.len()];
+            CompressedCache::attend_rows(&mut [&mut a, &mut b], layer, &q, &pos, None, &mut out)
+                .unwrap();
+            let (qa, qb) = q.split_at(hq * d);
+            let mut one = vec![0f32; q.len()];
+            a1.append(layer, ka, va, &pos[..1]).unwrap();
+            a1.attend(layer, qa, &pos[..1], None, &mut one[..hq * d]).unwrap();
+            b1.append(layer, kb, vb, &pos[1..]).unwrap();
+            b1.attend(layer, qb, &pos[1..], None, &mut one[hq * d..]).unwrap();
+            assert_eq!(out, one, "step {i}, layer {layer}");
+        }
+        for c in [&mut a, &mut b, &mut a1, &mut b1] {
+            c.compress().unwrap();
+        }
+    }
+    assert_eq!(a.stats(), a1.stats());
+    assert!(a.stats().compressed_slots > 0);
+    for layer in 0..SHAPE.layers {
+        for head in 0..hkv {
+            assert_eq!(a.head(layer, head), a1.head(layer, head));
+            assert_eq!(b.head(layer, head), b1.head(layer, head));
+        }
+    }
+}
+
+#[test]
+fn batched_rows_path_rejects_bad_batches() {
+    let cfg = Preset::Balanced.config();
+    let (mut a, mut b) = (filled(cfg, 100, 1), filled(Preset::Max.config(), 100, 2));
+    let d = SHAPE.head_dim;
+    let q = vec![0.5f32; 2 * SHAPE.q_heads * d];
+    let mut out = vec![0f32; q.len()];
+    let none: &mut [&mut CompressedCache] = &mut [];
+    let e = CompressedCache::attend_rows(none, 0, &q, &[1], None, &mut out).unwrap_err();
+    assert!(matches!(e, nq_core::Error::Len { what: "caches", .. }), "{e}");
+    let e = CompressedCache::attend_rows(&mut [&mut a, &mut b], 0, &q, &[100, 100], None, &mut out)
+        .unwrap_err();
+    assert!(matches!(e, nq_core::Error::Config { .. }), "{e}");
+    let mut a2 = a.clone();
+    let e = CompressedCache::attend_rows(&mut [&mut a, &mut a2], 0, &q, &[100], None, &mut out)
+        .unwrap_err();
+    assert!(matches!(e, nq_core::Error::Len { what: "positions", .. }), "{e}");
+    let e = CompressedCache::attend_rows(
+        &mut [&mut a, &mut a2],
+        0,
+        &q[1..],
+        &[100, 100],
+        None,
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(matches!(e, nq_core::Error::Len { what: "q", .. }), "{e}");
+    let e = a.append_rows(0, &q[..5], &q[..5], &[100]).unwrap_err();
+    assert!(matches!(e, nq_core::Error::Len { what: "k", .. }), "{e}");
+    assert_eq!(a.len(0), 100, "nothing appended on error");
+}

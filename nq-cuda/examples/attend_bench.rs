@@ -236,7 +236,13 @@ fn error_record(gpu: &CudaBackend, device: &str) -> Result<Value> {
     let q_dev = gpu.stream().clone_htod(&q)?;
     let mut out = gpu.stream().clone_htod(&vec![f32::NAN; HQ * D])?;
     let query = BatchQuery { t: 1, positions: &qpos, window: None, record_mass: false };
-    Attender::new().attend(gpu, &mut [&mut layer], &q_dev, &query, &mut out)?;
+    Attender::new().attend(
+        gpu,
+        &mut [&mut layer],
+        &q_dev.slice(..),
+        &query,
+        &mut out.slice_mut(..),
+    )?;
     let got = gpu.stream().clone_dtoh(&out)?;
     let (stored, _) =
         nq_core::reference::stored_attention(&sp, &heads, &dense_pos, &q, &qpos, None, None)?;
@@ -371,7 +377,9 @@ fn main() -> Result<()> {
             let query = BatchQuery { t: 1, positions: &qpos, window: None, record_mass: false };
             let mut att = Attender::new();
             let mut refs: Vec<&mut DeviceLayer> = layers.iter_mut().collect();
-            let us = time_us(&gpu, || Ok(att.attend(&gpu, &mut refs, &q_dev, &query, &mut out)?))?;
+            let us = time_us(&gpu, || {
+                Ok(att.attend(&gpu, &mut refs, &q_dev.slice(..), &query, &mut out.slice_mut(..))?)
+            })?;
             let cudnn = sdpa_us(&sdpa_records, b, l, "cudnn");
             let flash = sdpa_us(&sdpa_records, b, l, "flash");
             let best = match (cudnn, flash) {
@@ -398,7 +406,13 @@ fn main() -> Result<()> {
                 for tuning in tunings {
                     att.tuning = tuning;
                     let us_t = time_us(&gpu, || {
-                        Ok(att.attend(&gpu, &mut refs, &q_dev, &query, &mut out)?)
+                        Ok(att.attend(
+                            &gpu,
+                            &mut refs,
+                            &q_dev.slice(..),
+                            &query,
+                            &mut out.slice_mut(..),
+                        )?)
                     })?;
                     eprintln!("    tuning {tuning:?}: {us_t:.1} us");
                     records.push(json!({

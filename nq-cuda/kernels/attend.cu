@@ -76,21 +76,25 @@ __device__ __forceinline__ float ex2(float x)
 }
 
 // f32 -> f16 rows of the dense window: src [heads, rows, d] into dst at
-// dst[h * head_stride + offset + i] (i < rows * d).
+// dst[h * head_stride + offset + i] (i < rows * d). The index of the first non-finite
+// input lowers *bad (atomicMin; the host reads it before the next compression).
 extern "C" __global__ void f32_to_f16_rows(
     const float* __restrict__ src,
     u16* __restrict__ dst,
     long long per_head,
     int heads,
     long long head_stride,
-    long long offset)
+    long long offset,
+    unsigned long long* __restrict__ bad)
 {
     const long long total = per_head * heads;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
         const long long h = i / per_head;
         const long long k = i - h * per_head;
-        dst[h * head_stride + offset + k] = f32_to_f16(src[i]);
+        const float x = src[i];
+        if (!isfinite(x)) atomicMin(bad, (unsigned long long)i);
+        dst[h * head_stride + offset + k] = f32_to_f16(x);
     }
 }
 

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 #[cfg(test)]
 use half::f16;
 use nq_core::{LayerSpec, Storage};
@@ -417,9 +417,9 @@ impl Attender {
         &mut self,
         gpu: &CudaBackend,
         layers: &mut [&mut DeviceLayer],
-        q: &CudaSlice<f32>,
+        q: &CudaView<'_, f32>,
         query: &BatchQuery<'_>,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaViewMut<'_, f32>,
     ) -> Result<()> {
         const OP: &str = "Attender::attend";
         let Shape { d, hkv, group, kb, vb } = check_batch(layers)?;

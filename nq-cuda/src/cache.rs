@@ -10,6 +10,12 @@
 //!   arithmetic of `nq_core::prep`, once per head);
 //! - `attend`: the fused decode attention ([`Attender`]); the query goes up and the output
 //!   comes back (`q_heads * t * d` values each), never the cache.
+//! - `append_rows` / `attend_rows` (`Backend::Rows` is a `CudaView<f32>`): the same from
+//!   rows already in device memory, such as a GPU model's projections, with a batch of
+//!   sequences attended in one launch. Nothing is copied to the host and nothing waits for
+//!   the device (the step's positions and the kernel's descriptor table go up, a few hundred
+//!   bytes). The store kernel records the first non-finite value it converts; the next
+//!   compression or export reads that word and fails with [`CudaError::NonFinite`].
 //!
 //! Not on the device: attention over keys stored RoPE-free (`remove_rope`, which no preset
 //! uses) returns [`CudaError::Unsupported`]. Such a key's score is `q . RoPE_p(k)`, so the
@@ -25,7 +31,7 @@
 
 use std::borrow::Cow;
 
-use cudarc::driver::{CudaSlice, CudaView};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 use half::f16;
 use nq_core::{
     AttendQuery, Backend, ByteBreakdown, CompressJob, DenseRows, Error, HeadImage, LayerSpec,
@@ -217,6 +223,16 @@ fn set_mean(
     Ok(())
 }
 
+/// Attention over keys stored RoPE-free is not on the device (see the module docs).
+fn rope_free_unsupported(op: &'static str) -> CudaError {
+    CudaError::Unsupported {
+        op,
+        what: "attention over keys stored RoPE-free (remove_rope): the fused kernel rotates \
+               the query once, these keys need it rotated per key position"
+            .into(),
+    }
+}
+
 /// Which of a head's vectors an encoder pass applies.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Which {
@@ -292,6 +308,7 @@ impl Backend for CudaBackend {
         if job.count == 0 {
             return Ok(());
         }
+        layer.store.check_finite("CudaBackend::compress").map_err(core("CudaBackend::compress"))?;
         for head in 0..layer.store.spec().kv_heads {
             self.compress_head(layer, job, head)?;
         }
@@ -308,12 +325,7 @@ impl Backend for CudaBackend {
         const OP: &str = "CudaBackend::attend";
         let err = core(OP);
         if query.rope.is_some() {
-            return Err(err(CudaError::Unsupported {
-                op: OP,
-                what: "attention over keys stored RoPE-free (remove_rope): the fused kernel \
-                       rotates the query once, these keys need it rotated per key position"
-                    .into(),
-            }));
+            return Err(err(rope_free_unsupported(OP)));
         }
         let batch = BatchQuery {
             t: query.positions.len(),
@@ -325,9 +337,85 @@ impl Backend for CudaBackend {
         let mut out_dev = self.stream.alloc_zeros::<f32>(out.len()).map_err(|e| err(e.into()))?;
         layer
             .attender
-            .attend(self, &mut [&mut layer.store], &q_dev, &batch, &mut out_dev)
+            .attend(
+                self,
+                &mut [&mut layer.store],
+                &q_dev.slice(..),
+                &batch,
+                &mut out_dev.slice_mut(..),
+            )
             .map_err(&err)?;
         self.stream.memcpy_dtoh(&out_dev, out).map_err(|e| err(e.into()))
+    }
+
+    type Rows<'a> = CudaView<'a, f32>;
+    type RowsMut<'a> = CudaViewMut<'a, f32>;
+
+    fn append_rows(
+        &self,
+        layer: &mut CudaLayer,
+        k: &CudaView<'_, f32>,
+        v: &CudaView<'_, f32>,
+        positions: &[u32],
+    ) -> nq_core::Result<()> {
+        layer
+            .store
+            .append_dense_device(self, k, v, positions)
+            .map_err(core("CudaBackend::append_rows"))
+    }
+
+    fn attend_rows(
+        &self,
+        layers: &mut [&mut CudaLayer],
+        q: &CudaView<'_, f32>,
+        queries: &[AttendQuery<'_>],
+        out: &mut CudaViewMut<'_, f32>,
+    ) -> nq_core::Result<()> {
+        const OP: &str = "CudaBackend::attend_rows";
+        let err = core(OP);
+        let Some(first) = queries.first() else {
+            return Err(err(CudaError::Len { op: OP, what: "queries", got: 0, expected: 1 }));
+        };
+        if queries.len() != layers.len() {
+            let (got, expected) = (queries.len(), layers.len());
+            return Err(err(CudaError::Len { op: OP, what: "queries", got, expected }));
+        }
+        if first.rope.is_some() {
+            return Err(err(rope_free_unsupported(OP)));
+        }
+        let t = first.positions.len();
+        if let Some(odd) = queries.iter().find(|x| {
+            x.positions.len() != t || x.window != first.window || x.record_mass != first.record_mass
+        }) {
+            return Err(err(CudaError::Unsupported {
+                op: OP,
+                what: format!(
+                    "one batch of different queries: {} rows, window {:?}, mass {} against {t}, \
+                     {:?}, {}",
+                    odd.positions.len(),
+                    odd.window,
+                    odd.record_mass,
+                    first.window,
+                    first.record_mass
+                ),
+            }));
+        }
+        let positions: Vec<u32> =
+            queries.iter().flat_map(|x| x.positions.iter().copied()).collect();
+        let batch = BatchQuery {
+            t,
+            positions: &positions,
+            window: first.window,
+            record_mass: first.record_mass,
+        };
+        let Some((head, rest)) = layers.split_first_mut() else {
+            unreachable!("as many layers as queries, at least one");
+        };
+        let CudaLayer { store, attender, .. } = &mut **head;
+        let mut stores: Vec<&mut DeviceLayer> = Vec::with_capacity(1 + rest.len());
+        stores.push(store);
+        stores.extend(rest.iter_mut().map(|l| &mut l.store));
+        attender.attend(self, &mut stores, q, &batch, out).map_err(err)
     }
 
     fn dense_rows<'a>(&self, layer: &'a CudaLayer, head: usize) -> nq_core::Result<DenseRows<'a>> {

@@ -61,6 +61,15 @@ pub enum CudaError {
     /// From `nq-core` (a host image of a layer that does not validate).
     #[error(transparent)]
     Core(#[from] nq_core::Error),
+    /// A value appended from device memory was NaN or infinite (found by the check before
+    /// each compression and export; the rows stay held, so the layer keeps failing them).
+    #[error("{op}: value {index} of an append from device memory is not finite")]
+    NonFinite {
+        /// The operation that found it.
+        op: &'static str,
+        /// Its index in that append's `[kv_heads, t, d]` keys or values.
+        index: u64,
+    },
     /// Positions must be strictly ascending and past the last one held.
     #[error("{op}: position {got} does not come after {last}")]
     Position {

@@ -109,6 +109,10 @@ pub struct DeviceLayer {
     has_k_mean: Vec<bool>,
     has_v_mean: Vec<bool>,
     has_k_smooth: Vec<bool>,
+    /// The element index of the first non-finite value appended from device memory since
+    /// the layer was made, `u64::MAX` when none: a status word, not storage (not counted in
+    /// [`resident_bytes`](Self::resident_bytes)).
+    nonfinite: CudaSlice<u64>,
 }
 
 /// The code rate of an E8 storage, or `Unsupported` for f16 storage.
@@ -200,6 +204,7 @@ impl DeviceLayer {
             has_k_mean: vec![false; h],
             has_v_mean: vec![false; h],
             has_k_smooth: vec![false; h],
+            nonfinite: stream.clone_htod(&[u64::MAX])?,
             stream,
         })
     }
@@ -421,15 +426,17 @@ impl DeviceLayer {
     }
 
     /// [`append_dense`](Self::append_dense) from device buffers `[kv_heads, t, d]` f32 (a
-    /// model's key and value projections), converted to f16 on the device.
+    /// model's key and value projections), converted to f16 on the device, without
+    /// synchronizing with the host. A non-finite value is stored as it is and reported by
+    /// the next [`check_finite`](Self::check_finite).
     ///
     /// # Errors
     /// As [`append_dense`](Self::append_dense); NVRTC compile failure on first use.
     pub fn append_dense_device(
         &mut self,
         gpu: &CudaBackend,
-        k: &CudaSlice<f32>,
-        v: &CudaSlice<f32>,
+        k: &CudaView<'_, f32>,
+        v: &CudaView<'_, f32>,
         positions: &[u32],
     ) -> Result<()> {
         const OP: &str = "DeviceLayer::append_dense_device";
@@ -457,8 +464,10 @@ impl DeviceLayer {
             launch.arg(&heads);
             launch.arg(&head_stride);
             launch.arg(&offset);
+            launch.arg(&mut self.nonfinite);
             // SAFETY: matches `f32_to_f16_rows(const float*, u16*, long long, int, long long,
-            // long long)` in kernels/attend.cu. `src` holds heads * per_head floats (checked
+            // long long, unsigned long long*)` in kernels/attend.cu; `nonfinite` holds the
+            // one word it lowers. `src` holds heads * per_head floats (checked
             // above); the kernel writes dst[h * head_stride + offset + i] for i < per_head,
             // and offset + per_head = (m + t) * d <= dcap * d = head_stride after
             // `start_dense_append` reserved m + t rows, so every write is inside `dst`
@@ -466,6 +475,23 @@ impl DeviceLayer {
             unsafe { launch.launch(cfg) }?;
         }
         self.finish_dense_append(m, positions)
+    }
+
+    /// Fail if a value appended from device memory was not finite (one 8-byte read, which
+    /// waits for the stream). The record stays: the rows are still held, so every later
+    /// check fails too and such a layer is never compressed or exported.
+    ///
+    /// # Errors
+    /// [`CudaError::NonFinite`] with the value's index in its append's `[kv_heads, t, d]`
+    /// buffer (keys or values); driver failures.
+    pub fn check_finite(&self, op: &'static str) -> Result<()> {
+        let [index] = self.stream.clone_dtoh(&self.nonfinite)?[..] else {
+            unreachable!("the status word is one u64");
+        };
+        if index == u64::MAX {
+            return Ok(());
+        }
+        Err(CudaError::NonFinite { op, index })
     }
 
     /// Remove the dense rows `sinks..sinks + count` of every head (after they were
@@ -625,8 +651,9 @@ impl DeviceLayer {
     /// Every head's storage as host buffers, and the dense positions.
     ///
     /// # Errors
-    /// Driver failures.
+    /// [`CudaError::NonFinite`] when a non-finite value was appended; driver failures.
     pub fn export(&self) -> Result<(Vec<HeadImage>, Vec<u32>)> {
+        self.check_finite("DeviceLayer::export")?;
         let (d, m) = (self.spec.head_dim, self.dense_len());
         let s = &self.stream;
         let down = |buf: &CudaSlice<f32>, range: std::ops::Range<usize>| -> Result<Vec<f32>> {

@@ -364,7 +364,7 @@ fn run_case(gpu: &CudaBackend, case: &Case, seed: u64) {
     att.tuning = case.tuning;
     let mut refs: Vec<&mut DeviceLayer> = layers.iter_mut().collect();
     let query = BatchQuery { t: case.t, positions: &q_pos, window: case.window, record_mass: true };
-    att.attend(gpu, &mut refs, &q_dev, &query, &mut out).unwrap();
+    att.attend(gpu, &mut refs, &q_dev.slice(..), &query, &mut out.slice_mut(..)).unwrap();
     let got = gpu.stream().clone_dtoh(&out).unwrap();
     let d = case.d;
     let mut worst = 0f64;
@@ -557,7 +557,7 @@ fn store_round_trips_and_grows() {
         .unwrap();
     let kd = gpu.stream().clone_htod(&gather(&dk, split..m)).unwrap();
     let vd = gpu.stream().clone_htod(&gather(&dv, split..m)).unwrap();
-    built.append_dense_device(&gpu, &kd, &vd, &c.dense_pos[split..]).unwrap();
+    built.append_dense_device(&gpu, &kd.slice(..), &vd.slice(..), &c.dense_pos[split..]).unwrap();
     for (hi, head) in c.heads.iter().enumerate() {
         let n = head.pos.len();
         let (kr, vr) = (spec.key_row_bytes(), spec.value_row_bytes());
@@ -632,18 +632,24 @@ fn attend_and_store_reject_bad_input() {
     let q = gpu.stream().clone_htod(&[0f32; 96]).unwrap();
     let mut out = gpu.stream().clone_htod(&[0f32; 96]).unwrap();
     let query = BatchQuery { t: 1, positions: &[5], window: None, record_mass: false };
-    let e = Attender::new().attend(&gpu, &mut [&mut layer], &q, &query, &mut out).unwrap_err();
+    let e = Attender::new()
+        .attend(&gpu, &mut [&mut layer], &q.slice(..), &query, &mut out.slice_mut(..))
+        .unwrap_err();
     assert!(matches!(e, CudaError::Unsupported { .. }) && e.to_string().contains("96"), "{e}");
 
     let sp = spec(2, 2, 64, 4, 2, 1);
     let mut layer = DeviceLayer::new(&gpu, &sp).unwrap();
     let q = gpu.stream().clone_htod(&[0f32; 4 * 64 - 1]).unwrap();
     let mut out = gpu.stream().clone_htod(&[0f32; 4 * 64]).unwrap();
-    let e = Attender::new().attend(&gpu, &mut [&mut layer], &q, &query, &mut out).unwrap_err();
+    let e = Attender::new()
+        .attend(&gpu, &mut [&mut layer], &q.slice(..), &query, &mut out.slice_mut(..))
+        .unwrap_err();
     assert!(matches!(e, CudaError::Len { what: "q", got: 255, expected: 256, .. }), "{e}");
     let bad_pos = BatchQuery { positions: &[1, 2], ..query };
     let q = gpu.stream().clone_htod(&[0f32; 4 * 64]).unwrap();
-    let e = Attender::new().attend(&gpu, &mut [&mut layer], &q, &bad_pos, &mut out).unwrap_err();
+    let e = Attender::new()
+        .attend(&gpu, &mut [&mut layer], &q.slice(..), &bad_pos, &mut out.slice_mut(..))
+        .unwrap_err();
     assert!(matches!(e, CudaError::Len { what: "positions", got: 2, expected: 1, .. }), "{e}");
 
     let mut other = DeviceLayer::new(&gpu, &spec(2, 2, 64, 4, 3, 1)).unwrap();
@@ -651,7 +657,7 @@ fn attend_and_store_reject_bad_input() {
     let mut out2 = gpu.stream().clone_htod(&[0f32; 8 * 64]).unwrap();
     let two = BatchQuery { positions: &[1, 2], ..query };
     let e = Attender::new()
-        .attend(&gpu, &mut [&mut layer, &mut other], &q2, &two, &mut out2)
+        .attend(&gpu, &mut [&mut layer, &mut other], &q2.slice(..), &two, &mut out2.slice_mut(..))
         .unwrap_err();
     assert!(matches!(e, CudaError::Unsupported { .. }), "{e}");
 

@@ -5,6 +5,7 @@
 
 mod attend;
 mod encode;
+mod rows;
 
 use nq_cuda::CudaBackend;
 

@@ -482,7 +482,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
 }
 
 /// Generation from `start` with `generator`'s cache backend, reported as `a` asks.
-fn run_from<B: nq_core::Backend>(
+fn run_from<B: nq_candle::CandleBackend>(
     a: &RunArgs,
     generator: &mut Generator<B>,
     start: Prefill<B>,

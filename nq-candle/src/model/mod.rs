@@ -509,10 +509,18 @@ impl Model {
         let q = rope.apply(&heads(&q, nq, b.q_norm.as_ref())?)?;
         let k = rope.apply(&heads(&k, nkv, b.k_norm.as_ref())?)?;
         let v = heads(&v, nkv, None)?;
-        let a = match caches {
-            [cache] => cache.attend_with(layer, &q, &k, &v, positions, &b.spec)?,
+        #[cfg(feature = "cuda")]
+        let batched = match caches {
+            [_] => None,
+            _ => crate::compressed::batch_on_device(caches, layer, &q, &k, &v, positions, &b.spec)?,
+        };
+        #[cfg(not(feature = "cuda"))]
+        let batched: Option<Tensor> = None;
+        let a = match (batched, caches) {
+            (Some(a), _) => a,
+            (None, [cache]) => cache.attend_with(layer, &q, &k, &v, positions, &b.spec)?,
             // One row per sequence: each attends over its own cache.
-            _ => {
+            (None, caches) => {
                 let row = |x: &Tensor, i| x.narrow(1, i, 1)?.contiguous();
                 let outs = caches
                     .iter_mut()

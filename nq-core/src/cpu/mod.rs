@@ -11,7 +11,7 @@ use half::slice::HalfFloatSliceExt;
 
 use crate::backend::{Backend, DenseRows};
 use crate::codec::RowCodec;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::{AttendQuery, ByteBreakdown, CompressJob, HeadImage, LayerSpec, LayerUsage};
 
 /// The CPU backend: storage in host memory, attention threaded over kv heads.
@@ -80,6 +80,56 @@ impl Backend for CpuBackend {
         out: &mut [f32],
     ) -> Result<()> {
         attend::attend(layer, q, query, out)
+    }
+
+    type Rows<'a> = [f32];
+    type RowsMut<'a> = [f32];
+
+    fn append_rows(
+        &self,
+        layer: &mut CpuLayer,
+        k: &[f32],
+        v: &[f32],
+        positions: &[u32],
+    ) -> Result<()> {
+        let expected = layer.spec.kv_heads * positions.len() * layer.spec.head_dim;
+        for (what, got) in [("k", k.len()), ("v", v.len())] {
+            if got != expected {
+                let op = "CpuBackend::append_rows";
+                return Err(Error::Len { op, what, got, expected });
+            }
+        }
+        self.append(layer, k, v, positions)
+    }
+
+    fn attend_rows(
+        &self,
+        layers: &mut [&mut CpuLayer],
+        q: &[f32],
+        queries: &[AttendQuery<'_>],
+        out: &mut [f32],
+    ) -> Result<()> {
+        const OP: &str = "CpuBackend::attend_rows";
+        if queries.len() != layers.len() {
+            let (got, expected) = (queries.len(), layers.len());
+            return Err(Error::Len { op: OP, what: "queries", got, expected });
+        }
+        let per = |l: &CpuLayer, query: &AttendQuery<'_>| {
+            l.spec.q_heads * query.positions.len() * l.spec.head_dim
+        };
+        let expected: usize = layers.iter().zip(queries).map(|(l, query)| per(l, query)).sum();
+        for (what, got) in [("q", q.len()), ("out", out.len())] {
+            if got != expected {
+                return Err(Error::Len { op: OP, what, got, expected });
+            }
+        }
+        let mut at = 0;
+        for (layer, query) in layers.iter_mut().zip(queries) {
+            let n = per(layer, query);
+            attend::attend(layer, &q[at..at + n], query, &mut out[at..at + n])?;
+            at += n;
+        }
+        Ok(())
     }
 
     fn dense_rows<'a>(&self, layer: &'a CpuLayer, head: usize) -> Result<DenseRows<'a>> {

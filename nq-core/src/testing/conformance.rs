@@ -359,6 +359,36 @@ impl Backend for Perturbed {
         Ok(())
     }
 
+    type Rows<'a> = [f32];
+    type RowsMut<'a> = [f32];
+
+    fn append_rows(
+        &self,
+        layer: &mut Self::Layer,
+        k: &[f32],
+        v: &[f32],
+        positions: &[u32],
+    ) -> Result<()> {
+        CpuBackend.append_rows(layer, k, v, positions)
+    }
+
+    fn attend_rows(
+        &self,
+        layers: &mut [&mut Self::Layer],
+        q: &[f32],
+        queries: &[AttendQuery<'_>],
+        out: &mut [f32],
+    ) -> Result<()> {
+        // Sequence by sequence through `attend`, so every perturbation applies here too.
+        let mut at = 0;
+        for (layer, query) in layers.iter_mut().zip(queries) {
+            let n = q.len() / queries.len().max(1);
+            self.attend(layer, &q[at..at + n], query, &mut out[at..at + n])?;
+            at += n;
+        }
+        Ok(())
+    }
+
     fn dense_rows<'a>(&self, layer: &'a Self::Layer, head: usize) -> Result<DenseRows<'a>> {
         CpuBackend.dense_rows(layer, head)
     }
