@@ -5,10 +5,12 @@
 //! ```text
 //! cargo xtask bench gpu-decode                 build (cargo xtask build-cuda) and package
 //!                                              target/nq-gpu-candle/run.sh for a GPU machine
-//! cargo xtask bench gpu-decode --collect OUT   merge the records in OUT (gpu-decode.json from
-//!                                              `bash target/nq-gpu-candle/run.sh OUT`, or the
-//!                                              per-record lines of gpu_decode's *.log) into
-//!                                              target/nq-bench/gpu-decode.json
+//! cargo xtask bench gpu-decode --collect OUT.. merge the records in each OUT (gpu-decode.json
+//!                                              from `bash target/nq-gpu-candle/run.sh OUT`, or
+//!                                              the per-record lines of gpu_decode's *.log) into
+//!                                              target/nq-bench/gpu-decode.json; several OUT
+//!                                              (runs on different cards) keep each card's
+//!                                              records apart
 //! ```
 
 use std::fs;
@@ -34,9 +36,25 @@ pub(crate) fn run(args: &[String]) -> Result<Vec<Value>> {
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default())
         }
-        [flag, dir] if flag == "--collect" => collect(Path::new(dir)),
-        _ => bail!("bench gpu-decode takes no arguments or `--collect DIR`, got {args:?}"),
+        [flag, dirs @ ..] if flag == "--collect" && !dirs.is_empty() => {
+            let mut records: Vec<Value> = Vec::new();
+            for dir in dirs {
+                for r in collect(Path::new(dir))? {
+                    // A configuration measured twice on one card: the first directory's.
+                    if !records.iter().any(|x| key(x) == key(&r)) {
+                        records.push(r);
+                    }
+                }
+            }
+            Ok(records)
+        }
+        _ => bail!("bench gpu-decode takes no arguments or `--collect DIR...`, got {args:?}"),
     }
+}
+
+/// What identifies a configuration: the card, the model, the batch, the context and the cache.
+fn key(r: &Value) -> [String; 6] {
+    ["device", "shape", "weights", "batch", "context", "cache"].map(|k| r[k].to_string())
 }
 
 /// The records of a run, each tagged with the device line of `device.txt`: the JSON arrays
@@ -63,9 +81,6 @@ fn collect(out: &Path) -> Result<Vec<Value>> {
             _ => continue,
         };
         for mut r in found.into_iter().filter(|r: &Value| r["bench"] == "gpu_decode") {
-            let key = |r: &Value| {
-                ["shape", "weights", "batch", "context", "cache"].map(|k| r[k].to_string())
-            };
             if records.iter().any(|x| key(x) == key(&r)) {
                 continue;
             }

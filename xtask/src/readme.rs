@@ -255,12 +255,17 @@ fn gpu_decode(records: &[Value]) -> String {
         "| shape | weights | B | context | cache | tok/s | vs dense | cache MiB | ratio | attention share | fits tokens | card |\n\
          |---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|\n",
     );
-    let key = |r: &Value| ["shape", "weights", "batch", "context"].map(|k| r[k].to_string());
-    // Rows in order of shape, weights, batch, context, then dense before the presets.
+    let key =
+        |r: &Value| ["device", "shape", "weights", "batch", "context"].map(|k| r[k].to_string());
+    // Rows in order of card, shape, weights, batch, context, then dense before the presets,
+    // each preset before its host-path run (`PRESET@host`).
     let order = |r: &Value| {
-        let cache = ["dense_f16", "high", "balanced", "max"].iter().position(|c| r["cache"] == *c);
+        let name = r["cache"].as_str().unwrap_or("");
+        let (preset, host) = name.split_once('@').map_or((name, false), |(p, _)| (p, true));
+        let cache = ["dense_f16", "high", "balanced", "max"].iter().position(|c| preset == *c);
         let n = |k: &str| r[k].as_u64().unwrap_or(0);
-        (r["shape"].to_string(), r["weights"].to_string(), n("batch"), n("context"), cache)
+        let text = |k: &str| r[k].to_string();
+        (text("device"), text("shape"), text("weights"), n("batch"), n("context"), cache, host)
     };
     let mut sorted: Vec<&Value> = records.iter().collect();
     sorted.sort_by_key(|r| order(r));
