@@ -77,14 +77,14 @@ fn configurations_from_arguments() {
     assert!(matches!(&e, Error::InvalidOption { got, .. } if got == "kbits=5"), "{e:?}");
     let e = configs_from_args(&s(&["max"]), &[], &s(&["x=max", "x=high"])).unwrap_err();
     assert!(e.to_string().contains("already taken"), "{e}");
-    // The observed scorer's pooling: the presets' (a maximum over 15 tokens for `high`, an
-    // average over 5 for `balanced` and `max`), then overrides of kind and odd kernel.
+    // The observed scorer's pooling: the presets' (a maximum over 15 tokens for `high` and
+    // `balanced`, an average over 5 for `max`), then overrides of kind and odd kernel.
     let presets = s(&["high", "balanced", "max"]);
     let c =
         configs_from_args(&presets, &[], &s(&["m7=high,pool=max7", "a1=max,pool=avg1"])).unwrap();
     let pools: Vec<_> = c.iter().map(|(_, cfg)| (cfg.evict.pool, cfg.evict.pool_kernel)).collect();
     let (max15, avg5) = ((PoolKind::Max, 15), (PoolKind::Avg, 5));
-    assert_eq!(pools, [max15, avg5, avg5, (PoolKind::Max, 7), (PoolKind::Avg, 1)]);
+    assert_eq!(pools, [max15, max15, avg5, (PoolKind::Max, 7), (PoolKind::Avg, 1)]);
     for bad in ["pool=max6", "pool=max0", "pool=med5", "pool=max", "pool=avg-3"] {
         let e = configs_from_args(&s(&["high"]), &s(&[bad]), &[]).unwrap_err();
         assert!(matches!(&e, Error::InvalidOption { got, .. } if got == bad), "{e:?}");
