@@ -98,7 +98,7 @@ fn in_place_steps_match_host_steps() {
     let new = |host_steps: bool| {
         CompressedKvCache::on_device(&dev, model.config(), cfg).unwrap().host_steps(host_steps)
     };
-    let prompt: Vec<u32> = (0..300u32).map(|i| (i * 13 + 5) % 300).collect();
+    let prompt: Vec<u32> = (0..400u32).map(|i| (i * 13 + 5) % 300).collect();
     let (mut fast, mut slow) = (new(false), new(true));
     for c in [&mut fast, &mut slow] {
         model.forward_last(&prompt, 0, c).unwrap();
@@ -125,7 +125,7 @@ fn in_place_steps_match_host_steps() {
     }
     let mut worst = 0f32;
     for step in 0..80 {
-        let toks = [prompt[step % 300], prompt[(step * 3) % 300]];
+        let toks = [prompt[step % 400], prompt[(step * 3) % 400]];
         let pos = [lens[0] + step, lens[1] + step];
         let [f0, f1] = &mut fast;
         let a = model.forward_batch_last(&toks, &pos, &mut [f0, f1]).unwrap();
