@@ -9,8 +9,8 @@
 //!                                              from `bash target/nq-gpu-candle/run.sh OUT`, or
 //!                                              the per-record lines of gpu_decode's *.log) into
 //!                                              target/nq-bench/gpu-decode.json; several OUT
-//!                                              (runs on different cards) keep each card's
-//!                                              records apart
+//!                                              are several runs, kept apart (each record's
+//!                                              `run` is its directory's name)
 //! ```
 
 use std::fs;
@@ -52,9 +52,10 @@ pub(crate) fn run(args: &[String]) -> Result<Vec<Value>> {
     }
 }
 
-/// What identifies a configuration: the card, the model, the batch, the context and the cache.
-fn key(r: &Value) -> [String; 6] {
-    ["device", "shape", "weights", "batch", "context", "cache"].map(|k| r[k].to_string())
+/// What identifies a configuration: the run, the card, the model, the batch, the context and
+/// the cache.
+fn key(r: &Value) -> [String; 7] {
+    ["run", "device", "shape", "weights", "batch", "context", "cache"].map(|k| r[k].to_string())
 }
 
 /// The records of a run, each tagged with the device line of `device.txt`: the JSON arrays
@@ -85,6 +86,9 @@ fn collect(out: &Path) -> Result<Vec<Value>> {
                 continue;
             }
             r["device_line"] = Value::String(device.trim().to_owned());
+            // The directory names the run: the table compares caches within one run only.
+            let run = out.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+            r["run"] = Value::String(run);
             records.push(r);
         }
     }

@@ -252,12 +252,13 @@ fn cuda_attend(records: &[Value]) -> String {
 /// against the dense f16 cache of the same run), size and attention share.
 fn gpu_decode(records: &[Value]) -> String {
     let mut s = String::from(
-        "| shape | weights | B | context | cache | tok/s | vs dense | cache MiB | ratio | attention share | fits tokens | card |\n\
-         |---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|\n",
+        "| run | shape | weights | B | context | cache | tok/s | vs dense | cache MiB | ratio | attention share | fits tokens | card |\n\
+         |---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|\n",
     );
-    let key =
-        |r: &Value| ["device", "shape", "weights", "batch", "context"].map(|k| r[k].to_string());
-    // Rows in order of card, shape, weights, batch, context, then dense before the presets,
+    let key = |r: &Value| {
+        ["run", "device", "shape", "weights", "batch", "context"].map(|k| r[k].to_string())
+    };
+    // Rows in order of run, card, shape, weights, batch, context, then dense before the presets,
     // each preset before its host-path run (`PRESET@host`).
     let order = |r: &Value| {
         let name = r["cache"].as_str().unwrap_or("");
@@ -265,7 +266,8 @@ fn gpu_decode(records: &[Value]) -> String {
         let cache = ["dense_f16", "high", "balanced", "max"].iter().position(|c| preset == *c);
         let n = |k: &str| r[k].as_u64().unwrap_or(0);
         let text = |k: &str| r[k].to_string();
-        (text("device"), text("shape"), text("weights"), n("batch"), n("context"), cache, host)
+        let place = (text("run"), text("device"), text("shape"), text("weights"));
+        (place, n("batch"), n("context"), cache, host)
     };
     let mut sorted: Vec<&Value> = records.iter().collect();
     sorted.sort_by_key(|r| order(r));
@@ -287,7 +289,8 @@ fn gpu_decode(records: &[Value]) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {tok} | {vs} | {mib} | {} | {share} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {tok} | {vs} | {mib} | {} | {share} | {} | {} |",
+            text("run"),
             text("shape"),
             text("weights"),
             r["batch"],
