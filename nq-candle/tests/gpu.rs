@@ -86,9 +86,11 @@ fn logits_with_the_gpu_cache_match_the_host_cache() {
 /// against the host path on the same GPU storage (`host_steps`): one sequence gives the
 /// same logits bit for bit over 100 steps with decode-time blocks compressed (the same
 /// kernels read the same inputs; f32 -> f16 rounds to nearest even on both sides); a batch
-/// of two, attended in one launch against one call per sequence, within 2^-12 of the
-/// largest logit (the launch splits the contexts differently, so partial sums add in
-/// another order).
+/// of two, attended in one launch against one call per sequence, within the bounds of the
+/// test above (2^-6 of the largest logit at the worst step, 2^-9 at the median): the launch
+/// splits the contexts by the longest one and each split rounds its softmax weights to f16
+/// against its own maximum, an attention error of the same size as the GPU's against the
+/// host's.
 #[test]
 fn in_place_steps_match_host_steps() {
     let Some(dev) = gpu() else { return };
@@ -123,7 +125,7 @@ fn in_place_steps_match_host_steps() {
             c.compress().unwrap();
         }
     }
-    let mut worst = 0f32;
+    let mut rel = Vec::new();
     for step in 0..80 {
         let toks = [prompt[step % 400], prompt[(step * 3) % 400]];
         let pos = [lens[0] + step, lens[1] + step];
@@ -131,13 +133,20 @@ fn in_place_steps_match_host_steps() {
         let a = model.forward_batch_last(&toks, &pos, &mut [f0, f1]).unwrap();
         let [s0, s1] = &mut slow;
         let b = model.forward_batch_last(&toks, &pos, &mut [s0, s1]).unwrap();
-        worst = worst.max(max_abs(&(&a - &b).unwrap()) / max_abs(&a));
+        rel.push(max_abs(&(&a - &b).unwrap()) / max_abs(&b));
         for c in fast.iter_mut().chain(slow.iter_mut()) {
             c.compress().unwrap();
         }
     }
-    eprintln!("batch of 2, in one launch against one call each: worst step {worst:.2e}");
-    assert!(worst <= 1.0 / 4096.0, "batch of 2: worst step {worst:e}");
+    let worst = rel.iter().copied().fold(0.0f32, f32::max);
+    rel.sort_by(f32::total_cmp);
+    let median = rel[rel.len() / 2];
+    eprintln!(
+        "batch of 2, in one launch against one call each: worst step {worst:.2e}, median \
+         {median:.2e}"
+    );
+    assert!(worst <= 1.0 / 64.0, "batch of 2: worst step {worst:e}");
+    assert!(median <= 1.0 / 512.0, "batch of 2: median step {median:e}");
     for (f, s) in fast.iter().zip(&slow) {
         assert_eq!(f.stats(), s.stats());
     }

@@ -32,9 +32,11 @@ fn prompt_cache(gpu: &CudaBackend, t: usize, seed: u64) -> CompressedCache<CudaB
 /// over a block and a half of decode steps (decode-time blocks compressed as they leave the
 /// recent window). One sequence: outputs and every stored buffer agree bit for bit (the
 /// same kernels read the same inputs). Two sequences attended in one launch against one
-/// call each: the launch splits the contexts differently, so partial sums add in another
-/// order; outputs agree within 2^-16 of their largest magnitude and the caches hold the
-/// same slots.
+/// call each: the launch splits the contexts by the longest one, so a shorter sequence's
+/// splits differ, and each split rounds its softmax weights to f16 against its own running
+/// maximum (the bound nq-core's conformance harness derives: about 2^-10 of the output's
+/// scale); outputs agree within 2^-10 of their largest magnitude (the first H100 run
+/// measured 9.1e-5, the longer sequence bit for bit) and the caches hold the same slots.
 #[test]
 fn device_rows_match_the_host_path() {
     let Some(gpu) = gpu() else { return };
@@ -104,7 +106,7 @@ fn device_rows_match_the_host_path() {
         }
     }
     eprintln!("two sequences in one launch against one call each: worst {worst:.2e}");
-    assert!(worst <= 1.0 / 65536.0, "batched outputs differ by {worst:e}");
+    assert!(worst <= 1.0 / 1024.0, "batched outputs differ by {worst:e}");
     // The storage itself: every buffer of every layer, through an archive of each cache.
     let image = |c: &CompressedCache<CudaBackend>| {
         let id = nq_core::ModelId {
