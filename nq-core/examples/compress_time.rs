@@ -4,7 +4,9 @@
 //! `cargo run --release -p nq-core --features testing --example compress_time -- [T] [N]`
 //! (defaults 2000 and 20). The window's attention is handed over as nq-candle does from the
 //! prefill (`scores=prefill`); `balanced` is also timed recomputing it from the 128 window
-//! queries (`scores=queries`). Prints JSON records (bench `cpu_compress_once`).
+//! queries (`scores=queries`). Prints JSON records (bench `cpu_compress_once`), each with the
+//! instruction set nq-lattice's encoders run on (`NQ_FORCE_AVX2=1` makes an AVX-512 machine
+//! take the AVX2 path).
 
 use std::time::Instant;
 
@@ -47,8 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             wall * 1e3
         );
         records.push(format!(
-            r#"{{"bench": "cpu_compress_once", "preset": "{}", "scores": "{scores}", "t": {t}, "cpu_seconds": {cpu}, "seconds": {wall}}}"#,
-            preset.name()
+            r#"{{"bench": "cpu_compress_once", "preset": "{}", "scores": "{scores}", "t": {t}, "cpu_seconds": {cpu}, "seconds": {wall}, "isa": "{}"}}"#,
+            preset.name(),
+            nq_lattice::Isa::detect().name()
         ));
     }
     println!("[\n  {}\n]", records.join(",\n  "));

@@ -161,10 +161,11 @@ fn speed(records: &[Value]) -> String {
     for r in records.iter().filter(|r| r["bench"] == "cpu_compress_once") {
         let _ = writeln!(
             s,
-            "| compress a {}-token SmolLM2-shaped cache, one core | preset={} scores={} | CPU {:.1} ms, wall {:.1} ms |",
+            "| compress a {}-token SmolLM2-shaped cache, one core | preset={} scores={} isa={} | CPU {:.1} ms, wall {:.1} ms |",
             r["t"],
             r["preset"].as_str().unwrap_or("?"),
             r["scores"].as_str().unwrap_or("?"),
+            r["isa"].as_str().unwrap_or("?"),
             ms(r, "cpu_seconds"),
             ms(r, "seconds"),
         );
