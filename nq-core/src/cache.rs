@@ -637,15 +637,10 @@ impl<B: Backend> CompressedCache<B> {
                 return Err(Error::Len { op: OP, what, got, expected: hq * t * d });
             }
         }
-        let lay = &mut self.layers[layer];
-        let query = AttendQuery {
-            positions,
-            dense_pos: &lay.dense_pos,
-            window: window.map(|w| u32::try_from(w).unwrap_or(u32::MAX)),
-            rope: if self.cfg.remove_rope { self.rope.as_ref() } else { None },
-            record_mass: true,
-        };
-        self.backend.attend(&mut lay.store, q, &query, out)
+        let CompressedCache { backend, cfg, rope, layers, .. } = self;
+        let lay = &mut layers[layer];
+        let query = attend_query(cfg, rope.as_ref(), &lay.dense_pos, positions, window);
+        backend.attend(&mut lay.store, q, &query, out)
     }
 
     /// [`attend`](Self::attend) for `B = caches.len()` sequences at once, each over its own
@@ -682,20 +677,13 @@ impl<B: Backend> CompressedCache<B> {
             return Err(Error::Len { op: OP, what: "positions", got, expected });
         }
         let t = positions.len() / b;
-        let window = window.map(|w| u32::try_from(w).unwrap_or(u32::MAX));
-        let rope = if cfg.remove_rope { first.rope.clone() } else { None };
         let mut layers = Vec::with_capacity(b);
         let mut queries = Vec::with_capacity(b);
         for (cache, positions) in caches.iter_mut().zip(positions.chunks(t)) {
-            let lay = &mut cache.layers[layer];
+            let CompressedCache { cfg, rope, layers: held, .. } = &mut **cache;
+            let lay = &mut held[layer];
             layers.push(&mut lay.store);
-            queries.push(AttendQuery {
-                positions,
-                dense_pos: &lay.dense_pos,
-                window,
-                rope: rope.as_ref(),
-                record_mass: true,
-            });
+            queries.push(attend_query(cfg, rope.as_ref(), &lay.dense_pos, positions, window));
         }
         backend.attend_rows(&mut layers, q, &queries, out)
     }
@@ -750,6 +738,25 @@ impl CompressedCache<CpuBackend> {
     /// If `layer` or `head` is out of range.
     pub fn key_codes(&self, layer: usize, head: usize) -> &[u8] {
         &self.head(layer, head).k_codes
+    }
+}
+
+/// What one attention call of the generation path reads besides the queries: the layer's
+/// dense positions, the window in tokens, RoPE when keys are stored RoPE-free, and the mass
+/// recording of decode-time eviction.
+fn attend_query<'a>(
+    cfg: &CompressionConfig,
+    rope: Option<&'a Rope>,
+    dense_pos: &'a [u32],
+    positions: &'a [u32],
+    window: Option<usize>,
+) -> AttendQuery<'a> {
+    AttendQuery {
+        positions,
+        dense_pos,
+        window: window.map(|w| u32::try_from(w).unwrap_or(u32::MAX)),
+        rope: if cfg.remove_rope { rope } else { None },
+        record_mass: true,
     }
 }
 

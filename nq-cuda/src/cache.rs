@@ -322,29 +322,11 @@ impl Backend for CudaBackend {
         query: &AttendQuery<'_>,
         out: &mut [f32],
     ) -> nq_core::Result<()> {
-        const OP: &str = "CudaBackend::attend";
-        let err = core(OP);
-        if query.rope.is_some() {
-            return Err(err(rope_free_unsupported(OP)));
-        }
-        let batch = BatchQuery {
-            t: query.positions.len(),
-            positions: query.positions,
-            window: query.window,
-            record_mass: query.record_mass,
-        };
+        // The device path with the query uploaded and the output brought back.
+        let err = core("CudaBackend::attend");
         let q_dev = self.stream.clone_htod(q).map_err(|e| err(e.into()))?;
         let mut out_dev = self.stream.alloc_zeros::<f32>(out.len()).map_err(|e| err(e.into()))?;
-        layer
-            .attender
-            .attend(
-                self,
-                &mut [&mut layer.store],
-                &q_dev.slice(..),
-                &batch,
-                &mut out_dev.slice_mut(..),
-            )
-            .map_err(&err)?;
+        self.attend_rows(&mut [layer], &q_dev.slice(..), &[*query], &mut out_dev.slice_mut(..))?;
         self.stream.memcpy_dtoh(&out_dev, out).map_err(|e| err(e.into()))
     }
 
