@@ -90,7 +90,12 @@ pub struct EvictConfig {
     pub value_norm: bool,
     /// Fraction kept of each decode-time block, in `(0, 1]`; `None`: `keep`. Evicting recent
     /// tokens hurts the tokens generated next more than evicting the prompt does (the
-    /// decode-mode evaluation), so generation may keep more of its own tokens.
+    /// decode-mode evaluation), so generation may keep more of its own tokens. Every preset
+    /// keeps them all (`Some(1.0)`, quantized): over 3 samples per dev model that halved the
+    /// decode-mode perplexity change of every preset (nq-core's README, "Decode-mode
+    /// frontier"); the price is that a long generation's own tokens are compressed by
+    /// quantization alone, so the ratio of the whole cache falls towards that of its bits as
+    /// generation goes on.
     pub decode_keep: Option<f32>,
     /// Pooling of the observed-attention scores (the `Observed` scorer and the observed half
     /// of `Mixed`): each token's score becomes the mean (`Avg`) or maximum (`Max`) of the
@@ -128,13 +133,19 @@ pub struct CompressionConfig {
     /// a few Qwen2.5-Coder-0.5B samples blew up (+76% and +96% perplexity where +4% and +5%
     /// with it).
     pub smooth_keys: bool,
-    /// Tokens compressed at a time once they leave the recent window during decoding.
+    /// Tokens compressed at a time once they leave the recent window during decoding: 16 in
+    /// every preset (64 before). Tokens waiting for a full block stay f16, so a smaller block
+    /// holds fewer of them; the quality is the same (a generation step appends one token, and
+    /// the evaluation's 16-token chunks quantize the same rows at the same step with blocks of
+    /// 8 or 16).
     pub block: usize,
     /// Seed of the randomized Hadamard sign vectors (one derived seed per layer, K and V).
     pub seed: u64,
 }
 
-/// The named presets. Values are tuned by measurement (`cargo xtask bench quality`).
+/// The named presets. Values are tuned by measurement (`cargo xtask bench quality`). Each
+/// evicts only from the prompt: tokens generated later are compressed in blocks of 16 and all
+/// kept ([`EvictConfig::decode_keep`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Preset {
     /// Half the tokens kept, 4-bit keys, 3-bit values, best-of-4 scales (measured ratio in
@@ -231,7 +242,7 @@ impl Default for CompressionConfig {
                 scorer: ScorerKind::Observed,
                 split: BudgetSplit::Global,
                 value_norm: true,
-                decode_keep: None,
+                decode_keep: Some(1.0),
                 pool: PoolKind::Max,
                 pool_kernel: 15,
             },
@@ -241,7 +252,7 @@ impl Default for CompressionConfig {
             center: true,
             scale_candidates: 1,
             smooth_keys: true,
-            block: 64,
+            block: 16,
             seed: 0x6e71_5f6b_765f_6338,
         }
     }

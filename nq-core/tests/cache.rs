@@ -98,9 +98,14 @@ fn resident_bytes_are_the_buffers() {
 
 #[test]
 fn decode_tokens_are_compressed_in_blocks() {
-    let mut generous = Preset::Balanced.config();
-    generous.evict.decode_keep = Some(0.75);
-    for cfg in [Preset::Balanced.config(), generous] {
+    // The preset keeps every decode-time token; `None` falls back to the prompt's fraction.
+    let with_decode_keep = |k: Option<f32>| {
+        let mut cfg = Preset::Balanced.config();
+        cfg.evict.decode_keep = k;
+        cfg
+    };
+    assert_eq!(Preset::Balanced.config().evict.decode_keep, Some(1.0));
+    for cfg in [Preset::Balanced.config(), with_decode_keep(None), with_decode_keep(Some(0.75))] {
         decode_blocks(cfg);
     }
 }
