@@ -118,9 +118,10 @@ fn decode_mode_compresses_the_continuation() {
 }
 
 /// The final ratio is measured from the cache at the end of the continuation (issue 12): f16
-/// bytes of every token it has seen over the bytes it holds then. Keeping every decode-time
-/// token (`dkeep=1`) holds more bytes, so its final ratio is below the preset's, while the
-/// prompt cache, and so `ratio_resident`, is the same; in prompt mode the continuation stays
+/// bytes of every token it has seen over the bytes it holds then. The preset keeps every
+/// decode-time token, so it holds more bytes at the end than the same preset evicting them at
+/// the prompt's fraction (`dkeep=0.35`), and its final ratio is lower, while the prompt cache,
+/// and so `ratio_resident`, is the same; in prompt mode the continuation stays
 /// f16, so the final ratio is below the prompt cache's.
 #[test]
 fn final_ratio_counts_the_continuation() {
@@ -128,7 +129,7 @@ fn final_ratio_counts_the_continuation() {
     let sample = nq_candle::eval::builtin_corpus().into_iter().next().expect("a sample");
     let (prefix, continuation) = (256, 160);
     let configs =
-        configs_from_args(&["balanced".to_owned()], &[], &["dk100=balanced,dkeep=1".to_owned()])
+        configs_from_args(&["balanced".to_owned()], &[], &["dk35=balanced,dkeep=0.35".to_owned()])
             .unwrap();
     let run = |mode| {
         let opts =
@@ -151,15 +152,15 @@ fn final_ratio_counts_the_continuation() {
             r.preset
         );
     }
-    let (preset, dk100) = (&decode[0], &decode[1]);
-    assert_eq!(preset.resident_bytes, dk100.resident_bytes, "the prompt cache is the same");
+    let (preset, dk35) = (&decode[0], &decode[1]);
+    assert_eq!(preset.resident_bytes, dk35.resident_bytes, "the prompt cache is the same");
     assert!(
-        dk100.resident_bytes_final > preset.resident_bytes_final,
+        preset.resident_bytes_final > dk35.resident_bytes_final,
         "keeping every decode-time token holds more: {} vs {}",
-        dk100.resident_bytes_final,
-        preset.resident_bytes_final
+        preset.resident_bytes_final,
+        dk35.resident_bytes_final
     );
-    assert!(dk100.ratio_resident_final < preset.ratio_resident_final);
+    assert!(preset.ratio_resident_final < dk35.ratio_resident_final);
     let prompt = run(nq_candle::eval::EvalMode::Prompt);
     assert!(
         prompt[0].ratio_resident_final < prompt[0].ratio_resident,
