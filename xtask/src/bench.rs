@@ -70,16 +70,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             stage_records(stage, criterion, quick)?
         };
         print_summary(stage, &records);
-        write_records(stage, &records)?;
+        // A quick run must not replace the 12-sample records the README's table is made from.
+        let name = if stage == "quality" && quick { "quick/quality" } else { stage.as_str() };
+        write_records(name, &records)?;
     }
     Ok(())
 }
 
-/// `target/nq-bench/NAME.json`: the records as one JSON array.
+/// `target/nq-bench/NAME.json` (NAME may name a subfolder): the records as one JSON array.
 fn write_records(name: &str, records: &[Value]) -> Result<()> {
-    let out_dir = project_root().join("target").join("nq-bench");
-    fs::create_dir_all(&out_dir)?;
-    let path = out_dir.join(format!("{name}.json"));
+    let path = project_root().join("target").join("nq-bench").join(format!("{name}.json"));
+    fs::create_dir_all(path.parent().expect("a file under target/nq-bench"))?;
     fs::write(&path, serde_json::to_string_pretty(records)? + "\n")?;
     eprintln!("wrote {} ({} records)", path.display(), records.len());
     Ok(())

@@ -1,6 +1,7 @@
 //! `cargo xtask bench quality`: `nq eval --json` for every preset on every real model, merged
-//! into `target/nq-bench/quality.json`, plus `target/nq-bench/pareto.svg` (resident ratio vs
-//! perplexity change, the uncompressed point and each preset).
+//! into `target/nq-bench/quality.json` (`--quick`: `target/nq-bench/quick/quality.json`), plus
+//! `pareto.svg` beside it (resident ratio vs perplexity change, the uncompressed point and each
+//! preset).
 
 use std::fmt::Write as _;
 use std::fs;
