@@ -91,9 +91,9 @@ pub struct EvictConfig {
     /// Fraction kept of each decode-time block, in `(0, 1]`; `None`: `keep`. Evicting recent
     /// tokens hurts the tokens generated next more than evicting the prompt does (the
     /// decode-mode evaluation), so generation may keep more of its own tokens. Every preset
-    /// keeps them all (`Some(1.0)`, quantized): over 3 samples per dev model that halved the
-    /// decode-mode perplexity change of every preset (nq-core's README, "Decode-mode
-    /// frontier"); the price is that a long generation's own tokens are compressed by
+    /// keeps them all (`Some(1.0)`, quantized): over the 12 samples of both dev models that
+    /// halved the decode-mode perplexity change of every preset (the repository README,
+    /// "Quality and compression"); the price is that a long generation's own tokens are compressed by
     /// quantization alone, so the ratio of the whole cache falls towards that of its bits as
     /// generation goes on.
     pub decode_keep: Option<f32>,
