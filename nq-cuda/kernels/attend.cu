@@ -951,14 +951,14 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MINB) attend_split(
 }
 
 // One CTA of D threads per query row: merge the partials, un-rotate the compressed part,
-// add the value mean and the dense part, normalize; then (if asked) add each dense token's
-// softmax weight to its kv head's dense_mass.
+// add the value mean and the dense part, normalize; then (if asked) overwrite the row's
+// dense scores with their softmax weights, which `attend_mass` adds to dense_mass.
 extern "C" __global__ void __launch_bounds__(256) attend_combine(
     const u64* __restrict__ desc,
     int desc_stride,
     const float* __restrict__ part_acc,
     const float* __restrict__ part_ml,
-    const float* __restrict__ dscores,
+    float* __restrict__ dscores,
     const float* __restrict__ vsigns,
     float* __restrict__ out,
     int t,
@@ -1023,16 +1023,42 @@ extern "C" __global__ void __launch_bounds__(256) attend_combine(
     if (l > 0.0f) y = (xs[k] * vsigns[k] + lc * vmean[k] + accp) / l;
     out[prow * D + k] = y;
 
-    if (record_mass && l > 0.0f) {
+    if (record_mass) {
         const int m = (int)ds[F_M];
-        const long long dcap = (long long)ds[F_DCAP];
-        float* mass = reinterpret_cast<float*>(ds[F_DMASS]) + h * dcap;
-        const float inv = 1.0f / l;
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
         for (int tok = k; tok < m; tok += D) {
-            const float s = dscores[prow * m_max + tok];
-            if (s != NEG_INF) atomicAdd(mass + tok, ex2(s - mx) * inv);
+            float* s = dscores + prow * m_max + tok;
+            *s = (l > 0.0f && *s != NEG_INF) ? ex2(*s - mx) * inv : 0.0f;
         }
     }
+}
+
+// One thread per (sequence b, kv head h, dense token): adds the softmax weights that
+// `attend_combine` left in `dweights` for every query head of h's group and every query
+// row, in a fixed order, to dense_mass (an atomic add per row would make the sum, and so
+// later evictions, depend on the order the CTAs ran in). Grid (ceil(m_max / 256), hkv, B).
+extern "C" __global__ void __launch_bounds__(256) attend_mass(
+    const u64* __restrict__ desc,
+    int desc_stride,
+    const float* __restrict__ dweights,
+    int t,
+    int hkv,
+    int group,
+    int m_max)
+{
+    const int tok = blockIdx.x * blockDim.x + threadIdx.x;
+    const int h = blockIdx.y;
+    const long long b = blockIdx.z;
+    const u64* ds = desc + b * desc_stride;
+    if (tok >= (int)ds[F_M]) return;
+    const long long hq = (long long)hkv * group;
+    float sum = 0.0f;
+    for (int g = 0; g < group; ++g) {
+        const long long row0 = (b * hq + (long long)h * group + g) * t;
+        for (int r = 0; r < t; ++r) sum += dweights[(row0 + r) * m_max + tok];
+    }
+    float* mass = reinterpret_cast<float*>(ds[F_DMASS]) + h * (long long)ds[F_DCAP];
+    mass[tok] += sum;
 }
 
 #endif

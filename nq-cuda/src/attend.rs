@@ -21,7 +21,8 @@
 //! conflict) and multiplied with the queries of the whole GQA group on the tensor cores,
 //! an online softmax follows, and the value codes, decoded the same way, are accumulated
 //! in the rotated space. `attend_combine` merges the partials, un-rotates the value sum
-//! once per output row, adds the mean and the dense part, and records the dense mass.
+//! once per output row, adds the mean and the dense part, and turns the dense scores into
+//! weights, which `attend_mass` sums into the dense mass in a fixed order (deterministic).
 //! Positions are read only when a window is set or a query is older than the newest
 //! compressed token of its head (the host knows both).
 //!
@@ -119,6 +120,7 @@ pub struct BatchQuery<'a> {
 struct AttendKernels {
     split: CudaFunction,
     combine: CudaFunction,
+    mass: CudaFunction,
     /// Codebook selector tables (see [`tables`]), on the device.
     tables: CudaSlice<u64>,
     /// Dynamic shared memory of `attend_split`, as the kernel computes it.
@@ -174,6 +176,7 @@ fn kernels(
     let module = compile(&gpu.ctx, "attend.cu", &src, true)?;
     let split = module.load_function("attend_split")?;
     let combine = module.load_function("attend_combine")?;
+    let mass = module.load_function("attend_mass")?;
     let probe = module.load_function("attend_smem_bytes")?;
     let stream = &gpu.stream;
     let mut out = stream.alloc_zeros::<i32>(1)?;
@@ -196,7 +199,7 @@ fn kernels(
         split.occupancy_max_active_blocks_per_multiprocessor(SPLIT_THREADS, smem as usize, None)?;
     let sms = gpu.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
     let slots = (per_sm as usize).max(1) * usize::try_from(sms).unwrap_or(1).max(1);
-    let k = Arc::new(AttendKernels { split, combine, tables, smem, slots });
+    let k = Arc::new(AttendKernels { split, combine, mass, tables, smem, slots });
     map.insert(key, Arc::clone(&k));
     Ok(k)
 }
@@ -559,7 +562,7 @@ impl Attender {
         launch.arg(&stride_i);
         launch.arg(&*part_acc);
         launch.arg(&*part_ml);
-        match (mass, self.scores.as_ref()) {
+        match (mass, self.scores.as_mut()) {
             (true, Some(s)) => launch.arg(s),
             _ => launch.arg(&null),
         };
@@ -577,8 +580,31 @@ impl Attender {
         // reads the splits partials of its row written by `attend_split` above (every CTA
         // writes every valid row of its split, empty ones included), `vsigns` d floats,
         // the value mean through the descriptor (kv_heads * d floats per layer), and with
-        // mass recording the dense scores (rows_total * m_max) and dense_mass rows m <= dcap.
+        // mass recording it overwrites the dense scores (rows_total * m_max) of its row,
+        // below its layer's m, with their weights.
         unsafe { launch.launch(cfg) }?;
+        if let (true, Some(weights)) = (mass, self.scores.as_ref()) {
+            const THREADS: u32 = 256;
+            let cfg = LaunchConfig {
+                grid_dim: (to_u32(OP, m_max)?.div_ceil(THREADS), to_u32(OP, hkv)?, to_u32(OP, b)?),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = gpu.stream.launch_builder(&k.mass);
+            launch.arg(&*desc_dev);
+            launch.arg(&stride_i);
+            launch.arg(weights);
+            launch.arg(&t_i);
+            launch.arg(&hkv_i);
+            launch.arg(&group_i);
+            launch.arg(&m_i);
+            // SAFETY: matches `attend_mass` in kernels/attend.cu: one thread per (token
+            // below m_max, kv head, sequence); a thread past its layer's m returns, the
+            // others read the weights `attend_combine` wrote above (rows_total * m_max,
+            // every row of the sequence's group below m) and add to dense_mass[h][tok],
+            // tok < m <= dcap, which no other thread of the launch touches.
+            unsafe { launch.launch(cfg) }?;
+        }
         Ok(())
     }
 }
