@@ -1,8 +1,8 @@
 //! Time of one `compress()` of a 2,000-token SmolLM2-shaped cache, per preset, in this thread's
 //! CPU time (so a busy machine does not inflate it) and wall time, mean CPU time and best wall time of `N` runs.
 //!
-//! `cargo run --release -p nq-core --features testing --example compress_time -- [T] [N]`
-//! (defaults 2000 and 20). The window's attention is handed over as nq-candle does from the
+//! `cargo run --release -p nq-core --features testing --example compress_time -- [T] [N] [ONLY]`
+//! (defaults 2000 and 20; `ONLY`, such as `high`, times that preset alone, for a profiler). The window's attention is handed over as nq-candle does from the
 //! prefill (`scores=prefill`); `balanced` is also timed recomputing it from the 128 window
 //! queries (`scores=queries`). Prints JSON records (bench `cpu_compress_once`), each with the
 //! instruction set nq-lattice's encoders run on (`NQ_FORCE_AVX2=1` makes an AVX-512 machine
@@ -29,8 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t: usize = args.first().map_or(Ok(2000), |s| s.parse())?;
     let n: usize = args.get(1).map_or(Ok(20), |s| s.parse())?;
     let mut records = Vec::new();
+    let only = args.get(2);
     let runs = Preset::ALL.iter().map(|&p| (p, true)).chain([(Preset::Balanced, false)]);
-    for (preset, mass) in runs {
+    for (preset, mass) in runs.filter(|(p, mass)| only.is_none_or(|o| *mass && o == p.name())) {
         let cache = filled_cache(SMOLLM2, preset.config(), t, mass)?;
         // CPU time ticks at 10 ms: take the mean over the runs; wall time: the best run.
         let (mut cpu, mut wall) = (0.0, f64::INFINITY);

@@ -83,20 +83,22 @@ pub(crate) fn row_stats(x: &[f32], dim: usize) -> Vec<(f64, f32)> {
     x.chunks_exact(dim)
         .map(|row| {
             let mut acc = [0.0f32; 8];
-            let mut amax = 0.0f32;
+            // One maximum per lane, reduced at the end: one running maximum over the row was
+            // a serial chain of 64 compares (the compiler may not reorder float selects).
+            let mut amax = [0.0f32; 8];
             let mut total = 0.0f64;
             for blk in row.chunks_exact(8) {
                 for i in 0..8 {
                     acc[i] += blk[i] * blk[i];
                     // Inputs are finite: a plain compare vectorizes (unlike `f32::max`).
                     let a = blk[i].abs();
-                    amax = if a > amax { a } else { amax };
+                    amax[i] = if a > amax[i] { a } else { amax[i] };
                 }
             }
             for a in acc {
                 total += f64::from(a);
             }
-            (total, amax)
+            (total, amax.into_iter().fold(0.0f32, |m, a| if a > m { a } else { m }))
         })
         .collect()
 }
