@@ -224,6 +224,21 @@ pub enum Pool {
 pub(crate) fn pool(src: &[f32], range: Range<usize>, kernel: usize, kind: Pool, dst: &mut [f32]) {
     debug_assert_eq!(src.len(), dst.len());
     debug_assert!(kernel % 2 == 1);
+    match kind {
+        Pool::Max => max_pool(src, range, kernel, dst),
+        Pool::Avg => pool_naive(src, range, kernel, kind, dst),
+    }
+}
+
+/// [`pool`] as defined: every window read in full (`O(n * kernel)`). The reference of
+/// [`max_pool`], and the average pooling itself (its sums stay in window order).
+pub(crate) fn pool_naive(
+    src: &[f32],
+    range: Range<usize>,
+    kernel: usize,
+    kind: Pool,
+    dst: &mut [f32],
+) {
     dst.copy_from_slice(src);
     let r = kernel / 2;
     if r == 0 {
@@ -240,6 +255,44 @@ pub(crate) fn pool(src: &[f32], range: Range<usize>, kernel: usize, kind: Pool, 
                 let n = win.len() as f32;
                 win.iter().sum::<f32>() / n
             }
+        };
+    }
+}
+
+/// [`pool`] with [`Pool::Max`] in `O(n log kernel)`, the same values as [`pool_naive`]: with
+/// `p` the largest power of two `<= kernel`, `span[j]` becomes the maximum of the `p` tokens
+/// from `j` (log2 p passes of pairwise maxima, each over the whole range, which vectorize),
+/// and a full window is the maximum of the two spans of `p` at its ends, which overlap and
+/// cover it. Windows cut short by the range's ends are read in full. NaN is ignored as
+/// `f32::max` ignores it (a window of NaN only gives `-inf`, as the naive fold does).
+fn max_pool(src: &[f32], range: Range<usize>, kernel: usize, dst: &mut [f32]) {
+    dst.copy_from_slice(src);
+    let r = kernel / 2;
+    let n = range.len();
+    if r == 0 || n == 0 {
+        return;
+    }
+    let p = 1usize << kernel.ilog2();
+    let mut span: Vec<f32> = src[range.clone()]
+        .iter()
+        .map(|&x| if x.is_nan() { f32::NEG_INFINITY } else { x })
+        .collect();
+    let mut w = 1;
+    while w < p && w < n {
+        // Ascending `j` reads `span[j + w]` before this pass writes it.
+        for j in 0..n - w {
+            span[j] = span[j].max(span[j + w]);
+        }
+        w *= 2;
+    }
+    let s = range.start;
+    for i in range.clone() {
+        let lo = i.saturating_sub(r).max(s);
+        let hi = (i + r + 1).min(range.end);
+        dst[i] = if hi - lo == kernel {
+            span[lo - s].max(span[hi - p - s])
+        } else {
+            src[lo..hi].iter().copied().fold(f32::NEG_INFINITY, f32::max)
         };
     }
 }
@@ -353,6 +406,36 @@ mod tests {
         assert_eq!(exp_neg(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_neg(-100.0), 0.0);
         assert!(exp_neg(f32::NAN).is_nan());
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The doubling max pool gives the naive windows' maxima (NaN and -0 included:
+        /// compared as values).
+        #[test]
+        fn max_pool_equals_the_naive_windows(
+            src in proptest::collection::vec(prop_oneof![
+                8 => 0.0f32..1.0,
+                2 => (0u8..3).prop_map(f32::from),
+                1 => Just(f32::NAN),
+                1 => Just(-0.0f32),
+            ], 0..300),
+            half in 0usize..24,
+            cut in (0.0f64..=1.0, 0.0f64..=1.0),
+        ) {
+            let n = src.len();
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+            let (a, b) = ((cut.0 * n as f64) as usize, (cut.1 * n as f64) as usize);
+            let range = a.min(b)..a.max(b);
+            let kernel = 2 * half + 1;
+            let (mut fast, mut naive) = (vec![0f32; n], vec![0f32; n]);
+            pool(&src, range.clone(), kernel, Pool::Max, &mut fast);
+            pool_naive(&src, range, kernel, Pool::Max, &mut naive);
+            for (i, (f, g)) in fast.iter().zip(&naive).enumerate() {
+                prop_assert!(f == g || (f.is_nan() && g.is_nan()), "{i}: {f} vs {g}");
+            }
+        }
     }
 
     #[test]
