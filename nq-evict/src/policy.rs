@@ -428,31 +428,47 @@ pub fn select(scores: &[f32], shape: Shape, policy: &Policy) -> Result<Vec<Vec<u
     Ok(out)
 }
 
-/// Descending order of scores: NaN lowest (all NaNs equal), `-0.0 == +0.0`.
+/// Descending order of scores as an integer: `desc_key(a) < desc_key(b)` exactly when `a`
+/// ranks above `b`, equal keys exactly when they tie (the test's `cmp_desc` says it in
+/// floats: NaN lowest, all NaNs equal, `-0.0 == +0.0`). Non-NaN scores map to their total order
+/// reversed (-0.0 as +0.0), below every NaN, which all map to `u32::MAX`.
 #[inline]
-fn cmp_desc(a: f32, b: f32) -> Ordering {
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => Ordering::Equal,
-        (true, false) => Ordering::Greater,
-        (false, true) => Ordering::Less,
-        // `x + 0.0` maps -0.0 to +0.0
-        (false, false) => (b + 0.0).total_cmp(&(a + 0.0)),
+fn desc_key(a: f32) -> u32 {
+    if a.is_nan() {
+        return u32::MAX;
     }
+    let bits = (a + 0.0).to_bits();
+    // Ascending total order of the bits; reversed, -inf (the last non-NaN) is 0xff80_0000.
+    let ascending = if bits >> 31 == 1 { !bits } else { bits | 1 << 31 };
+    !ascending
+}
+
+/// [`desc_key`] for the `f64` normalized scores (NaN to `u64::MAX`; -0.0 is never stored).
+#[inline]
+fn desc_key64(a: f64) -> u64 {
+    if a.is_nan() {
+        return u64::MAX;
+    }
+    let bits = a.to_bits();
+    let ascending = if bits >> 63 == 1 { !bits } else { bits | 1 << 63 };
+    !ascending
 }
 
 /// Splits the candidates of one head into its best `k` (by score desc, index asc) and the
 /// rest, in unspecified order.
 fn top_candidates(s: &[f32], cand: std::ops::Range<usize>, k: usize) -> (Vec<u32>, Vec<u32>) {
+    // One integer per candidate, score key above index: the selection compares plain
+    // integers instead of calling `cmp_desc` on two scores read through their indices.
     #[allow(clippy::cast_possible_truncation)] // tokens <= u32::MAX checked by Shape::elements
-    let mut idx: Vec<u32> = cand.map(|i| i as u32).collect();
-    debug_assert!(k <= idx.len());
-    if k > 0 && k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, |&x, &y| {
-            cmp_desc(s[x as usize], s[y as usize]).then(x.cmp(&y))
-        });
+    let mut keys: Vec<u64> =
+        cand.map(|i| u64::from(desc_key(s[i])) << 32 | u64::from(i as u32)).collect();
+    debug_assert!(k <= keys.len());
+    if k > 0 && k < keys.len() {
+        keys.select_nth_unstable(k - 1);
     }
-    let rest = idx.split_off(k);
-    (idx, rest)
+    #[allow(clippy::cast_possible_truncation)] // the low half is the index
+    let idx = |key: &u64| *key as u32;
+    (keys[..k].iter().map(idx).collect(), keys[k..].iter().map(idx).collect())
 }
 
 /// Adds the protected tokens (outside `cand`) to `kept` and sorts it.
@@ -474,17 +490,15 @@ fn pooled(
     b: usize,
     min_fraction: f32,
 ) -> Vec<Vec<u32>> {
-    struct Entry {
-        norm: f64,
-        raw: f32,
-        unit: u32,
-        idx: u32,
-    }
     let p = t - cand.len();
     #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let m = ((f64::from(min_fraction) * b as f64).round() as usize).clamp(p, b);
     let mut kept = Vec::with_capacity(units.len());
-    let mut pool = Vec::new();
+    // One entry per pooled candidate: (normalized score key, raw score key, unit) packed
+    // in one integer, then the index. Their order is the one the naive oracle sorts by:
+    // normalized score desc (NaN, exactly when the raw score is NaN, lowest), raw score
+    // desc, unit asc, index asc.
+    let mut pool: Vec<(u128, u32)> = Vec::new();
     for (u, s) in units.iter().enumerate() {
         let (head, rest) = top_candidates(s, cand.clone(), m - p);
         kept.push(head);
@@ -496,7 +510,7 @@ fn pooled(
         let unit = (base + u) as u32;
         pool.extend(rest.into_iter().map(|i| {
             let raw = s[i as usize];
-            // `+ 0.0` maps -0.0 to +0.0, as `cmp_desc` does
+            // `+ 0.0` maps -0.0 to +0.0, as `desc_key` does
             let norm = if raw.is_nan() {
                 f64::NAN
             } else if sum > 0.0 {
@@ -504,27 +518,21 @@ fn pooled(
             } else {
                 0.0
             };
-            Entry { norm, raw, unit, idx: i }
+            let key = u128::from(desc_key64(norm)) << 64
+                | u128::from(desc_key(raw)) << 32
+                | u128::from(unit);
+            (key, i)
         }));
     }
     let k = units.len() * (b - m);
     if k > 0 && k < pool.len() {
-        pool.select_nth_unstable_by(k - 1, |x, y| {
-            // norm is NaN exactly when raw is; order NaN lowest via the f32 comparison.
-            let by_norm = if x.norm.is_nan() || y.norm.is_nan() {
-                cmp_desc(x.raw, y.raw)
-            } else {
-                y.norm.total_cmp(&x.norm)
-            };
-            by_norm
-                .then_with(|| cmp_desc(x.raw, y.raw))
-                .then(x.unit.cmp(&y.unit))
-                .then(x.idx.cmp(&y.idx))
-        });
+        pool.select_nth_unstable(k - 1);
     }
     pool.truncate(k);
-    for e in pool {
-        kept[e.unit as usize - base].push(e.idx);
+    for (key, idx) in pool {
+        #[allow(clippy::cast_possible_truncation)] // the low 32 bits are the unit
+        let unit = key as u32;
+        kept[unit as usize - base].push(idx);
     }
     for list in &mut kept {
         finish(list, cand.clone(), t);
@@ -570,4 +578,78 @@ pub fn gather<T: Copy>(rows: &[T], row_len: usize, kept: &[u32]) -> Result<Vec<T
         out.extend_from_slice(&rows[i * row_len..(i + 1) * row_len]);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cmp::Ordering;
+
+    use super::{desc_key, desc_key64};
+
+    /// The order the integer keys stand for, in floats.
+    fn cmp_desc(a: f32, b: f32) -> Ordering {
+        match (a.is_nan(), b.is_nan()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            // `x + 0.0` maps -0.0 to +0.0
+            (false, false) => (b + 0.0).total_cmp(&(a + 0.0)),
+        }
+    }
+
+    fn samples() -> Vec<f32> {
+        let mut v = vec![
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7f80_0001),
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            -f32::from_bits(1),
+            1.0,
+            -1.0,
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..400 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            #[allow(clippy::cast_possible_truncation)]
+            v.push(f32::from_bits(state as u32));
+        }
+        v
+    }
+
+    /// Every pair of special and random scores orders the same by key as by `cmp_desc`.
+    #[test]
+    fn desc_key_orders_as_cmp_desc() {
+        let v = samples();
+        for &a in &v {
+            for &b in &v {
+                assert_eq!(desc_key(a).cmp(&desc_key(b)), cmp_desc(a, b), "{a:e} vs {b:e}");
+            }
+        }
+    }
+
+    /// The `f64` key: descending total order, NaN lowest, on the same scores widened.
+    #[test]
+    fn desc_key64_orders_descending_with_nan_lowest() {
+        let v: Vec<f64> = samples().into_iter().map(|x| f64::from(x) + 0.0).collect();
+        for &a in &v {
+            for &b in &v {
+                let want = match (a.is_nan(), b.is_nan()) {
+                    (true, true) => Ordering::Equal,
+                    (true, false) => Ordering::Greater,
+                    (false, true) => Ordering::Less,
+                    (false, false) => b.total_cmp(&a),
+                };
+                assert_eq!(desc_key64(a).cmp(&desc_key64(b)), want, "{a:e} vs {b:e}");
+            }
+        }
+    }
 }
