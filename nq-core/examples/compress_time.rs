@@ -1,10 +1,12 @@
 //! Time of one `compress()` of a 2,000-token SmolLM2-shaped cache, per preset, in this thread's
-//! CPU time (so a busy machine does not inflate it) and wall time, mean CPU time and best wall time of `N` runs.
+//! CPU time (so a busy machine does not inflate it) and wall time, mean CPU time and best wall
+//! time of `N` runs.
 //!
 //! `cargo run --release -p nq-core --features testing --example compress_time -- [T] [N] [ONLY]`
-//! (defaults 2000 and 20; `ONLY`, such as `high`, times that preset alone, for a profiler). The window's attention is handed over as nq-candle does from the
-//! prefill (`scores=prefill`); `balanced` is also timed recomputing it from the 128 window
-//! queries (`scores=queries`). Prints JSON records (bench `cpu_compress_once`), each with the
+//! (defaults 2000 and 20; `ONLY`, such as `high`, times that preset alone, for a profiler).
+//! The window's attention is handed over as nq-candle does from the prefill
+//! (`scores=prefill`); `balanced` is also timed recomputing it from the 128 window queries
+//! (`scores=queries`). Prints JSON records (bench `cpu_compress_once`), each with the
 //! instruction set nq-lattice's encoders run on (`NQ_FORCE_AVX2=1` makes an AVX-512 machine
 //! take the AVX2 path).
 

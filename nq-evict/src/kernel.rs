@@ -359,6 +359,8 @@ pub(crate) fn inv_sqrt(d: usize) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -407,8 +409,6 @@ mod tests {
         assert_eq!(exp_neg(-100.0), 0.0);
         assert!(exp_neg(f32::NAN).is_nan());
     }
-
-    use proptest::prelude::*;
 
     proptest! {
         /// The doubling max pool gives the naive windows' maxima (NaN and -0 included:

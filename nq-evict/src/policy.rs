@@ -458,7 +458,7 @@ fn desc_key64(a: f64) -> u64 {
 /// rest, in unspecified order.
 fn top_candidates(s: &[f32], cand: std::ops::Range<usize>, k: usize) -> (Vec<u32>, Vec<u32>) {
     // One integer per candidate, score key above index: the selection compares plain
-    // integers instead of calling `cmp_desc` on two scores read through their indices.
+    // integers, not two scores read through their indices.
     #[allow(clippy::cast_possible_truncation)] // tokens <= u32::MAX checked by Shape::elements
     let mut keys: Vec<u64> =
         cand.map(|i| u64::from(desc_key(s[i])) << 32 | u64::from(i as u32)).collect();

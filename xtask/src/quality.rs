@@ -19,9 +19,12 @@ const PRESETS: &[&str] = &["high", "balanced", "max"];
 const MODES: &[(&str, &str)] = &[("decode", ""), ("prompt", "-prompt")];
 
 /// Run the evaluations in both modes (`collect`: only merge the `eval-MODEL-PRESET[-prompt].json`
-/// files already written by `nq eval --json`, skipping those missing) and merge them.
-pub(crate) fn run(quick: bool, collect: bool) -> Result<Vec<Value>> {
-    let out = project_root().join(if quick { "target/nq-bench/quick" } else { "target/nq-bench" });
+/// files already written by `nq eval --json`, skipping those missing) and merge them. Returns
+/// the records and their name under `target/nq-bench`: a quick run writes to `quick/`, so
+/// it never replaces the 12-sample records the README's table is made from.
+pub(crate) fn run(quick: bool, collect: bool) -> Result<(Vec<Value>, String)> {
+    let sub = if quick { "quick/" } else { "" };
+    let out = project_root().join("target/nq-bench").join(sub);
     let mut records = Vec::new();
     for model in MODELS {
         for (mode, suffix) in MODES {
@@ -47,7 +50,7 @@ pub(crate) fn run(quick: bool, collect: bool) -> Result<Vec<Value>> {
     }
     fs::write(out.join("pareto.svg"), pareto_svg(&records))?;
     eprintln!("wrote {}", out.join("pareto.svg").display());
-    Ok(records)
+    Ok((records, format!("{sub}quality")))
 }
 
 /// `nq eval --json` of every preset on `model` in `mode`, results under `out`.
