@@ -387,7 +387,7 @@ fn kept(cache: &crate::CompressedKvCache, key: &[u32]) -> Vec<f64> {
             for l in 0..shape.layers {
                 let dense = c.dense_positions(l).binary_search(p).is_ok();
                 n += (0..shape.kv_heads)
-                    .filter(|&h| dense || c.positions(l, h).binary_search(p).is_ok())
+                    .filter(|&h| dense || c.positions(l, h).contains(*p))
                     .count();
             }
             n as f64 / slots

@@ -14,6 +14,7 @@ use crate::cache::{CompressedCache, KvShape, QueryWindow, layer_spec};
 use crate::config::{CompressionConfig, Storage};
 use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
+use crate::positions::Positions;
 use crate::store::HeadImage;
 
 /// What identifies the model a cache belongs to.
@@ -90,6 +91,7 @@ impl<B: Backend> CompressedCache<B> {
                         .map(|s| format!("h{h}.{s}"))
                 })
                 .collect();
+            let pos: Vec<Vec<u32>> = heads.iter().map(|h| h.pos.to_vec()).collect();
             let masses: Vec<[Vec<u8>; 4]> = heads
                 .iter()
                 .map(|h| {
@@ -109,9 +111,9 @@ impl<B: Backend> CompressedCache<B> {
             for (q, name) in queries.iter().zip(&qnames) {
                 s.push(StreamRef { name, data: DataRef::Raw(q) });
             }
-            for ((h, n), mass) in heads.iter().zip(&names).zip(&masses) {
+            for (((h, n), mass), pos) in heads.iter().zip(&names).zip(&masses).zip(&pos) {
                 s.extend([
-                    StreamRef { name: &n[0], data: DataRef::Positions(&h.pos) },
+                    StreamRef { name: &n[0], data: DataRef::Positions(pos) },
                     StreamRef { name: &n[1], data: code_ref(self.cfg.keys, &h.k_codes, d) },
                     StreamRef {
                         name: &n[2],
@@ -310,7 +312,8 @@ fn query_squares(sec: &Section, shape: KvShape) -> Result<Vec<Vec<f64>>> {
 fn head_image(sec: &Section, h: usize, smooth_keys: bool) -> Result<HeadImage> {
     let name = |s: &str| format!("h{h}.{s}");
     Ok(HeadImage {
-        pos: positions(sec, &name("pos"))?,
+        pos: Positions::from_ascending(&positions(sec, &name("pos"))?)
+            .map_err(|e| Error::Archive(format!("section {} {}: {e}", sec.id, name("pos"))))?,
         k_codes: code_bytes(sec, &name("k"))?,
         k_scales: scales(sec, &name("ks"))?,
         v_codes: code_bytes(sec, &name("v"))?,
@@ -475,8 +478,14 @@ pub fn inspect<R: Read>(r: R) -> Result<ArchiveSummary> {
             let b = &mut s.bytes;
             match (head, suffix) {
                 (true, "pos") => {
-                    s.compressed_slots += bytes / 4;
-                    b.positions += bytes;
+                    // Held as a bitmap, as the cache holds them.
+                    let Data::Positions(p) = &stream.data else {
+                        return Err(Error::Archive(format!("{}: not positions", stream.name)));
+                    };
+                    s.compressed_slots += p.len();
+                    b.positions += Positions::from_ascending(p)
+                        .map_err(|e| Error::Archive(format!("{}: {e}", stream.name)))?
+                        .bytes();
                 }
                 (true, "k") => b.key_codes += bytes,
                 (true, "v") => b.value_codes += bytes,

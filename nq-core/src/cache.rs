@@ -724,11 +724,11 @@ impl CompressedCache<CpuBackend> {
         self.layers[layer].store.head(head)
     }
 
-    /// Positions of the compressed tokens of one (layer, kv head), ascending.
+    /// Positions of the compressed tokens of one (layer, kv head).
     ///
     /// # Panics
     /// If `layer` or `head` is out of range.
-    pub fn positions(&self, layer: usize, head: usize) -> &[u32] {
+    pub fn positions(&self, layer: usize, head: usize) -> &crate::Positions {
         &self.head(layer, head).pos
     }
 

@@ -41,6 +41,7 @@ mod cpu;
 mod error;
 mod evict;
 mod lattice;
+mod positions;
 pub mod prep;
 pub mod reference;
 mod rotation;
@@ -56,6 +57,7 @@ pub use config::{
 };
 pub use cpu::{CpuBackend, CpuLayer};
 pub use error::{Error, Result};
+pub use positions::Positions;
 pub use rotation::Rotation;
 
 // What the public API takes, re-exported so users need not depend on the stage crates.

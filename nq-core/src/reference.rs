@@ -175,7 +175,7 @@ impl StoredRows {
                         *x = *x / s + head.k_mean.get(c).copied().unwrap_or(0.0);
                     }
                 }
-                rope.apply(&mut plain, &head.pos)?;
+                rope.apply(&mut plain, &head.pos.to_vec())?;
                 Some(plain.iter().map(|&x| f64::from(x)).collect())
             }
             None => None,
@@ -208,7 +208,7 @@ impl StoredRows {
             head.k_mean.iter().zip(qv).map(|(&m, &x)| f64::from((m * x).abs())).sum::<f64>()
                 * scale;
         let (mut s, mut terms, mut values) = (Vec::new(), Vec::new(), Vec::new());
-        for (n, &pos) in head.pos.iter().enumerate() {
+        for (n, pos) in head.pos.iter().enumerate() {
             if !visible(pos) {
                 continue;
             }

@@ -6,6 +6,7 @@ use nq_rope::Rope;
 
 use crate::config::Storage;
 use crate::error::{Error, Result};
+use crate::positions::Positions;
 use crate::rotation::Rotation;
 
 /// Everything a backend needs to create the storage of one layer.
@@ -80,8 +81,8 @@ fn row_bytes(storage: Storage, d: usize) -> usize {
 /// any backend exports for archives and conformance checks, and imports back.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HeadImage {
-    /// Positions of the compressed tokens, strictly ascending.
-    pub pos: Vec<u32>,
+    /// Positions of the compressed tokens (a bitmap: 1 bit per token of the span).
+    pub pos: Positions,
     /// Key codes, `pos.len() * key_row_bytes` bytes in token order.
     pub k_codes: Vec<u8>,
     /// One f16 scale per compressed key (empty for f16 storage).
@@ -150,9 +151,6 @@ impl HeadImage {
             || self.k_smooth.iter().any(|s| !(s.is_finite() && *s > 0.0))
         {
             return Err(Error::Archive("key smoothing: wrong length or not positive".into()));
-        }
-        if let Some(w) = self.pos.windows(2).find(|w| w[0] >= w[1]) {
-            return Err(Error::Archive(format!("positions not ascending: {} then {}", w[0], w[1])));
         }
         Ok(())
     }
@@ -229,7 +227,8 @@ pub struct ByteBreakdown {
     pub value_codes: usize,
     /// Per-vector f16 scales of keys and values.
     pub scales: usize,
-    /// Positions of compressed tokens (u32), and of dense tokens.
+    /// Positions of compressed tokens (a bitmap per head, [`Positions`]), and of dense
+    /// tokens (u32).
     pub positions: usize,
     /// f16 rows of the sink and recent windows and of tokens not compressed yet.
     pub windows: usize,
@@ -284,7 +283,7 @@ impl ByteBreakdown {
             key_codes: h.k_codes.len(),
             value_codes: h.v_codes.len(),
             scales: (h.k_scales.len() + h.v_scales.len()) * 2,
-            positions: h.pos.len() * 4,
+            positions: h.pos.bytes(),
             windows: (h.dense_k.len() + h.dense_v.len()) * 2,
             mass: h.dense_mass.len() * 4,
             means: (h.k_mean.len() + h.v_mean.len()) * 4,

@@ -56,7 +56,7 @@ fn max_pooling_keeps_spans() {
         let (mut kept, mut runs) = (0usize, 0usize);
         for layer in 0..SHAPE.layers {
             for head in 0..SHAPE.kv_heads {
-                let pos = cache.positions(layer, head);
+                let pos = cache.positions(layer, head).to_vec();
                 kept += pos.len();
                 runs += 1 + pos.windows(2).filter(|w| w[1] != w[0] + 1).count();
             }
@@ -82,10 +82,22 @@ fn resident_bytes_are_the_buffers() {
     let s = cache.stats();
     let d = SHAPE.head_dim;
     let code_bytes = |s: Storage| d / 8 * usize::from(s.bits()); // one byte per bit per 8 values
-    // K and V codes, two f16 scales, a position.
-    let per_compressed = code_bytes(cfg.keys) + code_bytes(cfg.values) + 2 * 2 + 4;
+    // K and V codes, two f16 scales.
+    let per_compressed = code_bytes(cfg.keys) + code_bytes(cfg.values) + 2 * 2;
+    // Each head's positions: a bitmap from the first kept token's 64-token word to the last
+    // one's, with that first word's index.
+    let mut bitmaps = 0;
+    for layer in 0..SHAPE.layers {
+        for head in 0..SHAPE.kv_heads {
+            let pos = cache.positions(layer, head).to_vec();
+            if let (Some(first), Some(last)) = (pos.first(), pos.last()) {
+                bitmaps += (last / 64 - first / 64 + 1) as usize * 8 + 4;
+            }
+        }
+    }
     let per_dense_slot = 2 * d * 2 + 4; // f16 K and V, attention-mass score
     let expected = s.compressed_slots * per_compressed
+        + bitmaps
         + s.dense_slots * per_dense_slot
         + SHAPE.layers * (cfg.evict.sinks + cfg.evict.recent) * 4 // dense positions, per layer
         + SHAPE.layers * 2 * d * 4 // rotation signs
@@ -176,7 +188,7 @@ fn kept_positions_are_sorted_and_original() {
     cache.compress().unwrap();
     for layer in 0..SHAPE.layers {
         for head in 0..SHAPE.kv_heads {
-            let pos = cache.positions(layer, head);
+            let pos = cache.positions(layer, head).to_vec();
             assert!(pos.windows(2).all(|w| w[0] < w[1]), "layer {layer} head {head}");
             assert!(pos.iter().all(|&p| (cfg.evict.sinks as u32..1500 - cfg.evict.recent as u32).contains(&p)));
         }

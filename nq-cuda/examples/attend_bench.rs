@@ -33,7 +33,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use cudarc::driver::CudaSlice;
 use half::f16;
-use nq_core::{HeadImage, KvShape, LayerSpec, Rotation, Storage};
+use nq_core::{HeadImage, KvShape, LayerSpec, Positions, Rotation, Storage};
 use nq_cuda::CudaBackend;
 use nq_cuda::attend::{AttendTuning, Attender, BatchQuery};
 use nq_cuda::store::{DeviceLayer, DeviceRows};
@@ -213,7 +213,8 @@ fn error_record(gpu: &CudaBackend, device: &str) -> Result<Value> {
         let n = mid.len();
         let mut img = HeadImage {
             #[allow(clippy::cast_possible_truncation)]
-            pos: mid.clone().map(|p| p as u32).collect(),
+            pos: Positions::from_ascending(&mid.clone().map(|p| p as u32).collect::<Vec<_>>())
+                .expect("ascending"),
             k_codes: vec![0; kcodec.code_len(n, D)],
             k_scales: vec![f16::ZERO; n],
             v_codes: vec![0; vcodec.code_len(n, D)],

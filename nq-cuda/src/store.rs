@@ -22,7 +22,7 @@ use cudarc::driver::{
     CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
 };
 use half::f16;
-use nq_core::{HeadImage, LayerSpec, Storage};
+use nq_core::{HeadImage, LayerSpec, Positions, Storage};
 use nq_lattice::FixedBits;
 
 use crate::attend::store_kernel;
@@ -251,8 +251,9 @@ impl DeviceLayer {
 
     /// Bytes of storage in use: codes, scales and positions of the compressed tokens, f16
     /// dense rows, their mass and positions, and the means and smoothing vectors that are
-    /// set. The same sum as [`HeadImage::bytes`] over the heads, plus 4 bytes per dense
-    /// position.
+    /// set. The same sum as [`HeadImage::bytes`] over the heads, except that positions are
+    /// u32 here (4 bytes per compressed token, where the host holds a bitmap: the kernels
+    /// read each token's position for masks and RoPE), plus 4 bytes per dense position.
     pub fn resident_bytes(&self) -> usize {
         let d = self.spec.head_dim;
         let m = self.dense_len();
@@ -677,7 +678,11 @@ impl DeviceLayer {
                 if set { down(buf, head * d..(head + 1) * d) } else { Ok(Vec::new()) }
             };
             heads.push(HeadImage {
-                pos: if n == 0 { Vec::new() } else { s.clone_dtoh(&self.pos.slice(c..c + n))? },
+                pos: if n == 0 {
+                    Positions::new()
+                } else {
+                    Positions::from_ascending(&s.clone_dtoh(&self.pos.slice(c..c + n))?)?
+                },
                 k_codes: down8(&self.k_codes, c * self.key_row..(c + n) * self.key_row)?,
                 k_scales: down16(&self.k_scales, c..c + n)?,
                 v_codes: down8(&self.v_codes, c * self.value_row..(c + n) * self.value_row)?,
@@ -717,6 +722,7 @@ impl DeviceLayer {
         layer.reserve_dense(m)?;
         layer.reserve_compressed(heads.iter().map(HeadImage::compressed).max().unwrap_or(0))?;
         for (h, head) in heads.iter().enumerate() {
+            let positions = head.pos.to_vec();
             layer.append_compressed(
                 h,
                 &HostRows {
@@ -724,7 +730,7 @@ impl DeviceLayer {
                     k_scales: &head.k_scales,
                     v_codes: &head.v_codes,
                     v_scales: &head.v_scales,
-                    positions: &head.pos,
+                    positions: &positions,
                 },
             )?;
             fn opt(v: &[f32]) -> Option<&[f32]> {

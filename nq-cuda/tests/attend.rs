@@ -23,7 +23,7 @@
 
 use cudarc::driver::CudaSlice;
 use half::f16;
-use nq_core::{HeadImage, LayerSpec, Rotation, Storage};
+use nq_core::{HeadImage, LayerSpec, Positions, Rotation, Storage};
 use nq_cuda::CudaBackend;
 use nq_cuda::CudaError;
 use nq_cuda::attend::{AttendTuning, Attender, BatchQuery};
@@ -117,7 +117,7 @@ fn random_content(
                 k_scales: scales(rng, 0.0, 0.35),
                 v_codes: (0..nh * vb).map(|_| rng.random()).collect(),
                 v_scales: scales(rng, 0.0, 1.0),
-                pos,
+                pos: Positions::from_ascending(&pos).unwrap(),
                 dense_k: f16s(rng, m * d, 1.5),
                 dense_v: f16s(rng, m * d, 1.0),
                 dense_mass: (0..m).map(|_| rng.random_range(0.0..2.0)).collect(),
@@ -174,7 +174,7 @@ fn reference(
         let mut seq_mass = Vec::new();
         let mut seq_mb = Vec::new();
         for (h, head) in seq.heads.iter().enumerate() {
-            let n = head.pos.len();
+            let (n, pos) = (head.pos.len(), head.pos.to_vec());
             let mut kdec = vec![0f32; n * d];
             let mut vdec = vec![0f32; n * d];
             kcodec.decode_rows(&head.k_codes, &head.k_scales, d, &mut kdec).unwrap();
@@ -209,7 +209,7 @@ fn reference(
                     // (score, error bound, value norm, value row or None for dense index)
                     let mut toks: Vec<(f64, f64, f64, usize, bool)> = Vec::new();
                     for i in 0..n {
-                        if !vis(head.pos[i]) {
+                        if !vis(pos[i]) {
                             continue;
                         }
                         let k = &kdec[i * d..][..d];
@@ -535,8 +535,9 @@ fn store_round_trips_and_grows() {
     let (heads, dpos) = layer.export().unwrap();
     assert_eq!(heads, c.heads);
     assert_eq!(dpos, c.dense_pos);
-    let expected: usize =
-        c.heads.iter().map(HeadImage::bytes).sum::<usize>() + 4 * c.dense_pos.len();
+    // The device holds each compressed position as a u32, the host image a bitmap.
+    let u32_positions = |h: &HeadImage| h.bytes() - h.pos.bytes() + 4 * h.pos.len();
+    let expected: usize = c.heads.iter().map(u32_positions).sum::<usize>() + 4 * c.dense_pos.len();
     assert_eq!(layer.resident_bytes(), expected);
     assert!(layer.capacity_bytes() >= layer.resident_bytes());
 
@@ -559,7 +560,7 @@ fn store_round_trips_and_grows() {
     let vd = gpu.stream().clone_htod(&gather(&dv, split..m)).unwrap();
     built.append_dense_device(&gpu, &kd.slice(..), &vd.slice(..), &c.dense_pos[split..]).unwrap();
     for (hi, head) in c.heads.iter().enumerate() {
-        let n = head.pos.len();
+        let (n, pos) = (head.pos.len(), head.pos.to_vec());
         let (kr, vr) = (spec.key_row_bytes(), spec.value_row_bytes());
         let cut = n / 3;
         built
@@ -570,7 +571,7 @@ fn store_round_trips_and_grows() {
                     k_scales: &head.k_scales[..cut],
                     v_codes: &head.v_codes[..cut * vr],
                     v_scales: &head.v_scales[..cut],
-                    positions: &head.pos[..cut],
+                    positions: &pos[..cut],
                 },
             )
             .unwrap();
@@ -592,7 +593,7 @@ fn store_round_trips_and_grows() {
                         k_scales: ks.slice(..),
                         v_codes: vc.slice(..),
                         v_scales: vs.slice(..),
-                        positions: &head.pos[cut..],
+                        positions: &pos[cut..],
                     },
                 )
                 .unwrap();

@@ -77,13 +77,15 @@ impl HeadCtx<'_> {
             for (i, &p) in q_pos.iter().enumerate() {
                 let qv = &qi[i * d..][..d];
                 let o = &mut oi[i * d..][..d];
-                // Visible tokens: positions in (p - window, p].
-                let lo = |pos: &[u32]| match self.query.window {
-                    Some(w) => pos.partition_point(|&x| x.saturating_add(w) <= p),
-                    None => 0,
-                };
-                let (c0, c1) = (lo(&head.pos), head.pos.partition_point(|&x| x <= p));
-                let (d0, d1) = (lo(dense_pos), dense_pos.partition_point(|&x| x <= p));
+                // Visible tokens: positions in (p - window, p], so in [first, p + 1).
+                let first = self
+                    .query
+                    .window
+                    .map_or(0, |w| (u64::from(p) + 1).saturating_sub(u64::from(w)));
+                let end = u64::from(p) + 1;
+                let (c0, c1) = (head.pos.count_below(first), head.pos.count_below(end));
+                let below = |x: u64| dense_pos.partition_point(|&y| u64::from(y) < x);
+                let (d0, d1) = (below(first), below(end));
                 let (c0, d0) = (c0.min(c1), d0.min(d1));
                 let (sc, sd) = (&mut s_c[c0..c1], &mut s_d[d0..d1]);
                 let kb = self.keys.bytes_per_row();
@@ -156,9 +158,9 @@ impl HeadCtx<'_> {
     ) -> Result<()> {
         let scale = 1.0 / (self.d as f32).sqrt();
         let kb = self.keys.bytes_per_row();
-        for (n, s) in (c0..).zip(sc.iter_mut()) {
+        for ((n, s), pos) in (c0..).zip(sc.iter_mut()).zip(head.pos.iter().skip(c0)) {
             u.copy_from_slice(qv);
-            rope.invert_row(u, head.pos[n])?;
+            rope.invert_row(u, pos)?;
             let shift = if head.k_mean.is_empty() { 0.0 } else { dot(u, &head.k_mean) * scale };
             for (r, i) in u.iter_mut().zip(0..) {
                 *r *= scale;

@@ -43,7 +43,7 @@ pub(super) fn compress(layer: &mut CpuLayer, job: &CompressJob<'_>) -> Result<()
             rotate(rot, &mut rows)?;
             quantize(head, part, codec, &rows)?;
         }
-        head.pos.extend(idx.iter().map(|&i| job.positions[i as usize]));
+        idx.iter().try_for_each(|&i| head.pos.push(job.positions[i as usize]))?;
         head.dense_k.drain(range.start * d..range.end * d);
         head.dense_v.drain(range.start * d..range.end * d);
         head.dense_mass.drain(range.clone());
