@@ -166,11 +166,14 @@ pub(crate) fn nearest<L: Lanes>(r: &[L; 8]) -> ([L; 8], L, L) {
         hi_neg = L::mselect(top[k], negative[k], hi_neg);
     }
     let root_bits = L::mask_val(lo_neg, one) + L::mask_val(hi_neg, two);
+    // The negative coordinates of the half-integer root (what `word` holds when kind is 2),
+    // from its sign masks, so that `word` is dead code when only the index is used.
     let mut half_bits = zero;
     for k in 0..7 {
         #[allow(clippy::cast_precision_loss)]
         let bit = (1u32 << k) as f32;
-        half_bits = half_bits + L::mask_val(word[k].lt(zero), L::splat(bit));
+        let negative = L::xor(negative[k], L::and(odd, low[k]));
+        half_bits = half_bits + L::mask_val(negative, L::splat(bit));
     }
     // pair(i, j) = 7i − i(i − 1)/2 + (j − i − 1), exact in f32.
     let pair = L::splat(7.0) * lo - lo * (lo - one) * L::splat(0.5) + (hi - lo - one);

@@ -296,6 +296,11 @@ fn score_shift<L: Lanes>(v: &[L; 8], up: bool) -> Scored<L> {
     for r in 0..8 {
         pre[r + 1] = pre[r] + srt[r];
     }
+    // `2 (pre[n3] + pre[n5])` as `pre2[n3] + pre2[n5]`, the same bits: doubling is exact and
+    // commutes with rounding, and `pre2[0]` is +0 (added only where `n5 > 0`; the prefix sums
+    // of magnitudes are never -0, so `x + 0 = x`).
+    let two = L::splat(2.0);
+    let pre2 = [zero, pre[1] * two, pre[2] * two, pre[3] * two, pre[4] * two, pre[8] * two];
     let mut best_key = L::splat(f32::INFINITY);
     let mut best_ty = zero;
     let even = L::not(odd);
@@ -307,7 +312,12 @@ fn score_shift<L: Lanes>(v: &[L; 8], up: bool) -> Scored<L> {
         ($t:expr) => {{
             let (n3, n5, norm, parity, amin) = TYPES[$t];
             let fix = if parity == 1 { even } else { odd };
-            let key = L::splat(norm) - (pre[n3] + pre[n5]) * L::splat(2.0);
+            let at = |n: usize| pre2[if n == 8 { 5 } else { n }];
+            let key = match (n3, n5) {
+                (0, 0) => L::splat(norm),
+                (_, 0) => L::splat(norm) - at(n3),
+                _ => L::splat(norm) - (at(n3) + at(n5)),
+            };
             let key = L::select(fix, key + srt[7] * L::splat(4.0 * amin), key);
             let better = key.lt(best_key);
             best_key = L::select(better, key, best_key);

@@ -129,10 +129,16 @@ pub(crate) fn encode_group<L: Lanes, const BPB: usize>(v: &[L; 8], codes: &mut [
         let r = residual(v, &c1, 2.0);
         let (w, _, k) = e81b::nearest(&r);
         let k = lanes_of(k);
-        for ((out, &f), &k) in codes.chunks_exact_mut(3).zip(&first).zip(&k) {
+        // 4-byte stores, each overlapping the next block's first byte (written after it);
+        // the last block's 3 bytes alone.
+        for b in 0..L::N {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let code = (f | (k as u32) << 16).to_le_bytes();
-            out.copy_from_slice(&code[..3]);
+            let code = (first[b] | (k[b] as u32) << 16).to_le_bytes();
+            if b + 1 < L::N {
+                codes[3 * b..3 * b + 4].copy_from_slice(&code);
+            } else {
+                codes[3 * b..3 * b + 3].copy_from_slice(&code[..3]);
+            }
         }
         add_scaled(&c1, &w, 0.5)
     } else {
@@ -185,7 +191,8 @@ pub(crate) fn decode_block(bits: FixedBits, code: &[u8]) -> [f32; 8] {
 
 /// Encodes blocks with a decision scale per row: block `b` of `x` belongs to row
 /// `(first + b) / blocks_per_row` and is multiplied by `inv[row]` (1 / scale, or 0 for a
-/// zero row). Writes the codes and, per block, `<x/scale, c>` and `|c|²`.
+/// zero row). Writes the codes and, per block, `<x/scale, c>` and `|c|²` (unless `xc` and
+/// `cc` are both empty: a scale rule that does not refit skips them).
 ///
 /// Groups of `L::N` blocks run on `L`; the remaining blocks run on `f32` (same results).
 #[inline(always)]
@@ -201,15 +208,34 @@ pub(crate) fn encode_blocks<L: Lanes>(
     cc: &mut [f32],
 ) {
     match bits {
-        FixedBits::B2 => encode_rate::<L, 2>(x, first, blocks_per_row, inv, codes, xc, cc),
-        FixedBits::B3 => encode_rate::<L, 3>(x, first, blocks_per_row, inv, codes, xc, cc),
-        FixedBits::B4 => encode_rate::<L, 4>(x, first, blocks_per_row, inv, codes, xc, cc),
+        FixedBits::B2 => encode_fit::<L, 2>(x, first, blocks_per_row, inv, codes, xc, cc),
+        FixedBits::B3 => encode_fit::<L, 3>(x, first, blocks_per_row, inv, codes, xc, cc),
+        FixedBits::B4 => encode_fit::<L, 4>(x, first, blocks_per_row, inv, codes, xc, cc),
     }
 }
 
-/// [`encode_blocks`] at `BPB` bytes per block.
+/// [`encode_blocks`] at `BPB` bytes per block. Without the refit sums (empty `xc`, `cc`) the
+/// codewords are dead code, which a separate instance drops.
 #[inline(always)]
-fn encode_rate<L: Lanes, const BPB: usize>(
+fn encode_fit<L: Lanes, const BPB: usize>(
+    x: &[f32],
+    first: usize,
+    blocks_per_row: usize,
+    inv: &[f32],
+    codes: &mut [u8],
+    xc: &mut [f32],
+    cc: &mut [f32],
+) {
+    if xc.is_empty() && cc.is_empty() {
+        encode_rate::<L, BPB, false>(x, first, blocks_per_row, inv, codes, xc, cc);
+    } else {
+        encode_rate::<L, BPB, true>(x, first, blocks_per_row, inv, codes, xc, cc);
+    }
+}
+
+/// [`encode_blocks`] at `BPB` bytes per block, with the refit sums if `FIT`.
+#[inline(always)]
+fn encode_rate<L: Lanes, const BPB: usize, const FIT: bool>(
     x: &[f32],
     first: usize,
     blocks_per_row: usize,
@@ -225,24 +251,27 @@ fn encode_rate<L: Lanes, const BPB: usize>(
     while b < full {
         let v = blocks.next::<L>(&x[8 * b..8 * (b + L::N)]);
         let c = encode_group::<L, BPB>(&v, &mut codes[b * BPB..(b + L::N) * BPB]);
-        let (mut d, mut n) = (L::splat(0.0), L::splat(0.0));
-        for i in 0..8 {
-            d = d + v[i] * c[i];
-            n = n + c[i] * c[i];
+        if FIT {
+            let (mut d, mut n) = (L::splat(0.0), L::splat(0.0));
+            for i in 0..8 {
+                d = d + v[i] * c[i];
+                n = n + c[i] * c[i];
+            }
+            d.store(&mut xc[b..b + L::N]);
+            n.store(&mut cc[b..b + L::N]);
         }
-        d.store(&mut xc[b..b + L::N]);
-        n.store(&mut cc[b..b + L::N]);
         b += L::N;
     }
     if b < nb {
-        encode_rate::<f32, BPB>(
+        let (xc, cc) = if FIT { (&mut xc[b..], &mut cc[b..]) } else { (xc, cc) };
+        encode_rate::<f32, BPB, FIT>(
             &x[8 * b..],
             first + b,
             blocks_per_row,
             inv,
             &mut codes[b * BPB..],
-            &mut xc[b..],
-            &mut cc[b..],
+            xc,
+            cc,
         );
     }
 }

@@ -182,9 +182,13 @@ impl<'a> ScaledBlocks<'a> {
     #[inline(always)]
     pub(crate) fn next<L: Lanes>(&mut self, x: &[f32]) -> [L; 8] {
         let mut scale = [0.0f32; crate::fixed::MAX_LANES];
-        for s in scale.iter_mut().take(L::N) {
-            *s = self.inv[self.row];
-            self.col += 1;
+        // One run of lanes per row (one or two runs when a row holds 8 blocks).
+        let mut lane = 0;
+        while lane < L::N {
+            let run = (self.blocks_per_row - self.col).min(L::N - lane);
+            scale[lane..lane + run].fill(self.inv[self.row]);
+            lane += run;
+            self.col += run;
             if self.col == self.blocks_per_row {
                 self.col = 0;
                 self.row += 1;

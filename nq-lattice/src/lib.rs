@@ -168,6 +168,28 @@ pub use variable::{
     empirical_entropy_bits_per_dim,
 };
 
+/// Widens `f16` values to `f32` (exact), as the encode pipeline gathers rows for the codecs:
+/// 8 values per F16C conversion where the CPU has it, `half`'s conversion otherwise (the same
+/// bits; NaN payloads included).
+///
+/// # Errors
+/// [`Error::Len`] if `dst.len() != src.len()`.
+///
+/// # Examples
+/// ```
+/// use half::f16;
+/// let src = [f16::from_f32(1.5), f16::from_f32(-0.25), f16::MAX];
+/// let mut dst = [0.0f32; 3];
+/// nq_lattice::widen_f16(&src, &mut dst)?;
+/// assert_eq!(dst, [1.5, -0.25, 65504.0]);
+/// # Ok::<(), nq_lattice::Error>(())
+/// ```
+pub fn widen_f16(src: &[half::f16], dst: &mut [f32]) -> Result<()> {
+    check::len("widen_f16", "dst", src.len(), dst.len())?;
+    simd::widen(src, dst);
+    Ok(())
+}
+
 /// The README's example, compiled as a doctest.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -80,28 +80,34 @@ const TINY: f32 = 1.0 / 33_554_432.0;
 
 /// Per-row sum of squares (f64) and largest magnitude.
 pub(crate) fn row_stats(x: &[f32], dim: usize) -> Vec<(f64, f32)> {
-    x.chunks_exact(dim)
-        .map(|row| {
-            let mut acc = [0.0f32; 8];
-            // One maximum per lane, reduced at the end: one running maximum over the row was
-            // a serial chain of 64 compares (the compiler may not reorder float selects).
-            let mut amax = [0.0f32; 8];
-            let mut total = 0.0f64;
-            for blk in row.chunks_exact(8) {
-                for i in 0..8 {
-                    acc[i] += blk[i] * blk[i];
-                    // Inputs are finite: a plain compare vectorizes (unlike `f32::max`).
-                    let a = blk[i].abs();
-                    amax[i] = if a > amax[i] { a } else { amax[i] };
-                }
-            }
-            for a in acc {
-                total += f64::from(a);
-            }
-            (total, amax.into_iter().fold(0.0f32, |m, a| if a > m { a } else { m }))
-        })
-        .collect()
+    x.chunks_exact(dim).map(row_stat).collect()
 }
+
+/// Sum of squares (f64) and largest magnitude of one row (a multiple of 8 values).
+#[inline]
+fn row_stat(row: &[f32]) -> (f64, f32) {
+    let mut acc = [0.0f32; 8];
+    // One maximum per lane, reduced at the end: one running maximum over the row was
+    // a serial chain of 64 compares (the compiler may not reorder float selects).
+    let mut amax = [0.0f32; 8];
+    let mut total = 0.0f64;
+    for blk in row.chunks_exact(8) {
+        for i in 0..8 {
+            acc[i] += blk[i] * blk[i];
+            // Inputs are finite: a plain compare vectorizes (unlike `f32::max`).
+            let a = blk[i].abs();
+            amax[i] = if a > amax[i] { a } else { amax[i] };
+        }
+    }
+    for a in acc {
+        total += f64::from(a);
+    }
+    (total, amax.into_iter().fold(0.0f32, |m, a| if a > m { a } else { m }))
+}
+
+/// Rows encoded per kernel call by the rules that need no refit: their scales and inverse
+/// scales fit on the stack, and the rows are still in L1 when they are encoded.
+const RULE_ROWS: usize = 16;
 
 /// The sums, in `f64` and in block order, of one row's per-block `<x/scale, c>` and `|c|²`.
 #[inline]
@@ -138,29 +144,38 @@ pub(crate) fn encode_fixed(
     let kernels = codec.kernels();
     let bpr = dim / 8;
     let row_bytes = bpr * bits.bytes_per_block();
-    let stats = row_stats(x, dim);
-    let rows = stats.len();
-    let nb = rows * bpr;
-    let mut xc = vec![0.0f32; nb];
-    let mut cc = vec![0.0f32; nb];
     let rms = |sumsq: f64| (sumsq / dim as f64).sqrt() as f32;
     let overflow = |row: usize, scale: f32| Error::ScaleOverflow { op: OP, row, scale };
     match codec.scale_mode() {
-        ScaleMode::AbsMax | ScaleMode::Rms => {
-            let mut inv = vec![0.0f32; rows];
-            for (r, &(sumsq, amax)) in stats.iter().enumerate() {
-                let target = if codec.scale_mode() == ScaleMode::Rms {
-                    rms_factor(bits) * rms(sumsq)
-                } else {
-                    amax / bits.max_coordinate()
-                };
-                let h = to_f16(target).ok_or_else(|| overflow(r, target))?;
-                scales[r] = h;
-                inv[r] = if h.to_f32() > 0.0 { 1.0 / h.to_f32() } else { 0.0 };
+        mode @ (ScaleMode::AbsMax | ScaleMode::Rms) => {
+            // Each row's scale depends on that row alone: RULE_ROWS rows at a time, with
+            // no refit sums (empty `xc`, `cc`).
+            let mut inv = [0.0f32; RULE_ROWS];
+            let chunks = x
+                .chunks(RULE_ROWS * dim)
+                .zip(codes.chunks_mut(RULE_ROWS * row_bytes))
+                .zip(scales.chunks_mut(RULE_ROWS));
+            for (c, ((x, codes), scales)) in chunks.enumerate() {
+                for (r, (row, s)) in x.chunks_exact(dim).zip(scales.iter_mut()).enumerate() {
+                    let (sumsq, amax) = row_stat(row);
+                    let target = if mode == ScaleMode::Rms {
+                        rms_factor(bits) * rms(sumsq)
+                    } else {
+                        amax / bits.max_coordinate()
+                    };
+                    let h = to_f16(target).ok_or_else(|| overflow(c * RULE_ROWS + r, target))?;
+                    *s = h;
+                    inv[r] = if h.to_f32() > 0.0 { 1.0 / h.to_f32() } else { 0.0 };
+                }
+                kernels.encode(bits, x, bpr, &inv[..scales.len()], codes, &mut [], &mut []);
             }
-            kernels.encode(bits, x, bpr, &inv, codes, &mut xc, &mut cc);
         }
         ScaleMode::BestOf { candidates } => {
+            let stats = row_stats(x, dim);
+            let rows = stats.len();
+            let nb = rows * bpr;
+            let mut xc = vec![0.0f32; nb];
+            let mut cc = vec![0.0f32; nb];
             let n = usize::from(candidates);
             let mut best = vec![f64::INFINITY; rows];
             let mut tmp = vec![0u8; if n > 1 { codes.len() } else { 0 }];

@@ -56,6 +56,8 @@ fn buffer_lengths_must_match_the_shape() {
     assert!(matches!(r, Err(Error::Len { what: "scales", expected: 2, got: 1, .. })), "{r:?}");
     let r = c.axpy_rows(&[1.0; 2], &[0u8; 5], &scales, &mut [0.0; 8]);
     assert!(matches!(r, Err(Error::Len { what: "codes", expected: 4, got: 5, .. })), "{r:?}");
+    let r = nq_lattice::widen_f16(&scales, &mut [0.0; 3]);
+    assert!(matches!(r, Err(Error::Len { what: "dst", expected: 2, got: 3, .. })), "{r:?}");
     let v = VariableCodec::new(1.0, ScaleMode::Rms).unwrap();
     let r = v.decode_rows(&[0u8; 1], &[0; 8], &[f16::ONE; 1], 8, &mut [0.0; 7]);
     assert!(matches!(r, Err(Error::Len { what: "out", .. })), "{r:?}");

@@ -434,3 +434,22 @@ fn variable_simd_gives_the_scalar_symbols() {
         }
     }
 }
+
+#[test]
+fn widen_f16_equals_half_on_every_bit_pattern() {
+    // Every f16 (NaN payloads, subnormals, ±0, ±inf), at lengths around the 8-value chunks.
+    let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+    for len in [all.len(), 1, 7, 8, 9, 15, 17, 64] {
+        for start in [0, 3, 31_741, all.len() - len].into_iter().filter(|s| s + len <= all.len()) {
+            let src = &all[start..start + len];
+            let mut got = vec![0.0f32; len];
+            nq_lattice::widen_f16(src, &mut got).unwrap();
+            let mut want = vec![0.0f32; len];
+            half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, &mut want);
+            for ((s, g), w) in src.iter().zip(&got).zip(&want) {
+                assert_eq!(g.to_bits(), w.to_bits(), "{:#06x}", s.to_bits());
+                assert_eq!(g.to_bits(), s.to_f32().to_bits(), "{:#06x}", s.to_bits());
+            }
+        }
+    }
+}
