@@ -13,6 +13,9 @@ use crate::codec::widen;
 use crate::config::{EvictConfig, ScorerKind};
 use crate::error::Result;
 
+/// Rows of values widened to f32 at a time for their norms.
+const WEIGH_ROWS: usize = 64;
+
 /// Scores the dense tokens of a layer, per kv head.
 pub(crate) struct Scoring {
     cfg: EvictConfig,
@@ -113,14 +116,23 @@ impl Scoring {
         observed: ObservedAttention,
     ) -> Result<Vec<Vec<f32>>> {
         let (d, group, n) = (self.shape.head_dim, self.shape.group(), lay.dense_pos.len());
-        let mut values = Vec::new();
+        let mut values = vec![0f32; WEIGH_ROWS * d];
         let mut out = Vec::with_capacity(self.shape.kv_heads);
         for h in 0..self.shape.kv_heads {
             let mut scores = vec![0f32; n];
             observed.score_mass(&mass[h * group * n..(h + 1) * group * n], group, &mut scores)?;
             if self.cfg.value_norm {
-                widen(&backend.dense_rows(&lay.store, h)?.values, &mut values);
-                ValueNorm::new(observed).weigh(&values, d, &mut scores)?;
+                // Widened a few rows at a time, so they are weighed while still in L1 (each
+                // row's weight depends on that row alone).
+                let rows = backend.dense_rows(&lay.store, h)?;
+                let weigh = ValueNorm::new(observed);
+                for (src, s) in
+                    rows.values.chunks(WEIGH_ROWS * d).zip(scores.chunks_mut(WEIGH_ROWS))
+                {
+                    let values = &mut values[..src.len()];
+                    nq_lattice::widen_f16(src, values)?;
+                    weigh.weigh(values, d, s)?;
+                }
             }
             out.push(scores);
         }
