@@ -278,22 +278,31 @@ fn max_pool(src: &[f32], range: Range<usize>, kernel: usize, dst: &mut [f32]) {
         .map(|&x| if x.is_nan() { f32::NEG_INFINITY } else { x })
         .collect();
     let mut w = 1;
+    let mut ahead = vec![0f32; n];
     while w < p && w < n {
-        // Ascending `j` reads `span[j + w]` before this pass writes it.
-        for j in 0..n - w {
-            span[j] = span[j].max(span[j + w]);
+        // `span[j] = max(span[j], span[j + w])` with the values before this pass: read from
+        // a copy, so the pass vectorizes.
+        ahead[..n - w].copy_from_slice(&span[w..]);
+        for (x, &y) in span[..n - w].iter_mut().zip(&ahead[..n - w]) {
+            *x = x.max(y);
         }
         w *= 2;
     }
     let s = range.start;
-    for i in range.clone() {
+    // Full windows (`lo = i - r`, `hi = i + r + 1`): the two spans at their ends.
+    let full = s + r..range.end.saturating_sub(r).max(s + r);
+    let ends = full.start.min(range.end);
+    for i in (s..ends).chain(full.end.max(ends)..range.end) {
         let lo = i.saturating_sub(r).max(s);
         let hi = (i + r + 1).min(range.end);
-        dst[i] = if hi - lo == kernel {
-            span[lo - s].max(span[hi - p - s])
-        } else {
-            src[lo..hi].iter().copied().fold(f32::NEG_INFINITY, f32::max)
-        };
+        dst[i] = src[lo..hi].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    }
+    if !full.is_empty() {
+        let first = &span[full.start - r - s..full.end - r - s];
+        let last = &span[full.start + r + 1 - p - s..full.end + r + 1 - p - s];
+        for ((d, &a), &b) in dst[full].iter_mut().zip(first).zip(last) {
+            *d = a.max(b);
+        }
     }
 }
 

@@ -144,7 +144,12 @@ pub(crate) fn encode_fixed(
     let kernels = codec.kernels();
     let bpr = dim / 8;
     let row_bytes = bpr * bits.bytes_per_block();
-    let rms = |sumsq: f64| (sumsq / dim as f64).sqrt() as f32;
+    // Dividing by a power of two is multiplying by its exact inverse (the same bits).
+    let inv_dim = 1.0 / dim as f64;
+    let rms = |sumsq: f64| {
+        let ms = if dim.is_power_of_two() { sumsq * inv_dim } else { sumsq / dim as f64 };
+        ms.sqrt() as f32
+    };
     let overflow = |row: usize, scale: f32| Error::ScaleOverflow { op: OP, row, scale };
     match codec.scale_mode() {
         mode @ (ScaleMode::AbsMax | ScaleMode::Rms) => {

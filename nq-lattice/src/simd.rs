@@ -584,7 +584,9 @@ mod x86 {
                 _mm256_storeu_ps(d.as_mut_ptr(), v);
             }
         }
-        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src_tail, dst_tail);
+        if !src_tail.is_empty() {
+            half::slice::HalfFloatSliceExt::convert_to_f32_slice(src_tail, dst_tail);
+        }
     }
 
     /// AVX2 + FMA kernels.
