@@ -86,23 +86,39 @@ pub(crate) fn row_stats(x: &[f32], dim: usize) -> Vec<(f64, f32)> {
 /// Sum of squares (f64) and largest magnitude of one row (a multiple of 8 values).
 #[inline]
 fn row_stat(row: &[f32]) -> (f64, f32) {
+    (row_sumsq(row), row_amax(row))
+}
+
+/// Sum of squares of one row (a multiple of 8 values): 8 lanes in f32, added in `f64`.
+#[inline]
+fn row_sumsq(row: &[f32]) -> f64 {
     let mut acc = [0.0f32; 8];
+    for blk in row.as_chunks::<8>().0 {
+        for i in 0..8 {
+            acc[i] += blk[i] * blk[i];
+        }
+    }
+    let mut total = 0.0f64;
+    for a in acc {
+        total += f64::from(a);
+    }
+    total
+}
+
+/// Largest magnitude of one row (a multiple of 8 values).
+#[inline]
+fn row_amax(row: &[f32]) -> f32 {
     // One maximum per lane, reduced at the end: one running maximum over the row was
     // a serial chain of 64 compares (the compiler may not reorder float selects).
     let mut amax = [0.0f32; 8];
-    let mut total = 0.0f64;
-    for blk in row.chunks_exact(8) {
+    for blk in row.as_chunks::<8>().0 {
         for i in 0..8 {
-            acc[i] += blk[i] * blk[i];
             // Inputs are finite: a plain compare vectorizes (unlike `f32::max`).
             let a = blk[i].abs();
             amax[i] = if a > amax[i] { a } else { amax[i] };
         }
     }
-    for a in acc {
-        total += f64::from(a);
-    }
-    (total, amax.into_iter().fold(0.0f32, |m, a| if a > m { a } else { m }))
+    amax.into_iter().fold(0.0f32, |m, a| if a > m { a } else { m })
 }
 
 /// Rows encoded per kernel call by the rules that need no refit: their scales and inverse
@@ -162,11 +178,10 @@ pub(crate) fn encode_fixed(
                 .zip(scales.chunks_mut(RULE_ROWS));
             for (c, ((x, codes), scales)) in chunks.enumerate() {
                 for (r, (row, s)) in x.chunks_exact(dim).zip(scales.iter_mut()).enumerate() {
-                    let (sumsq, amax) = row_stat(row);
                     let target = if mode == ScaleMode::Rms {
-                        rms_factor(bits) * rms(sumsq)
+                        rms_factor(bits) * rms(row_sumsq(row))
                     } else {
-                        amax / bits.max_coordinate()
+                        row_amax(row) / bits.max_coordinate()
                     };
                     let h = to_f16(target).ok_or_else(|| overflow(c * RULE_ROWS + r, target))?;
                     *s = h;
