@@ -126,16 +126,15 @@ fn encode_part(
         let mean: &[f32] = if center { mean } else { &[] };
         let factor: &[f32] = smooth.map_or(&[], |(_, s)| s);
         for idx in idx.chunks(CHUNK) {
-            gather(dense, job.start, idx, d, rows, None)?;
+            gather(dense, job.start, idx, d, rows)?;
             center_and_smooth(rows, mean, factor, d);
             rotate(rot, rows, d)?;
             quantize(codec, rows, codes, scales)?;
         }
         return Ok(());
     }
-    // Step 1, with the column sums of step 3 when the mean is due (and no RoPE comes first).
-    let mut sums = (mean_due && rope.is_none()).then(|| vec![0f64; d]);
-    gather(dense, job.start, idx, d, rows, sums.as_deref_mut())?;
+    // Step 1.
+    gather(dense, job.start, idx, d, rows)?;
     // Step 2: RoPE inversion.
     if let Some(rope) = rope {
         let pos: Vec<u32> = idx.iter().map(|&i| job.positions[i as usize]).collect();
@@ -143,16 +142,15 @@ fn encode_part(
     }
     // Step 3: the mean, from the first rows the head compresses.
     if mean_due {
-        let sums = sums.unwrap_or_else(|| prep::column_sum(rows, d));
-        *mean = prep::column_mean_from_sums(&sums, idx.len());
+        *mean = prep::column_mean_from_sums(&prep::column_sum(rows, d), idx.len());
     }
     let mean: &[f32] = if center { mean } else { &[] };
     // Step 4: the smoothing factor, from the queries' sums of squares and the centered keys':
     // center all rows (measuring them), then only scale.
     let (mean, factor): (&[f32], &[f32]) = match smooth {
         Some((Some(query_squares), factor)) => {
-            let squares = subtract_and_square(rows, mean, d);
-            *factor = prep::key_smoothing_from_sums(query_squares, &squares);
+            subtract(rows, mean, d);
+            *factor = prep::key_smoothing_from_sums(query_squares, &prep::column_squares(rows, d));
             (&[], factor)
         }
         Some((None, factor)) => (mean, factor),
@@ -167,32 +165,12 @@ fn encode_part(
 }
 
 /// Step 1: the kept rows `idx` (into the range starting at dense row `start`) of `dense`,
-/// widened to f32; with `sums`, each column's sum (f64, added row by row in order, as
-/// [`prep::column_sum`] does) is added to it.
-fn gather(
-    dense: &[f16],
-    start: usize,
-    idx: &[u32],
-    d: usize,
-    rows: &mut Vec<f32>,
-    sums: Option<&mut [f64]>,
-) -> Result<()> {
+/// widened to f32.
+fn gather(dense: &[f16], start: usize, idx: &[u32], d: usize, rows: &mut Vec<f32>) -> Result<()> {
     rows.resize(idx.len() * d, 0.0);
-    let pairs = idx.iter().zip(rows.chunks_exact_mut(d));
-    match sums {
-        None => {
-            for (&i, row) in pairs {
-                let at = (start + i as usize) * d;
-                nq_lattice::widen_f16(&dense[at..at + d], row)?;
-            }
-        }
-        Some(sums) => {
-            for (&i, row) in pairs {
-                let at = (start + i as usize) * d;
-                nq_lattice::widen_f16(&dense[at..at + d], row)?;
-                sums.iter_mut().zip(row.iter()).for_each(|(s, &x)| *s += f64::from(x));
-            }
-        }
+    for (&i, row) in idx.iter().zip(rows.chunks_exact_mut(d)) {
+        let at = (start + i as usize) * d;
+        nq_lattice::widen_f16(&dense[at..at + d], row)?;
     }
     Ok(())
 }
@@ -223,17 +201,9 @@ fn center_and_smooth(rows: &mut [f32], mean: &[f32], factor: &[f32], d: usize) {
     }
 }
 
-/// `row -= mean` for every row (nothing if `mean` is empty), returning the per-column sums
-/// of squares (f64) of the centered rows, as [`prep::column_squares`] gives them.
-fn subtract_and_square(rows: &mut [f32], mean: &[f32], d: usize) -> Vec<f64> {
-    let mut squares = vec![0f64; d];
-    for row in rows.chunks_exact_mut(d) {
-        if !mean.is_empty() {
-            row.iter_mut().zip(mean).for_each(|(x, m)| *x -= m);
-        }
-        squares.iter_mut().zip(row.iter()).for_each(|(q, &x)| *q += f64::from(x) * f64::from(x));
-    }
-    squares
+/// `row -= mean` for every row (nothing if `mean` is empty).
+fn subtract(rows: &mut [f32], mean: &[f32], d: usize) {
+    center_and_smooth(rows, mean, &[], d);
 }
 
 /// Step 5: the randomized Hadamard rotation of every row (one batched call when the
