@@ -283,14 +283,15 @@ fn score_shift<L: Lanes>(v: &[L; 8], up: bool) -> Scored<L> {
     let s = L::splat(if up { 0.25 } else { -0.25 });
     let mut t = [zero; 8];
     let mut w = [zero; 8];
-    let mut odd = L::none();
     let mut base = zero;
     for i in 0..8 {
         t[i] = v[i] - s;
         w[i] = t[i].abs();
-        odd = L::xor(odd, t[i].lt(zero));
         base = base + (w[i] * w[i] - w[i]);
     }
+    // The number of negative t_i, from their sign bits: t = v ∓ ¼ is never -0 (a difference
+    // is -0 only for -0 - +0), and finite for finite v.
+    let odd = L::odd_signs(&t);
     let srt = sort8(w);
     let mut pre = [zero; 9];
     for r in 0..8 {

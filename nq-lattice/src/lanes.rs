@@ -47,6 +47,9 @@ pub(crate) trait Lanes:
     fn mselect(m: Self::M, a: Self::M, b: Self::M) -> Self::M;
     /// Whether every lane of `m` is set.
     fn all(m: Self::M) -> bool;
+    /// Lanes where an odd number of the 8 values have their sign bit set (for values other
+    /// than -0 and NaN: are negative).
+    fn odd_signs(x: &[Self; 8]) -> Self::M;
     /// Lanes `0..N` written to `out[..N]`.
     fn store(self, out: &mut [f32]);
     /// The E8P indices of lanes `0..N` holding indices packed by `e8p::index_packed`,
@@ -129,6 +132,10 @@ impl Lanes for f32 {
     #[inline(always)]
     fn all(m: bool) -> bool {
         m
+    }
+    #[inline(always)]
+    fn odd_signs(x: &[Self; 8]) -> bool {
+        x.iter().fold(false, |odd, v| odd ^ v.is_sign_negative())
     }
     #[inline(always)]
     fn store(self, out: &mut [f32]) {

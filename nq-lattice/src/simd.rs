@@ -167,6 +167,15 @@ mod x86 {
             avx!(_mm256_movemask_ps(m)) == 0xff
         }
         #[inline(always)]
+        fn odd_signs(x: &[Self; 8]) -> __m256 {
+            let mut p = x[0].0;
+            for v in &x[1..] {
+                p = avx!(_mm256_xor_ps(p, v.0));
+            }
+            // The sign bit of the XOR is the parity; spread it over the lane.
+            avx!(_mm256_castsi256_ps(_mm256_srai_epi32::<31>(_mm256_castps_si256(p))))
+        }
+        #[inline(always)]
         fn store(self, out: &mut [f32]) {
             let out = &mut out[..8];
             // SAFETY: `out` has 8 elements (sliced above); unaligned store. Features: invariant.
@@ -354,6 +363,17 @@ mod x86 {
         #[inline(always)]
         fn all(m: __mmask16) -> bool {
             m == u16::MAX
+        }
+        #[inline(always)]
+        fn odd_signs(x: &[Self; 8]) -> __mmask16 {
+            avx!({
+                let b = |v: Self| _mm512_castps_si512(v.0);
+                // 0x96: three-way XOR.
+                let p = _mm512_ternarylogic_epi32::<0x96>(b(x[0]), b(x[1]), b(x[2]));
+                let q = _mm512_ternarylogic_epi32::<0x96>(b(x[3]), b(x[4]), b(x[5]));
+                let r = _mm512_ternarylogic_epi32::<0x96>(b(x[6]), b(x[7]), p);
+                _mm512_cmplt_epi32_mask(_mm512_xor_si512(q, r), _mm512_setzero_si512())
+            })
         }
         #[inline(always)]
         fn store(self, out: &mut [f32]) {
