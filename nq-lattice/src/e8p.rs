@@ -361,8 +361,9 @@ fn winner<L: Lanes>(s: &Scored<L>) -> (L, L, L, L, L::M) {
 
 /// The signed pattern values of a scored codeword: the multiset's values assigned by rank
 /// of `|t_i|` (ties: lower index first), signs of `t`, the smallest flipped on a parity fix.
+/// Also returns their magnitudes and sign masks.
 #[inline(always)]
-fn assign<L: Lanes>(s: &Scored<L>) -> [L; 8] {
+fn assign<L: Lanes>(s: &Scored<L>) -> ([L; 8], [L; 8], [L::M; 8]) {
     let (zero, one, half) = (L::splat(0.0), L::splat(1.0), L::splat(0.5));
     let (n3, n5, u3, u5, fix) = winner(s);
     // A loop, not `s.t.map(L::abs)`: `array::map` is not inlined into the `#[target_feature]`
@@ -371,36 +372,40 @@ fn assign<L: Lanes>(s: &Scored<L>) -> [L; 8] {
     for i in 0..8 {
         w[i] = s.t[i].abs();
     }
-    let mut p = [zero; 8];
+    let (mut p, mut a) = ([zero; 8], [zero; 8]);
+    let mut neg = [L::none(); 8];
     if L::all(strictly_decreasing(&s.srt)) {
         // No ties (and no NaN): rank_i < n ⟺ w_i > srt[n], and rank 7 is the one w_i
         // equal to srt[7].
         for i in 0..8 {
-            let a = half + L::mask_val(u3.lt(w[i]), one) + L::mask_val(u5.lt(w[i]), one);
+            a[i] = half + L::mask_val(u3.lt(w[i]), one) + L::mask_val(u5.lt(w[i]), one);
             let flip = L::and(fix, w[i].eq(s.srt[7]));
-            p[i] = a.neg_if(L::xor(s.t[i].lt(zero), flip));
+            neg[i] = L::xor(s.t[i].lt(zero), flip);
+            p[i] = a[i].neg_if(neg[i]);
         }
     } else {
         let rank = ranks(&w);
         let seven = L::splat(7.0);
         for i in 0..8 {
-            let a = half + L::mask_val(rank[i].lt(n3), one) + L::mask_val(rank[i].lt(n5), one);
+            a[i] = half + L::mask_val(rank[i].lt(n3), one) + L::mask_val(rank[i].lt(n5), one);
             let flip = L::and(fix, rank[i].eq(seven));
-            p[i] = a.neg_if(L::xor(s.t[i].lt(zero), flip));
+            neg[i] = L::xor(s.t[i].lt(zero), flip);
+            p[i] = a[i].neg_if(neg[i]);
         }
     }
-    p
+    (p, a, neg)
 }
 
-/// The nearest codeword over both shifts: signed pattern values, shift mask (+¼), cost.
-/// Only the winning shift's values are assigned.
+/// The nearest codeword over both shifts: signed pattern values, shift mask (+¼), and its
+/// index packed by [`pack`]. Only the winning shift's values are assigned.
 #[inline(always)]
 pub(crate) fn nearest<L: Lanes>(v: &[L; 8]) -> ([L; 8], L::M, L) {
     let lo = score_shift(v, false);
     let hi = score_shift(v, true);
     let up = hi.cost.lt(lo.cost);
     let s = Scored::select(up, &hi, &lo);
-    (assign(&s), up, s.cost)
+    let (p, a, neg) = assign(&s);
+    (p, up, pack(&a, &neg, up))
 }
 
 /// The codeword `p ± ¼` of signed pattern values and a shift mask.
@@ -424,30 +429,30 @@ pub(crate) fn select8<L: Lanes>(m: L::M, a: &[L; 8], b: &[L; 8]) -> [L; 8] {
     out
 }
 
-/// Per-lane index of signed pattern values, packed as an exact small integer in `f32`:
-/// `key + 8192 hi`, with `key` the base-3 key of `|p|` (the low index byte is
-/// `KEY_TO_ID[key]`) and `hi` the high index byte (the negative coordinates 0-6 as bits
-/// 0-6, the shift as bit 7). Below 2^21, so exact.
+/// Per-lane index of signed pattern values `p`, given as their magnitudes `a` and sign
+/// masks `neg`, packed as an exact small integer in `f32`: `key + 8192 hi`, with `key` the
+/// base-3 key of `|p|` (the low index byte is `KEY_TO_ID[key]`) and `hi` the high index
+/// byte (the negative coordinates 0-6 as bits 0-6, the shift as bit 7). Below 2^21, so
+/// exact.
 #[inline(always)]
-pub(crate) fn index_packed<L: Lanes>(p: &[L; 8], up: L::M) -> L {
-    let zero = L::splat(0.0);
+fn pack<L: Lanes>(a: &[L; 8], neg: &[L::M; 8], up: L::M) -> L {
     let half = L::splat(0.5);
-    let mut key = zero;
+    let mut key = L::splat(0.0);
     let mut pow3 = 2187.0f32;
     for i in (0..8).rev() {
-        key = key + (p[i].abs() - half) * L::splat(pow3);
+        key = key + (a[i] - half) * L::splat(pow3);
         pow3 /= 3.0;
     }
     let mut hi = L::mask_val(up, L::splat(128.0 * 8192.0));
     for i in 0..7 {
         #[allow(clippy::cast_precision_loss)]
         let bit = (1u32 << (i + 13)) as f32;
-        hi = hi + L::mask_val(p[i].lt(zero), L::splat(bit));
+        hi = hi + L::mask_val(neg[i], L::splat(bit));
     }
     key + hi
 }
 
-/// The 16-bit index of a packed index of [`index_packed`] (converted to `u32`).
+/// The 16-bit index of a packed index of [`pack`] (converted to `u32`).
 #[inline(always)]
 pub(crate) fn index_of_packed(packed: u32) -> u32 {
     let id = KEY_TO_ID[(packed & 8191) as usize];

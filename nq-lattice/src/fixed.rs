@@ -98,11 +98,11 @@ fn lanes_of<L: Lanes>(x: L) -> [f32; MAX_LANES] {
 /// Most lanes of any [`Lanes`] implementation.
 pub(crate) const MAX_LANES: usize = 16;
 
-/// The E8P index of each lane's codeword (signed pattern values and shift mask).
+/// The E8P index of each lane's codeword (from its packed index, `e8p::nearest`'s third).
 #[inline(always)]
-fn e8p_indices<L: Lanes>(p: &[L; 8], up: L::M) -> [u32; MAX_LANES] {
+fn e8p_indices<L: Lanes>(packed: L) -> [u32; MAX_LANES] {
     let mut index = [0u32; MAX_LANES];
-    e8p::index_packed(p, up).e8p_indices(&mut index);
+    packed.e8p_indices(&mut index);
     index
 }
 
@@ -116,8 +116,8 @@ fn e8p_indices<L: Lanes>(p: &[L; 8], up: L::M) -> [u32; MAX_LANES] {
 #[inline(always)]
 pub(crate) fn encode_group<L: Lanes, const BPB: usize>(v: &[L; 8], codes: &mut [u8]) -> [L; 8] {
     let codes = &mut codes[..L::N * BPB];
-    let (p, up, _) = e8p::nearest(v);
-    let first = e8p_indices(&p, up);
+    let (p, up, packed) = e8p::nearest(v);
+    let first = e8p_indices(packed);
     let c1 = e8p::codeword(&p, up);
     if BPB == 2 {
         for (out, &f) in codes.chunks_exact_mut(2).zip(&first) {
@@ -143,8 +143,8 @@ pub(crate) fn encode_group<L: Lanes, const BPB: usize>(v: &[L; 8], codes: &mut [
         add_scaled(&c1, &w, 0.5)
     } else {
         let r = residual(v, &c1, 4.0);
-        let (p2, up2, _) = e8p::nearest(&r);
-        let second = e8p_indices(&p2, up2);
+        let (p2, up2, packed2) = e8p::nearest(&r);
+        let second = e8p_indices(packed2);
         for ((out, &f), &s) in codes.chunks_exact_mut(4).zip(&first).zip(&second) {
             out.copy_from_slice(&(f | s << 16).to_le_bytes());
         }

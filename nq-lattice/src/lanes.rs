@@ -52,7 +52,7 @@ pub(crate) trait Lanes:
     fn odd_signs(x: &[Self; 8]) -> Self::M;
     /// Lanes `0..N` written to `out[..N]`.
     fn store(self, out: &mut [f32]);
-    /// The E8P indices of lanes `0..N` holding indices packed by `e8p::index_packed`,
+    /// The E8P indices of lanes `0..N` holding indices packed by `e8p::pack`,
     /// written to `out[..N]` (see `e8p::index_of_packed`).
     fn e8p_indices(self, out: &mut [u32]);
     /// Lane-wise table look-up: lane `l` becomes `table[self_l]`, where every lane holds an
