@@ -2,7 +2,6 @@
 //! Every attention primitive here reads the stored bytes directly.
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use nq_lattice::FixedCodec;
 
 use crate::config::Storage;
@@ -125,11 +124,11 @@ impl RowCodec {
     }
 }
 
-/// Convert f16 rows to f32 (F16C where the CPU has it, through `half`).
-pub(crate) fn widen(src: &[f16], dst: &mut Vec<f32>) {
+/// Convert f16 rows to f32 into `dst`, resized to fit ([`nq_lattice::widen_f16`]).
+pub(crate) fn widen(src: &[f16], dst: &mut Vec<f32>) -> Result<()> {
     dst.clear();
     dst.resize(src.len(), 0.0);
-    src.convert_to_f32_slice(dst);
+    Ok(nq_lattice::widen_f16(src, dst)?)
 }
 
 /// Little-endian f16 bytes to f32 values (`out.len()` of them), as the F16 storage holds rows.

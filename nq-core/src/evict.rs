@@ -79,9 +79,9 @@ impl Scoring {
         let mut out = Vec::with_capacity(heads);
         for h in 0..heads {
             let rows = backend.dense_rows(&lay.store, h)?;
-            widen(&rows.keys, &mut keys);
+            widen(&rows.keys, &mut keys)?;
             if self.cfg.value_norm {
-                widen(&rows.values, &mut values);
+                widen(&rows.values, &mut values)?;
             }
             queries.clear();
             if w > 0 {

@@ -82,7 +82,6 @@ impl Positions {
         {
             return Err(Error::Position { op: "Positions::push", got: p, last });
         }
-        self.len += 1;
         let word = p / 64;
         match &mut self.repr {
             Repr::Bits { words, .. } if words.is_empty() => {
@@ -91,8 +90,8 @@ impl Positions {
             Repr::Bits { first_word, words } => {
                 let at = (word - *first_word) as usize;
                 // A list once the bitmap costs a cache line more (positions far apart).
-                if bitmap_bytes(at + 1) > list_bytes(self.len) + 64 {
-                    let mut list: Vec<u32> = self.iter_held().collect();
+                if bitmap_bytes(at + 1) > list_bytes(self.len + 1) + 64 {
+                    let mut list: Vec<u32> = self.iter().collect();
                     list.push(p);
                     self.repr = Repr::List(list);
                 } else {
@@ -116,14 +115,8 @@ impl Positions {
                 }
             }
         }
+        self.len += 1;
         Ok(())
-    }
-
-    /// The positions held before the push in progress (`len` already counts it).
-    fn iter_held(&self) -> Iter<'_> {
-        let mut it = self.iter();
-        it.left = self.len - 1;
-        it
     }
 
     /// Positions held.

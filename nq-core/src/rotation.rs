@@ -44,8 +44,12 @@ impl Rotation {
         &self.blocks
     }
 
-    /// `rows <- R rows` for every row of `dim` values.
+    /// `rows <- R rows` for every row of `dim` values: one batched call when the rotation is
+    /// a single block (the same bits as row by row).
     pub(crate) fn forward_rows(&self, rows: &mut [f32]) -> Result<()> {
+        if let [block] = &self.blocks[..] {
+            return Ok(block.forward_rows(rows)?);
+        }
         for row in rows.chunks_exact_mut(self.dim) {
             self.forward(row)?;
         }

@@ -128,7 +128,7 @@ fn encode_part(
         for idx in idx.chunks(CHUNK) {
             gather(dense, job.start, idx, d, rows)?;
             center_and_smooth(rows, mean, factor, d);
-            rotate(rot, rows, d)?;
+            rotate(rot, rows)?;
             quantize(codec, rows, codes, scales)?;
         }
         return Ok(());
@@ -158,7 +158,7 @@ fn encode_part(
     };
     for rows in rows.chunks_mut(CHUNK * d) {
         center_and_smooth(rows, mean, factor, d);
-        rotate(rot, rows, d)?;
+        rotate(rot, rows)?;
         quantize(codec, rows, codes, scales)?;
     }
     Ok(())
@@ -206,13 +206,9 @@ fn subtract(rows: &mut [f32], mean: &[f32], d: usize) {
     center_and_smooth(rows, mean, &[], d);
 }
 
-/// Step 5: the randomized Hadamard rotation of every row (one batched call when the
-/// rotation is a single block, the same bits as row by row).
-fn rotate(rot: &Rotation, rows: &mut [f32], d: usize) -> Result<()> {
-    match rot.blocks() {
-        [block] if block.dim() == d => Ok(block.forward_rows(rows)?),
-        _ => rot.forward_rows(rows),
-    }
+/// Step 5: the randomized Hadamard rotation of every row.
+fn rotate(rot: &Rotation, rows: &mut [f32]) -> Result<()> {
+    rot.forward_rows(rows)
 }
 
 /// Step 6: per-row scale and fixed-rate E8 codes (or f16), appended to the head's.
